@@ -1,0 +1,48 @@
+//! # powerpool-core
+//!
+//! Everything a mining pool decides, as deterministic state machines with no I/O: no sockets,
+//! no clock reads, no OS randomness. The same inputs (bytes, templates, replies, times, seeds)
+//! always give the same outputs, byte for byte, so the drivers, the simulator and the tests all
+//! exercise the exact logic that runs in production.
+//!
+//! ## Guarantees
+//! - Peer input never panics the core: malformed stratum lines, hex, addresses and templates
+//!   become typed errors or stratum error replies.
+//! - Consensus bytes (coinbase, merkle branch, header, block, witness commitment) are built and
+//!   checked as Bitcoin Core builds and checks them; known-answer tests from real chain data
+//!   and from blocks a real node accepted prove it.
+//! - Memory per miner session is bounded whatever the miner sends.
+//! - Time is an input ([`time::Now`]); randomness comes from seeds.
+//!
+//! ## Layout
+//! - [`hash`], [`target`], [`encode`], [`merkle`], [`tx`], [`address`]: consensus primitives.
+//! - [`pow`]: proof-of-work algorithms as values of a coin's configuration.
+//! - [`stratum`], [`framing`]: the Stratum v1 wire codec and bounded line framing.
+//! - [`template`]: `getblocktemplate` results, parsed and checked.
+//! - [`job`]: immutable jobs (coinbase halves, merkle branch, pre-rendered notify) and block
+//!   assembly; [`work`]: the job manager turning templates into jobs.
+//! - [`session`]: one miner connection; [`vardiff`]: difficulty retargeting;
+//!   [`share`]: share outcomes and the found-block obligation; [`extranonce`]: extranonce1
+//!   allocation unique across ports and instances.
+//! - [`coinserver`]: which node to ask, failover and poll-versus-push decisions.
+//! - [`record`]: share and block records every store persists; [`time`]: time as input.
+
+pub mod address;
+pub mod coinserver;
+pub mod encode;
+pub mod extranonce;
+pub mod framing;
+pub mod hash;
+pub mod job;
+pub mod merkle;
+pub mod pow;
+pub mod record;
+pub mod session;
+pub mod share;
+pub mod stratum;
+pub mod target;
+pub mod template;
+pub mod time;
+pub mod tx;
+pub mod vardiff;
+pub mod work;
