@@ -25,6 +25,8 @@
 //!   [`share`]: share outcomes and the found-block obligation; [`extranonce`]: extranonce1
 //!   allocation unique across ports and instances.
 //! - [`coinserver`]: which node to ask, failover and poll-versus-push decisions.
+//! - [`sharelog`]: the share-log policy — batching, spooling while the store is down, ordered
+//!   replay with idempotent batch ids.
 //! - [`record`]: share and block records every store persists; [`time`]: time as input.
 
 pub mod address;
@@ -39,6 +41,7 @@ pub mod pow;
 pub mod record;
 pub mod session;
 pub mod share;
+pub mod sharelog;
 pub mod stratum;
 pub mod target;
 pub mod template;
