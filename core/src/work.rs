@@ -1,0 +1,177 @@
+//! The job manager: templates in, jobs out.
+//!
+//! A new job is built only when the template really changed — a new previous block (a *clean*
+//! job: every earlier job becomes stale), or different transactions, value, bits, version or
+//! aux commitment (an *update*: earlier jobs stay valid). The original rebuilt a job on every
+//! fetch because its comparison always saw a difference (reference §12.4), and built none on a
+//! signal-driven fetch at an unchanged height even when the transactions had changed (§12.25).
+//!
+//! Drain order: after each `handle_*`, call [`Work::poll_job`] until it returns `None`; updates
+//! come out in the order they were made, so a clean job is never overtaken by an older update.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::hash::Hash256;
+use crate::job::{CoinbaseParams, Job, JobError, JobId};
+use crate::pow::Algorithm;
+use crate::template::BlockTemplate;
+use crate::time::Now;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkConfig {
+    pub currency: Arc<str>,
+    pub algo: Algorithm,
+    pub coinbase: CoinbaseParams,
+    /// Jobs of the current block that stay valid for shares (the oldest is dropped first).
+    pub max_live_jobs: usize,
+}
+
+/// A job to hand to every session: `clean` means "drop all earlier work".
+#[derive(Debug, Clone)]
+pub struct JobUpdate {
+    pub job: Arc<Job>,
+    pub clean: bool,
+}
+
+/// What identifies a template's content for the "really changed" test (ntime is excluded:
+/// miners roll it themselves).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TemplateKey {
+    prev_hash: Hash256,
+    height: u64,
+    bits: u32,
+    version: u32,
+    coinbase_value: u64,
+    txids: Vec<Hash256>,
+    witness_commitment: Option<Vec<u8>>,
+    aux_commitment: Option<Vec<u8>>,
+}
+
+#[derive(Debug)]
+pub struct Work {
+    cfg: WorkConfig,
+    next_id: u64,
+    template: Option<BlockTemplate>,
+    key: Option<TemplateKey>,
+    current: Option<Arc<Job>>,
+    live: VecDeque<JobId>,
+    updates: VecDeque<JobUpdate>,
+}
+
+impl Work {
+    /// `first_job_id` lets a restarted instance avoid reusing job ids miners still hold.
+    pub fn new(cfg: WorkConfig, first_job_id: u64) -> Self {
+        Work {
+            cfg,
+            next_id: first_job_id,
+            template: None,
+            key: None,
+            current: None,
+            live: VecDeque::new(),
+            updates: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &WorkConfig {
+        &self.cfg
+    }
+
+    pub fn current(&self) -> Option<&Arc<Job>> {
+        self.current.as_ref()
+    }
+
+    pub fn template(&self) -> Option<&BlockTemplate> {
+        self.template.as_ref()
+    }
+
+    /// True while shares for `id` can still be credited (built on the current tip and within
+    /// the live window).
+    pub fn is_live(&self, id: JobId) -> bool {
+        self.live.contains(&id)
+    }
+
+    /// A fresh template from the coinserver. Returns whether a job was made.
+    pub fn handle_template(&mut self, now: Now, tpl: BlockTemplate) -> Result<bool, JobError> {
+        let key = self.key_for(&tpl, self.cfg.coinbase.aux_commitment.clone());
+        if self.key.as_ref() == Some(&key) {
+            // Same content; keep the newer curtime for the next rebuild only.
+            self.template = Some(tpl);
+            return Ok(false);
+        }
+        let clean = self
+            .key
+            .as_ref()
+            .is_none_or(|k| k.prev_hash != key.prev_hash);
+        self.publish(now, tpl, key, clean)?;
+        Ok(true)
+    }
+
+    /// New merged-mining commitment (aux chains changed work). Rebuilds the current job as an
+    /// update: aux changes never flush miners unless the parent changed too.
+    pub fn set_aux_commitment(
+        &mut self,
+        now: Now,
+        commitment: Option<Vec<u8>>,
+    ) -> Result<bool, JobError> {
+        if self.cfg.coinbase.aux_commitment == commitment {
+            return Ok(false);
+        }
+        self.cfg.coinbase.aux_commitment = commitment;
+        let Some(tpl) = self.template.clone() else {
+            return Ok(false);
+        };
+        let key = self.key_for(&tpl, self.cfg.coinbase.aux_commitment.clone());
+        self.publish(now, tpl, key, false)?;
+        Ok(true)
+    }
+
+    #[must_use]
+    pub fn poll_job(&mut self) -> Option<JobUpdate> {
+        self.updates.pop_front()
+    }
+
+    fn key_for(&self, tpl: &BlockTemplate, aux: Option<Vec<u8>>) -> TemplateKey {
+        TemplateKey {
+            prev_hash: tpl.prev_hash,
+            height: tpl.height,
+            bits: tpl.bits,
+            version: tpl.version,
+            coinbase_value: tpl.coinbase_value,
+            txids: tpl.txids(),
+            witness_commitment: tpl.witness_commitment_script.clone(),
+            aux_commitment: aux,
+        }
+    }
+
+    fn publish(
+        &mut self,
+        now: Now,
+        tpl: BlockTemplate,
+        key: TemplateKey,
+        clean: bool,
+    ) -> Result<(), JobError> {
+        let id = JobId(self.next_id);
+        let job = Arc::new(Job::build(
+            id,
+            self.cfg.currency.clone(),
+            self.cfg.algo,
+            &tpl,
+            &self.cfg.coinbase,
+            now,
+        )?);
+        self.next_id = self.next_id.wrapping_add(1);
+        if clean {
+            self.live.clear();
+        }
+        self.live.push_back(id);
+        while self.live.len() > self.cfg.max_live_jobs.max(1) {
+            self.live.pop_front();
+        }
+        self.template = Some(tpl);
+        self.key = Some(key);
+        self.current = Some(job.clone());
+        self.updates.push_back(JobUpdate { job, clean });
+        Ok(())
+    }
+}

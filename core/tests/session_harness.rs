@@ -1,0 +1,551 @@
+//! The core harness: a pool (Work + Sessions) driven by scripted miners and a virtual clock,
+//! no sockets. Miners do real hashing at tiny difficulties, and rebuild headers their own way
+//! (from the notify line, as a miner does), independently of the pool's job code.
+//!
+//! Templates come from a real Bitcoin Core regtest capture (tests/data/regtest/small_p2pkh);
+//! for share-only runs its bits are raised to mainnet's 1d00ffff so no share is a block.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use powerpool_core::address::{AddressParams, parse_address};
+use powerpool_core::hash::{Hash256, sha256d};
+use powerpool_core::job::CoinbaseParams;
+use powerpool_core::merkle::fold_branch;
+use powerpool_core::pow::Algorithm;
+use powerpool_core::record::ShareKind;
+use powerpool_core::session::{PortPolicy, Session, SessionContext, SessionEvent};
+use powerpool_core::target::Target;
+use powerpool_core::template::BlockTemplate;
+use powerpool_core::time::{Now, Timestamp};
+use powerpool_core::tx::Block;
+use powerpool_core::work::{JobUpdate, Work, WorkConfig};
+use serde_json::{Value, json};
+
+const ADDRESS: &str = "n3JakfYDvxbhwK6wVcaVpkpSyqZ3AjjhWh";
+const SHARE_DIFF: f64 = 1e-8; // ~43 hashes per share
+
+fn gbt(bits: Option<&str>) -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/regtest/small_p2pkh/gbt.json"
+    );
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    if let Some(b) = bits {
+        v["bits"] = json!(b);
+        v.as_object_mut().unwrap().remove("target");
+    }
+    v
+}
+
+struct Pool {
+    work: Work,
+    ctx: Arc<SessionContext>,
+    now: Now,
+    updates: Vec<JobUpdate>,
+}
+
+impl Pool {
+    fn new(policy: PortPolicy) -> Self {
+        let script = parse_address(ADDRESS, &AddressParams::REGTEST)
+            .unwrap()
+            .script_pubkey;
+        let work = Work::new(
+            WorkConfig {
+                currency: Arc::from("BTC"),
+                algo: Algorithm::Sha256d,
+                coinbase: CoinbaseParams {
+                    payout_script: script.clone(),
+                    pool_tag: b"/powerpool/".to_vec(),
+                    aux_commitment: None,
+                    extranonce1_size: 4,
+                    extranonce2_size: policy.extranonce2_size,
+                },
+                max_live_jobs: 8,
+            },
+            1,
+        );
+        let ctx = Arc::new(SessionContext {
+            policy,
+            address_params: AddressParams::REGTEST,
+            algo: Algorithm::Sha256d,
+            currency: Arc::from("BTC"),
+            server: 7,
+            boot: 1,
+            payout_script: Some(script),
+        });
+        // The template's curtime is 0x6b055309 (2026-11-24); the virtual wall clock starts
+        // a minute after it.
+        let now = Now::new(Timestamp::from_millis(0), (0x6b05_5309 + 60) * 1000);
+        Pool {
+            work,
+            ctx,
+            now,
+            updates: Vec::new(),
+        }
+    }
+
+    fn template(&mut self, v: Value) -> bool {
+        let tpl = BlockTemplate::from_json(&v).unwrap();
+        let made = self.work.handle_template(self.now, tpl).unwrap();
+        while let Some(u) = self.work.poll_job() {
+            self.updates.push(u);
+        }
+        made
+    }
+
+    fn advance(&mut self, secs: u64) {
+        self.now = self.now.advance(Duration::from_secs(secs));
+    }
+}
+
+/// A scripted miner: talks lines to a session, reads its replies like a miner would.
+struct Miner {
+    s: Session,
+    en1: Vec<u8>,
+    next_id: u64,
+    difficulty: f64,
+    notify: Option<Value>,
+    replies: Vec<Value>,
+    events: Vec<SessionEvent>,
+}
+
+impl Miner {
+    fn new(pool: &Pool, serial: u64, en1: [u8; 4]) -> Self {
+        Miner {
+            s: Session::new(pool.ctx.clone(), serial, en1.to_vec(), pool.now),
+            en1: en1.to_vec(),
+            next_id: 1,
+            difficulty: 0.0,
+            notify: None,
+            replies: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(t) = self.s.poll_transmit() {
+            let bytes = t.as_bytes();
+            assert_eq!(bytes.last(), Some(&b'\n'), "every line ends with a newline");
+            let v: Value = serde_json::from_slice(bytes).expect("pool sends JSON");
+            match v["method"].as_str() {
+                Some("mining.set_difficulty") => {
+                    self.difficulty = v["params"][0].as_f64().unwrap();
+                }
+                Some("mining.notify") => self.notify = Some(v),
+                Some(other) => panic!("unexpected notification {other}"),
+                None => self.replies.push(v),
+            }
+        }
+        while let Some(e) = self.s.poll_event() {
+            self.events.push(e);
+        }
+    }
+
+    fn send(&mut self, now: Now, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let line = json!({"id": id, "method": method, "params": params}).to_string() + "\n";
+        self.s.handle_input(now, line.as_bytes());
+        self.drain();
+        let pos = self
+            .replies
+            .iter()
+            .position(|r| r["id"] == json!(id))
+            .expect("a reply for every request");
+        self.replies.remove(pos)
+    }
+
+    fn job(&mut self, now: Now, u: &JobUpdate) {
+        self.s.handle_job(now, u);
+        self.drain();
+    }
+
+    /// Header as a miner builds it from the notify line (README formula).
+    fn header(&self, en2: &[u8], ntime: u32, nonce: u32, version_bits: Option<(u32, u32)>) -> [u8; 80] {
+        let p = self.notify.as_ref().unwrap()["params"].as_array().unwrap();
+        let mut cb = hex::decode(p[2].as_str().unwrap()).unwrap();
+        cb.extend_from_slice(&self.en1);
+        cb.extend_from_slice(en2);
+        cb.extend(hex::decode(p[3].as_str().unwrap()).unwrap());
+        let branch: Vec<Hash256> = p[4]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| Hash256::from_internal_hex(h.as_str().unwrap()).unwrap())
+            .collect();
+        let root = fold_branch(sha256d(&cb), &branch, 0);
+        let mut version = u32::from_str_radix(p[5].as_str().unwrap(), 16).unwrap();
+        if let Some((bits, mask)) = version_bits {
+            version = (version & !mask) | (bits & mask);
+        }
+        let mut prev = hex::decode(p[1].as_str().unwrap()).unwrap();
+        for w in prev.chunks_mut(4) {
+            w.reverse();
+        }
+        let nbits = u32::from_str_radix(p[6].as_str().unwrap(), 16).unwrap();
+        let mut h = [0u8; 80];
+        h[0..4].copy_from_slice(&version.to_le_bytes());
+        h[4..36].copy_from_slice(&prev);
+        h[36..68].copy_from_slice(&root.0);
+        h[68..72].copy_from_slice(&ntime.to_le_bytes());
+        h[72..76].copy_from_slice(&nbits.to_le_bytes());
+        h[76..80].copy_from_slice(&nonce.to_le_bytes());
+        h
+    }
+
+    fn job_id(&self) -> String {
+        self.notify.as_ref().unwrap()["params"][0]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn ntime(&self) -> u32 {
+        u32::from_str_radix(
+            self.notify.as_ref().unwrap()["params"][7].as_str().unwrap(),
+            16,
+        )
+        .unwrap()
+    }
+
+    /// Searches nonces from `start` for one whose hash does (`want = true`) or does not meet
+    /// the miner's current difficulty.
+    fn find(&self, en2: &[u8], start: u32, want: bool, vb: Option<(u32, u32)>) -> u32 {
+        let t = Target::from_difficulty(self.difficulty, &Target::SHA256D_DIFF1).unwrap();
+        (start..start + 1_000_000)
+            .find(|&n| t.is_met_by(&sha256d(&self.header(en2, self.ntime(), n, vb))) == want)
+            .expect("a nonce within a million")
+    }
+
+    fn submit(&mut self, now: Now, job: &str, en2: &str, ntime: u32, nonce: u32, vb: Option<&str>) -> Value {
+        let mut params = vec![
+            json!(format!("{ADDRESS}.rig1")),
+            json!(job),
+            json!(en2),
+            json!(format!("{ntime:08x}")),
+            json!(format!("{nonce:08x}")),
+        ];
+        if let Some(v) = vb {
+            params.push(json!(v));
+        }
+        self.send(now, "mining.submit", Value::Array(params))
+    }
+}
+
+fn policy() -> PortPolicy {
+    PortPolicy {
+        start_difficulty: SHARE_DIFF,
+        min_difficulty: 1e-12,
+        vardiff: None,
+        ..PortPolicy::default()
+    }
+}
+
+fn code(reply: &Value) -> i64 {
+    reply["error"][0].as_i64().unwrap_or(0)
+}
+
+fn connect(pool: &Pool, serial: u64, en1: [u8; 4]) -> Miner {
+    let mut m = Miner::new(pool, serial, en1);
+    let now = pool.now;
+    for u in &pool.updates {
+        m.s.handle_job(now, u);
+    }
+    let sub = m.send(now, "mining.subscribe", json!(["harness/1.0"]));
+    assert_eq!(sub["result"][1], json!(hex::encode(en1)));
+    assert_eq!(sub["result"][2], json!(4));
+    let auth = m.send(now, "mining.authorize", json!([format!("{ADDRESS}.rig1"), "x"]));
+    assert_eq!(auth["result"], json!(true), "{auth}");
+    assert_eq!(m.difficulty, SHARE_DIFF);
+    assert!(m.notify.is_some(), "work right after authorize");
+    m
+}
+
+#[test]
+fn miner_gets_work_and_shares_are_judged_with_the_right_codes() {
+    let mut pool = Pool::new(policy());
+    assert!(pool.template(gbt(Some("1d00ffff"))));
+    let mut m = connect(&pool, 1, [0xde, 0xad, 0xbe, 0xef]);
+    let now = pool.now;
+    let job = m.job_id();
+    let nt = m.ntime();
+
+    // An accepted share, then the same share again (and with different hex case): duplicate.
+    let n = m.find(&[0, 0, 0, 0x0a], 0, true, None);
+    assert_eq!(m.submit(now, &job, "0000000a", nt, n, None)["result"], json!(true));
+    assert_eq!(code(&m.submit(now, &job, "0000000a", nt, n, None)), 22);
+    assert_eq!(code(&m.submit(now, &job, "0000000A", nt, n, None)), 22);
+
+    // Low difficulty.
+    let low = m.find(&[0, 0, 0, 1], 0, false, None);
+    assert_eq!(code(&m.submit(now, &job, "00000001", nt, low, None)), 23);
+    // Unknown job id.
+    assert_eq!(code(&m.submit(now, "ffffff", "00000001", nt, n, None)), 21);
+    // Wrong extranonce2 size and bad hex.
+    assert_eq!(code(&m.submit(now, &job, "000001", nt, n, None)), 20);
+    assert_eq!(code(&m.submit(now, &job, "zz000001", nt, n, None)), 20);
+    // ntime before the template's mintime, and far in the future.
+    assert_eq!(code(&m.submit(now, &job, "00000001", nt - 100_000, n, None)), 20);
+    let future = (now.unix_secs() + 3 * 3600) as u32;
+    assert_eq!(code(&m.submit(now, &job, "00000001", future, n, None)), 20);
+    // Malformed nonce.
+    let r = m.send(
+        now,
+        "mining.submit",
+        json!([ADDRESS, job, "00000001", format!("{nt:08x}"), "123"]),
+    );
+    assert_eq!(code(&r), 20);
+    // Version bits without negotiating version rolling.
+    assert_eq!(code(&m.submit(now, &job, "00000001", nt, n, Some("00002000"))), 20);
+
+    // ntime rolled forward within the window is fine.
+    let mut m2 = connect(&pool, 2, [1, 2, 3, 4]);
+    let t = Target::from_difficulty(SHARE_DIFF, &Target::SHA256D_DIFF1).unwrap();
+    let rolled = nt + 30;
+    let n2 = (0u32..)
+        .find(|&k| t.is_met_by(&sha256d(&m2.header(&[9, 9, 9, 9], rolled, k, None))))
+        .unwrap();
+    assert_eq!(m2.submit(now, &job, "09090909", rolled, n2, None)["result"], json!(true));
+
+    // Records: one per judged share, with the kinds the stats need.
+    let kinds: Vec<ShareKind> = m
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Share(r) => Some(r.kind),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds[0], ShareKind::Accepted);
+    assert_eq!(kinds[1], ShareKind::Duplicate);
+    assert!(kinds.contains(&ShareKind::LowDifficulty));
+    assert!(kinds.contains(&ShareKind::Stale));
+    assert!(kinds.contains(&ShareKind::Invalid));
+    let ids: std::collections::HashSet<_> = m
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Share(r) => Some(r.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), kinds.len(), "record ids are unique");
+}
+
+#[test]
+fn new_block_makes_old_jobs_stale_and_updates_do_not() {
+    let mut pool = Pool::new(policy());
+    pool.template(gbt(Some("1d00ffff")));
+    let mut m = connect(&pool, 1, [5, 6, 7, 8]);
+    let old_job = m.job_id();
+    let nt = m.ntime();
+    let n_old = m.find(&[0, 0, 0, 2], 0, true, None);
+
+    // Same template again: no new job.
+    assert!(!pool.template(gbt(Some("1d00ffff"))));
+    // Same tip, different transactions: an update, old job still valid.
+    let mut v = gbt(Some("1d00ffff"));
+    v["transactions"].as_array_mut().unwrap().pop();
+    v["coinbasevalue"] = json!(v["coinbasevalue"].as_u64().unwrap() - 1000);
+    assert!(pool.template(v));
+    let upd = pool.updates.last().unwrap().clone();
+    assert!(!upd.clean);
+    m.job(pool.now, &upd);
+    assert_eq!(m.notify.as_ref().unwrap()["params"][8], json!(false));
+    assert_eq!(m.submit(pool.now, &old_job, "00000002", nt, n_old, None)["result"], json!(true));
+
+    // New previous block: clean job, everything earlier is stale.
+    let mut v = gbt(Some("1d00ffff"));
+    v["previousblockhash"] = json!("00".repeat(31) + "01");
+    v["height"] = json!(124);
+    assert!(pool.template(v));
+    let clean = pool.updates.last().unwrap().clone();
+    assert!(clean.clean);
+    m.job(pool.now, &clean);
+    assert_eq!(m.notify.as_ref().unwrap()["params"][8], json!(true));
+    let n3 = m.find(&[0, 0, 0, 3], 0, true, None); // against the new job, but submitted for the old
+    let r = m.submit(pool.now, &old_job, "00000003", nt, n3, None);
+    assert_eq!(code(&r), 21, "{r}");
+}
+
+#[test]
+fn a_share_meeting_the_network_target_becomes_a_block() {
+    let mut pool = Pool::new(policy());
+    pool.template(gbt(None)); // regtest bits: about every second hash is a block
+    let mut m = connect(&pool, 3, [0x0b, 0xad, 0xf0, 0x0d]);
+    let job = m.job_id();
+    let nt = m.ntime();
+    let net = Target::from_compact(0x207fffff).unwrap();
+    let n = (0u32..)
+        .find(|&k| net.is_met_by(&sha256d(&m.header(&[0x2a, 0, 0, 1], nt, k, None))))
+        .unwrap();
+    assert_eq!(m.submit(pool.now, &job, "2a000001", nt, n, None)["result"], json!(true));
+    let mut found = None;
+    let mut saw_share_first = false;
+    for e in m.events.drain(..) {
+        match e {
+            SessionEvent::Share(r) if found.is_none() => {
+                saw_share_first = r.kind == ShareKind::Accepted;
+            }
+            SessionEvent::Block(b) => found = Some(b.into_submission()),
+            _ => {}
+        }
+    }
+    let sub = found.expect("a block obligation");
+    assert!(saw_share_first, "the share is logged before its block");
+    let bytes = hex::decode(&*sub.hex).unwrap();
+    let block = Block::parse(&bytes).unwrap();
+    assert_eq!(block.header.block_hash(), sub.hash);
+    assert_eq!(sha256d(&m.header(&[0x2a, 0, 0, 1], nt, n, None)), sub.hash);
+    assert_eq!(block.txs.len(), 10);
+    assert_eq!(sub.height, 123);
+    assert_eq!(&*sub.address, ADDRESS);
+}
+
+#[test]
+fn version_rolling_is_negotiated_and_enforced() {
+    let mut pool = Pool::new(policy());
+    pool.template(gbt(Some("1d00ffff")));
+    let mut m = Miner::new(&pool, 4, [4, 4, 4, 4]);
+    let now = pool.now;
+    for u in &pool.updates {
+        m.s.handle_job(now, u);
+    }
+    let r = m.send(
+        now,
+        "mining.configure",
+        json!([["version-rolling", "minimum-difficulty", "foo"],
+               {"version-rolling.mask": "ffffffff", "version-rolling.min-bit-count": 2,
+                "minimum-difficulty.value": 1e-9}]),
+    );
+    assert_eq!(r["result"]["version-rolling"], json!(true));
+    assert_eq!(r["result"]["version-rolling.mask"], json!("1fffe000"));
+    assert_eq!(r["result"]["minimum-difficulty"], json!(true));
+    assert_eq!(r["result"]["foo"], json!(false));
+    m.send(now, "mining.subscribe", json!([]));
+    m.send(now, "mining.authorize", json!([format!("{ADDRESS}.asic"), ""]));
+    let job = m.job_id();
+    let nt = m.ntime();
+    let mask = 0x1fffe000;
+    let n = m.find(&[0, 0, 0, 7], 0, true, Some((0x0aa8e000, mask)));
+    assert_eq!(m.submit(now, &job, "00000007", nt, n, Some("0aa8e000"))["result"], json!(true));
+    // Same nonce with other rolled bits is a different share (maybe low, never duplicate).
+    assert_ne!(code(&m.submit(now, &job, "00000007", nt, n, Some("0aa8c000"))), 22);
+    // Bits outside the negotiated mask.
+    assert_eq!(code(&m.submit(now, &job, "00000007", nt, n, Some("e0000000"))), 20);
+}
+
+#[test]
+fn protocol_order_and_bad_input() {
+    let mut pool = Pool::new(policy());
+    pool.template(gbt(Some("1d00ffff")));
+    let mut m = Miner::new(&pool, 5, [5, 5, 5, 5]);
+    let now = pool.now;
+    assert_eq!(code(&m.send(now, "mining.authorize", json!([ADDRESS, "x"]))), 25);
+    assert_eq!(code(&m.send(now, "mining.submit", json!(["a", "1", "00000000", "00000000", "00000000"]))), 25);
+    m.send(now, "mining.subscribe", json!([]));
+    assert_eq!(code(&m.send(now, "mining.subscribe", json!([]))), 20);
+    assert_eq!(code(&m.send(now, "mining.submit", json!(["a", "1", "00000000", "00000000", "00000000"]))), 24);
+    // A mainnet address on a regtest pool is refused with a clear message.
+    let r = m.send(now, "mining.authorize", json!(["1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa.w", "x"]));
+    assert_eq!(code(&r), 24);
+    assert!(r["error"][1].as_str().unwrap().contains("Invalid payout address"), "{r}");
+    assert_eq!(code(&m.send(now, "mining.get_transactions", json!([]))), 20);
+    assert_eq!(code(&m.send(now, "mining.bogus", json!([]))), 20);
+    // Garbage and blank lines: an error reply for garbage, nothing for blank, no disconnect.
+    m.s.handle_input(now, b"\n\n  \r\nnot json\n");
+    m.drain();
+    assert_eq!(code(&m.replies.pop().unwrap()), 20);
+    assert!(!m.s.is_closed());
+    // A line over the limit closes the connection; memory stays bounded.
+    m.s.handle_input(now, &vec![b'a'; 100_000]);
+    m.drain();
+    assert!(m.s.is_closed());
+    assert!(m.events.iter().any(|e| matches!(e, SessionEvent::Close(_))));
+}
+
+#[test]
+fn suggest_difficulty_and_password_difficulty_are_clamped() {
+    let mut pool = Pool::new(PortPolicy {
+        min_difficulty: 1e-10,
+        max_difficulty: 1.0,
+        ..policy()
+    });
+    pool.template(gbt(Some("1d00ffff")));
+    let now = pool.now;
+    let mut m = Miner::new(&pool, 6, [6, 6, 6, 6]);
+    m.send(now, "mining.suggest_difficulty", json!([0.0001]));
+    m.send(now, "mining.subscribe", json!([]));
+    m.send(now, "mining.authorize", json!([ADDRESS, "x"]));
+    assert_eq!(m.difficulty, 0.0001);
+    m.send(now, "mining.suggest_difficulty", json!([1000]));
+    assert_eq!(m.difficulty, 1.0, "clamped to the port maximum");
+
+    let mut f = Miner::new(&pool, 7, [7, 7, 7, 7]);
+    f.send(now, "mining.subscribe", json!([]));
+    f.send(now, "mining.authorize", json!([ADDRESS, "d=1e-12"]));
+    assert_eq!(f.difficulty, 1e-10, "clamped to the port minimum");
+}
+
+#[test]
+fn vardiff_raises_a_fast_miner_and_old_jobs_keep_their_difficulty() {
+    let mut pool = Pool::new(PortPolicy {
+        vardiff: Some(powerpool_core::vardiff::VardiffConfig {
+            shares_per_minute: 6.0,
+            retarget_secs: 10.0,
+            max_step: 4.0,
+            tolerance: 0.3,
+        }),
+        ..policy()
+    });
+    pool.template(gbt(Some("1d00ffff")));
+    let mut m = connect(&pool, 8, [8, 8, 8, 8]);
+    let job = m.job_id();
+    let nt = m.ntime();
+    // 30 shares within 11 virtual seconds: far above 6/min.
+    let mut nonce = 0;
+    for i in 0..30u32 {
+        let en2 = i.to_be_bytes();
+        nonce = m.find(&en2, 0, true, None);
+        let r = m.submit(pool.now, &job, &hex::encode(en2), nt, nonce, None);
+        assert_eq!(r["result"], json!(true), "{r}");
+        if i % 3 == 0 {
+            pool.advance(1);
+        }
+    }
+    assert!(m.difficulty > SHARE_DIFF, "vardiff raised the difficulty");
+    assert!(m.difficulty <= SHARE_DIFF * 4.0, "bounded step");
+    let _ = nonce;
+    // A share found at the old difficulty for the same job is still accepted (no reject
+    // caused by the retarget); the job was re-sent with the new difficulty.
+    let old_t = Target::from_difficulty(SHARE_DIFF, &Target::SHA256D_DIFF1).unwrap();
+    let new_t = Target::from_difficulty(m.difficulty, &Target::SHA256D_DIFF1).unwrap();
+    let en2 = [0xaa, 0, 0, 0];
+    let n = (0u32..)
+        .find(|&k| {
+            let h = sha256d(&m.header(&en2, nt, k, None));
+            old_t.is_met_by(&h) && !new_t.is_met_by(&h)
+        })
+        .unwrap();
+    let r = m.submit(pool.now, &job, "aa000000", nt, n, None);
+    assert_eq!(r["result"], json!(true), "{r}");
+    let credited = m
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            SessionEvent::Share(r) => Some(r.difficulty),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(credited, SHARE_DIFF, "credited at the difficulty it met");
+
+    // A silent miner is lowered when its retarget timer fires.
+    let before = m.difficulty;
+    pool.advance(120);
+    assert!(m.s.poll_timeout().unwrap() <= pool.now.mono);
+    m.s.handle_timeout(pool.now);
+    m.drain();
+    assert!(m.difficulty < before);
+}
