@@ -1,1 +1,26 @@
+//! # powerpool-drivers
+//!
+//! The tokio drivers around `powerpool-core` and the `powerpool` binary. Each driver is a thin
+//! loop: receive → the core's `handle_*` → drain every `poll_*` → do the I/O → sleep until the
+//! core's next timeout. No pool decisions are made here.
+//!
+//! ## Layout
+//! - [`store`]: the share/block log — Redis (SimpleCoin layout + stream), embedded redb, and the
+//!   local spool that covers Redis outages.
+//! - [`rpc`]: JSON-RPC to coinservers over a small transport trait (reqwest in production).
+//! - [`node`]: a self-contained chain with real block rules served over JSON-RPC: the demo
+//!   chain of `powerpool demo` and the coinserver of the integration tests.
 
+pub mod node;
+pub mod rpc;
+pub mod store;
+pub mod coind;
+pub mod push;
+pub mod net;
+pub mod stratum;
+pub mod config;
+pub mod metrics;
+pub mod monitor;
+pub mod pool;
+pub mod app;
+pub mod client;

@@ -1,0 +1,130 @@
+//! Builds a running pool from a [`Config`]: binds the ports, opens the stores, starts the push
+//! listeners and the monitor. The binary and the integration tests both come through here, so
+//! the tests exercise exactly what operators run.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use powerpool_core::coinserver::PushSignal;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, StoreBackend};
+use crate::net::{Net, TokioNet};
+use crate::pool::{PoolHandle, PoolIo, PoolReport, start};
+use crate::push::{UdpPushConfig, run_udp, run_zmq};
+use crate::rpc::{ReqwestTransport, RpcAuth, RpcClient};
+use crate::store::{EmbeddedStore, RedisStore, RedisStoreConfig, ShareStore, Spool};
+
+#[derive(Debug)]
+pub struct Launched {
+    pub handle: PoolHandle,
+    pub task: JoinHandle<PoolReport>,
+    pub stratum_addrs: Vec<SocketAddr>,
+    pub monitor_addr: Option<SocketAddr>,
+}
+
+/// Starts everything `cfg` describes. The pool runs until `shutdown` turns true; await
+/// `Launched::task` for its final report.
+pub async fn launch(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<Launched> {
+    let net = TokioNet;
+    let mut listeners = Vec::new();
+    let mut stratum_addrs = Vec::new();
+    for p in &cfg.stratum {
+        let l = net
+            .bind(p.bind)
+            .await
+            .with_context(|| format!("stratum port {:?}: cannot listen on {}", p.name, p.bind))?;
+        stratum_addrs.push(crate::net::Listener::local_addr(&l)?);
+        listeners.push(l);
+    }
+
+    let timeout = Duration::from_millis(cfg.new_blocks.rpc_timeout_ms);
+    let mut clients = Vec::new();
+    for c in &cfg.coinservers {
+        let auth = match (&c.cookie_file, &c.username, &c.password) {
+            (Some(path), _, _) => RpcAuth::Cookie(path.clone()),
+            (None, Some(user), Some(password)) => RpcAuth::UserPass {
+                user: user.clone(),
+                password: password.clone(),
+            },
+            _ => RpcAuth::None,
+        };
+        let transport = ReqwestTransport::new(c.url.clone())
+            .with_context(|| format!("coinserver {:?}", c.name))?;
+        clients.push(Arc::new(RpcClient::new(transport, auth, timeout)));
+    }
+
+    let store: Arc<dyn ShareStore> = match cfg.store.backend {
+        StoreBackend::Embedded => Arc::new(
+            EmbeddedStore::open(&cfg.store.embedded_path).with_context(|| {
+                format!("store.embedded_path: cannot open {}", cfg.store.embedded_path.display())
+            })?,
+        ),
+        StoreBackend::Redis => {
+            let r = &cfg.store.redis;
+            Arc::new(
+                RedisStore::new(RedisStoreConfig {
+                    url: r.url.clone(),
+                    chain: r.chain,
+                    key_prefix: r.key_prefix.clone(),
+                    stream_maxlen: r.stream_maxlen,
+                    ..RedisStoreConfig::default()
+                })
+                .context("store.redis")?,
+            )
+        }
+    };
+    let spool = Spool::open(&cfg.store.spool_path, cfg.store.spool_max_bytes).with_context(|| {
+        format!("store.spool_path: cannot open {}", cfg.store.spool_path.display())
+    })?;
+
+    let (push_tx, push_rx) = mpsc::channel::<PushSignal>(256);
+    if cfg.new_blocks.udp.enabled {
+        let sock = tokio::net::UdpSocket::bind(cfg.new_blocks.udp.bind)
+            .await
+            .with_context(|| format!("new_blocks.udp.bind {}", cfg.new_blocks.udp.bind))?;
+        tokio::spawn(run_udp(
+            sock,
+            UdpPushConfig {
+                coin: cfg.coin.currency.clone(),
+                secret: cfg.new_blocks.udp.secret.as_ref().map(|s| s.as_bytes().to_vec()),
+            },
+            push_tx.clone(),
+        ));
+    }
+    if cfg.new_blocks.zmq.enabled {
+        tokio::spawn(run_zmq(
+            cfg.new_blocks.zmq.endpoint.clone(),
+            Duration::from_secs(2),
+            push_tx.clone(),
+        ));
+    }
+    drop(push_tx);
+
+    let seed = cfg.seed.unwrap_or_else(rand::random);
+    let boot: u32 = rand::random();
+    tracing::info!(seed, boot, server = cfg.server_number, "starting pool instance");
+    let (handle, task) = start(
+        cfg,
+        PoolIo {
+            net,
+            listeners,
+            clients,
+            store,
+            spool,
+            push: push_rx,
+            boot,
+            seed,
+        },
+        shutdown,
+    )?;
+    Ok(Launched {
+        handle,
+        task,
+        stratum_addrs,
+        monitor_addr: None,
+    })
+}

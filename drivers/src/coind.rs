@@ -1,0 +1,123 @@
+//! The coinserver driver: runs [`Coinservers`] against real nodes.
+//!
+//! A thin loop: every call the machine asks for runs concurrently on its own task through the
+//! node's [`RpcClient`]; replies, push signals and found blocks are fed back as inputs; events
+//! go out on a channel; between inputs the loop sleeps until the machine's next timeout. Every
+//! decision (which node, when to poll, retries, outcomes) is the machine's.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use powerpool_core::coinserver::{BlockId, Coinservers, Event, PushSignal, Reply, ReplyError};
+use powerpool_core::hash::Hash256;
+use powerpool_core::time::{Now, Timestamp};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::rpc::{RpcClient, RpcTransport};
+
+/// A block for the coinservers, as the job manager hands it over.
+#[derive(Debug, Clone)]
+pub struct FoundBlockMsg {
+    pub block_id: BlockId,
+    /// Serialized block, lowercase hex.
+    pub hex: Arc<str>,
+    pub hash: Hash256,
+    pub height: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoindError {
+    #[error("{clients} RPC clients for {nodes} configured nodes: give one client per node")]
+    NodeCount { clients: usize, nodes: usize },
+}
+
+/// The driver's clock: monotonic milliseconds since the driver started, plus the wall clock.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    origin: Instant,
+}
+
+impl Clock {
+    fn now(&self) -> Now {
+        let mono = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Now::new(Timestamp(mono), unix_ms)
+    }
+
+    fn instant(&self, t: Timestamp) -> Instant {
+        self.origin + std::time::Duration::from_millis(t.as_millis())
+    }
+}
+
+/// Creates the machine's clock origin; the machine must be built with [`start_time`]'s value
+/// so both agree on instants.
+pub fn start_time() -> (Instant, Now) {
+    let clock = Clock {
+        origin: Instant::now(),
+    };
+    (clock.origin, clock.now())
+}
+
+/// Runs until `shutdown` resolves or the event receiver is dropped, then returns the machine.
+/// `clients[i]` serves node `i` of the machine's configuration; `origin` comes from
+/// [`start_time`].
+pub async fn run<T: RpcTransport>(
+    mut machine: Coinservers,
+    origin: Instant,
+    clients: Vec<Arc<RpcClient<T>>>,
+    mut push_rx: mpsc::Receiver<PushSignal>,
+    mut found_rx: mpsc::Receiver<FoundBlockMsg>,
+    events: mpsc::Sender<Event>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Coinservers, CoindError> {
+    let nodes = machine.config().nodes.len();
+    if clients.len() != nodes {
+        return Err(CoindError::NodeCount {
+            clients: clients.len(),
+            nodes,
+        });
+    }
+    let clock = Clock { origin };
+    let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<(u64, Reply)>();
+    let mut push_open = true;
+    let mut found_open = true;
+    tokio::pin!(shutdown);
+    loop {
+        while let Some(req) = machine.poll_request() {
+            let client = clients[req.node].clone();
+            let tx = reply_tx.clone();
+            tokio::spawn(async move {
+                let reply = client
+                    .call(req.call.method(), &req.call.params())
+                    .await
+                    .map_err(ReplyError::from);
+                // The driver may have stopped; the reply is then moot.
+                let _ = tx.send((req.id, reply));
+            });
+        }
+        while let Some(event) = machine.poll_event() {
+            if events.send(event).await.is_err() {
+                return Ok(machine);
+            }
+        }
+        let deadline = clock.instant(machine.poll_timeout());
+        tokio::select! {
+            biased;
+            () = &mut shutdown => return Ok(machine),
+            Some((id, reply)) = reply_rx.recv() => machine.handle_reply(clock.now(), id, reply),
+            b = found_rx.recv(), if found_open => match b {
+                Some(b) => machine.handle_found_block(clock.now(), b.block_id, b.hex, b.hash, b.height),
+                None => found_open = false,
+            },
+            s = push_rx.recv(), if push_open => match s {
+                Some(s) => machine.handle_push(clock.now(), s),
+                None => push_open = false,
+            },
+            () = tokio::time::sleep_until(deadline) => machine.handle_timeout(clock.now()),
+        }
+    }
+}

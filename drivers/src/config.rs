@@ -1,0 +1,584 @@
+//! The configuration file: YAML read with serde-saphyr, every section with defaults, unknown
+//! keys refused. Errors name the file, line and column, the key, and what to write instead.
+//!
+//! `config.yml.example` at the repository root documents every option with its default; a
+//! test parses it, so it cannot drift from this schema.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use powerpool_core::address::{AddressParams, parse_address};
+use powerpool_core::pow::Algorithm;
+use powerpool_core::session::PortPolicy;
+use serde::{Deserialize, Serialize};
+
+use crate::stratum::Limits;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Separates pool instances sharing a store and coinservers: part of every extranonce1
+    /// (0–255 with `coin.extranonce1_size: 4`) and of every record id.
+    pub server_number: u16,
+    /// Seed for everything random in the pool (extranonce1 start, job ids). `null`: drawn at
+    /// start and logged.
+    pub seed: Option<u64>,
+    pub coin: CoinConfig,
+    pub coinservers: Vec<CoinserverEntry>,
+    pub new_blocks: NewBlockConfig,
+    pub stratum: Vec<StratumPortConfig>,
+    pub limits: Limits,
+    pub store: StoreConfig,
+    pub monitor: MonitorConfig,
+    pub logging: LoggingConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server_number: 0,
+            seed: None,
+            coin: CoinConfig::default(),
+            coinservers: Vec::new(),
+            new_blocks: NewBlockConfig::default(),
+            stratum: vec![StratumPortConfig::default()],
+            limits: Limits::default(),
+            store: StoreConfig::default(),
+            monitor: MonitorConfig::default(),
+            logging: LoggingConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Network {
+    Main,
+    Testnet,
+    Signet,
+    Regtest,
+    Litecoin,
+    LitecoinTestnet,
+    Dogecoin,
+}
+
+impl Network {
+    pub fn address_params(self) -> AddressParams {
+        match self {
+            Network::Main => AddressParams::BITCOIN,
+            Network::Testnet | Network::Signet => AddressParams::TESTNET,
+            Network::Regtest => AddressParams::REGTEST,
+            Network::Litecoin => AddressParams::LITECOIN,
+            Network::LitecoinTestnet => AddressParams::LITECOIN_TESTNET,
+            Network::Dogecoin => AddressParams::DOGECOIN,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoinConfig {
+    /// Currency code used in logs, Redis keys and the monitor.
+    pub currency: String,
+    pub algo: Algorithm,
+    /// Which address formats miners and the pool may use.
+    pub network: Network,
+    /// Where block rewards go. Any address type of the network (P2PKH, P2SH, P2WPKH, P2WSH,
+    /// P2TR). Required.
+    pub payout_address: String,
+    /// Text pushed into every coinbase scriptSig (may be empty).
+    pub pool_tag: String,
+    /// 4 or 8 bytes.
+    pub extranonce1_size: usize,
+    /// `getblocktemplate` rules (Bitcoin Core needs "segwit"; Litecoin adds "mweb").
+    pub gbt_rules: Vec<String>,
+    /// Jobs of the current block kept valid for shares.
+    pub max_live_jobs: usize,
+}
+
+impl Default for CoinConfig {
+    fn default() -> Self {
+        CoinConfig {
+            currency: "BTC".into(),
+            algo: Algorithm::Sha256d,
+            network: Network::Main,
+            payout_address: String::new(),
+            pool_tag: "/powerpool/".into(),
+            extranonce1_size: 4,
+            gbt_rules: vec!["segwit".into()],
+            max_live_jobs: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoinserverEntry {
+    pub name: String,
+    /// `http://host:port` of the node's JSON-RPC.
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Bitcoin Core's `.cookie` file, instead of username/password.
+    #[serde(default)]
+    pub cookie_file: Option<PathBuf>,
+    /// Lower is preferred.
+    #[serde(default)]
+    pub priority: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NewBlockConfig {
+    /// Polling of the preferred node's best block hash when no push source is configured.
+    pub poll_interval_ms: u64,
+    /// Polling while push is configured: bounds how long a lost push leaves miners on stale
+    /// work.
+    pub push_poll_interval_ms: u64,
+    /// A fresh template (new transactions) at least this often.
+    pub template_refresh_secs: u64,
+    pub rpc_timeout_ms: u64,
+    pub udp: UdpConfig,
+    pub zmq: ZmqConfig,
+}
+
+impl Default for NewBlockConfig {
+    fn default() -> Self {
+        NewBlockConfig {
+            poll_interval_ms: 250,
+            push_poll_interval_ms: 2000,
+            template_refresh_secs: 15,
+            rpc_timeout_ms: 5000,
+            udp: UdpConfig::default(),
+            zmq: ZmqConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpConfig {
+    pub enabled: bool,
+    pub bind: SocketAddr,
+    /// Shared secret: when set, every datagram must be signed with it.
+    pub secret: Option<String>,
+}
+
+impl Default for UdpConfig {
+    fn default() -> Self {
+        UdpConfig {
+            enabled: false,
+            bind: "127.0.0.1:6855".parse().expect("literal address"),
+            secret: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZmqConfig {
+    pub enabled: bool,
+    /// bitcoind's `-zmqpubhashblock` endpoint.
+    pub endpoint: String,
+}
+
+impl Default for ZmqConfig {
+    fn default() -> Self {
+        ZmqConfig {
+            enabled: false,
+            endpoint: "tcp://127.0.0.1:28332".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StratumPortConfig {
+    pub name: String,
+    pub bind: SocketAddr,
+    /// Difficulty policy of this port.
+    pub policy: PortPolicy,
+}
+
+impl Default for StratumPortConfig {
+    fn default() -> Self {
+        StratumPortConfig {
+            name: "main".into(),
+            bind: "0.0.0.0:3333".parse().expect("literal address"),
+            policy: PortPolicy::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Embedded,
+    Redis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    /// redb database file of the embedded store.
+    pub embedded_path: PathBuf,
+    /// Local spool that takes over while the primary store is unreachable.
+    pub spool_path: PathBuf,
+    pub spool_max_bytes: u64,
+    /// Records per write.
+    pub max_batch: usize,
+    /// Longest a record waits before being written (the durability window).
+    pub max_delay_ms: u64,
+    pub write_timeout_ms: u64,
+    pub redis: RedisConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Embedded,
+            embedded_path: "powerpool.redb".into(),
+            spool_path: "powerpool.spool".into(),
+            spool_max_bytes: 1 << 30,
+            max_batch: 1000,
+            max_delay_ms: 100,
+            write_timeout_ms: 1000,
+            redis: RedisConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port/db`.
+    pub url: String,
+    /// SimpleCoin share chain id (`chain_{N}_…` keys).
+    pub chain: u32,
+    /// Prefix of powerpool's own keys (the share stream, applied-batch marks).
+    pub key_prefix: String,
+    pub stream_maxlen: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379/0".into(),
+            chain: 1,
+            key_prefix: "powerpool:".into(),
+            stream_maxlen: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    pub enabled: bool,
+    pub bind: SocketAddr,
+    pub statsd: StatsdConfig,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            enabled: true,
+            bind: "127.0.0.1:3855".parse().expect("literal address"),
+            statsd: StatsdConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsdConfig {
+    pub enabled: bool,
+    pub host: String,
+    pub port: u16,
+    pub prefix: String,
+}
+
+impl Default for StatsdConfig {
+    fn default() -> Self {
+        StatsdConfig {
+            enabled: false,
+            host: "127.0.0.1".into(),
+            port: 8125,
+            prefix: "powerpool".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `debug`, `powerpool_drivers=debug,info`, …
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: String,
+        line: u64,
+        column: u64,
+        message: String,
+    },
+    #[error("{path}: `{key}`: {message}")]
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates. `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = serde_saphyr::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            let mut message = first_line(&e.to_string());
+            if message.contains("unknown field") {
+                message.push_str(
+                    " (see config.yml.example for every key; check the spelling and the indentation)",
+                );
+            }
+            ConfigError::Syntax {
+                path: origin.to_owned(),
+                line,
+                column,
+                message,
+            }
+        })?;
+        cfg.validate().map_err(|(key, message)| ConfigError::Invalid {
+            path: origin.to_owned(),
+            key,
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Checks what types cannot; the error names the key and the fix.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, m: &str| Err((k.to_owned(), m.to_owned()));
+        if self.coin.payout_address.is_empty() {
+            return err(
+                "coin.payout_address",
+                "required: the address block rewards are paid to",
+            );
+        }
+        if let Err(e) = parse_address(&self.coin.payout_address, &self.coin.network.address_params())
+        {
+            return Err((
+                "coin.payout_address".into(),
+                format!("{e} (coin.network is {:?})", self.coin.network),
+            ));
+        }
+        if ![4, 8].contains(&self.coin.extranonce1_size) {
+            return err("coin.extranonce1_size", "must be 4 or 8");
+        }
+        let max_server = if self.coin.extranonce1_size == 4 { 255 } else { 65535 };
+        if u32::from(self.server_number) > max_server {
+            return err(
+                "server_number",
+                "must be 0-255 with coin.extranonce1_size: 4 (use 8 for more instances)",
+            );
+        }
+        if self.coin.pool_tag.len() > 40 {
+            return err("coin.pool_tag", "at most 40 bytes (the coinbase scriptSig holds 100)");
+        }
+        if self.coin.currency.is_empty() || self.coin.currency.contains(['_', ' ']) {
+            return err(
+                "coin.currency",
+                "a non-empty code without '_' or spaces (SimpleCoin splits Redis keys on '_')",
+            );
+        }
+        if self.coin.max_live_jobs == 0 {
+            return err("coin.max_live_jobs", "must be at least 1");
+        }
+        if self.coinservers.is_empty() {
+            return err(
+                "coinservers",
+                "list at least one node: - {name: node1, url: \"http://127.0.0.1:8332\", cookie_file: ~/.bitcoin/.cookie}",
+            );
+        }
+        for (i, c) in self.coinservers.iter().enumerate() {
+            if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
+                return Err((
+                    format!("coinservers[{i}].url"),
+                    "must start with http:// or https://".into(),
+                ));
+            }
+            if c.cookie_file.is_some() && (c.username.is_some() || c.password.is_some()) {
+                return Err((
+                    format!("coinservers[{i}]"),
+                    "give either cookie_file or username/password, not both".into(),
+                ));
+            }
+            if self.coinservers[..i].iter().any(|o| o.name == c.name) {
+                return Err((format!("coinservers[{i}].name"), "names must be unique".into()));
+            }
+        }
+        if self.stratum.is_empty() {
+            return err("stratum", "configure at least one port");
+        }
+        for (i, p) in self.stratum.iter().enumerate() {
+            if let Err(m) = p.policy.validate() {
+                return Err((format!("stratum[{i}].policy"), m));
+            }
+            if self.stratum[..i].iter().any(|o| o.bind == p.bind) {
+                return Err((format!("stratum[{i}].bind"), "two ports on one address".into()));
+            }
+        }
+        if self.new_blocks.poll_interval_ms == 0 || self.new_blocks.push_poll_interval_ms == 0 {
+            return err("new_blocks", "poll intervals must be above 0 ms");
+        }
+        if self.store.max_batch == 0 {
+            return err("store.max_batch", "must be at least 1");
+        }
+        if !matches!(self.logging.level.as_str(), "") {
+            tracing_subscriber::EnvFilter::try_new(&self.logging.level).map_err(|e| {
+                (
+                    "logging.level".to_owned(),
+                    format!("{e}: use a level such as info or debug"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The effective config as JSON for the monitor, with every secret removed.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        redact(&mut v);
+        v
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.new_blocks.poll_interval_ms)
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Replaces every value whose key names a secret, at any depth, and credentials in URLs.
+pub fn redact(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, val) in m.iter_mut() {
+                let k = k.to_ascii_lowercase();
+                if ["password", "secret", "token", "cookie", "auth"]
+                    .iter()
+                    .any(|s| k.contains(s))
+                {
+                    if !val.is_null() {
+                        *val = "<redacted>".into();
+                    }
+                } else if k == "url" && val.as_str().is_some_and(|s| s.contains('@')) {
+                    *val = "<redacted: contains credentials>".into();
+                } else {
+                    redact(val);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+coin:
+  network: regtest
+  payout_address: bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080
+coinservers:
+  - name: node1
+    url: http://127.0.0.1:18443
+    cookie_file: /tmp/.cookie
+"#;
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let c = Config::parse(MIN, "t.yml").unwrap();
+        assert_eq!(c.stratum.len(), 1);
+        assert_eq!(c.stratum[0].bind.port(), 3333);
+        assert_eq!(c.store.backend, StoreBackend::Embedded);
+        assert_eq!(c.new_blocks.poll_interval_ms, 250);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_column() {
+        let text = format!("{MIN}stratum:\n  - name: a\n    bnid: 0.0.0.0:1\n");
+        let e = Config::parse(&text, "pool.yml").unwrap_err().to_string();
+        assert!(e.starts_with("pool.yml:11:"), "{e}");
+        assert!(e.contains("bnid"), "{e}");
+        assert!(e.contains("config.yml.example"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key_and_fix() {
+        let text = MIN.replace("bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080", "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa");
+        let e = Config::parse(&text, "p.yml").unwrap_err().to_string();
+        assert!(e.contains("coin.payout_address"), "{e}");
+        let text = format!("{MIN}server_number: 300\n");
+        let e = Config::parse(&text, "p.yml").unwrap_err().to_string();
+        assert!(e.contains("server_number") && e.contains("use 8"), "{e}");
+        let text = format!("{MIN}stratum:\n  - policy: {{min_difficulty: 10, max_difficulty: 1}}\n");
+        let e = Config::parse(&text, "p.yml").unwrap_err().to_string();
+        assert!(e.contains("stratum[0].policy"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_at_any_depth() {
+        let mut c = Config::parse(MIN, "t").unwrap();
+        c.coinservers[0].password = Some("hunter2".into());
+        c.new_blocks.udp.secret = Some("s3cret".into());
+        c.store.redis.url = "redis://:pw@host:6379/0".into();
+        let text = c.redacted().to_string();
+        assert!(!text.contains("hunter2") && !text.contains("s3cret") && !text.contains(":pw@"));
+        assert!(text.contains("<redacted>"));
+    }
+}

@@ -1,0 +1,474 @@
+//! The HTTP monitor (reference §9): read-only JSON views of the pool, Prometheus metrics and a
+//! health check, served with axum on `127.0.0.1:3855` by default.
+//!
+//! | path | response |
+//! |---|---|
+//! | `/` | `{"status": <MonitorSource::status>, "links": {name: path}}` |
+//! | `/clients` | `{"clients": <MonitorSource::clients>}` (connections grouped by address) |
+//! | `/clients/{address}` | `{"address": address, "connections": <MonitorSource::client>}`, 404 if unknown |
+//! | `/counters` | [`crate::metrics::MetricsSnapshot`] as JSON |
+//! | `/components` | `{"components": <MonitorSource::components>}` |
+//! | `/components/{name}` | `{"name": name, "status": <that member of components>}`, 404 if absent |
+//! | `/config` | `{"config": <MonitorSource::config>}`, secrets redacted |
+//! | `/metrics` | Prometheus text exposition, `text/plain; version=0.0.4` |
+//! | `/health` | `200 ok` when [`MonitorSource::healthy`], else `503 unhealthy` |
+//!
+//! Any other path answers a JSON 404. A trailing slash is accepted on the list paths, as the
+//! original's URLs had one (`/counters/`). Responses are compact JSON objects; links are
+//! relative paths, so they stay right behind a reverse proxy without trusting the original's
+//! `X-Script-Name`/`X-Scheme` headers. Every request is logged at debug level (peer, method,
+//! path, status, duration). At most [`MAX_CONCURRENT_REQUESTS`] requests run at once (the
+//! original's 100); more are answered 503 at once rather than queued.
+//!
+//! ## Fixes of reference §12.17
+//! - Secrets never leave: every JSON document from the [`MonitorSource`] (not only `/config`)
+//!   goes through [`redact`] before it is served, so a source that forgets a field still leaks
+//!   nothing. A member whose key [`is_secret_key`] (password, secret, token, cookie, auth, pass
+//!   and their spellings, at any depth, inside arrays too) has its value replaced by
+//!   [`REDACTED`]; `user:password@` in any URL-like string value is replaced as well.
+//! - There is no `/debug/` view (it dumped every object's attributes and answered HEAD with
+//!   500); HEAD works on every GET path.
+//! - `address_worker_count` is the source's to compute; nothing here derives counts.
+//!
+//! There is no authentication, as in the original: bind the monitor to loopback (the default)
+//! or put it behind a proxy that authenticates. The legacy `/05/` paths are not served.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::metrics::Metrics;
+
+/// The original's default port.
+pub const DEFAULT_PORT: u16 = 3855;
+/// Requests served at once; the rest get 503.
+pub const MAX_CONCURRENT_REQUESTS: usize = 100;
+/// What a secret value is replaced with.
+pub const REDACTED: &str = "[redacted]";
+/// Content type of `/metrics` (Prometheus text format 0.0.4).
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `monitor:` section of the config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Serve the monitor. Default `true`.
+    pub enabled: bool,
+    /// Address to bind. Default `127.0.0.1`: the monitor has no authentication.
+    pub address: IpAddr,
+    /// Port to bind. Default `3855`.
+    pub port: u16,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            enabled: true,
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: DEFAULT_PORT,
+        }
+    }
+}
+
+impl MonitorConfig {
+    #[must_use]
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+}
+
+/// What the pool shows through the monitor. Each method is called on an HTTP request, on a
+/// tokio worker: keep them quick and non-blocking (read snapshots, take short locks).
+/// Values may contain secrets; the monitor redacts them (see [`redact`]).
+pub trait MonitorSource: Send + Sync + 'static {
+    /// General status (uptime, version, counts, hashrate, last flushed job...).
+    fn status(&self) -> Value;
+    /// Every connection, grouped by payout address: `{address: {client_id: summary}}`.
+    fn clients(&self) -> Value;
+    /// The connections of one payout address in detail; `None` when it has none.
+    fn client(&self, address: &str) -> Option<Value>;
+    /// Each component's status as a JSON object keyed by component name (coinservers,
+    /// store, stratum ports, last push signal...).
+    fn components(&self) -> Value;
+    /// The effective configuration.
+    fn config(&self) -> Value;
+    /// Whether the pool can do its job (for load balancers and supervisors).
+    fn healthy(&self) -> bool;
+}
+
+#[derive(Clone)]
+struct AppState {
+    source: Arc<dyn MonitorSource>,
+    metrics: Arc<Metrics>,
+}
+
+/// The monitor's routes, for [`serve`] or for embedding in another axum app.
+pub fn router(source: Arc<dyn MonitorSource>, metrics: Arc<Metrics>) -> Router {
+    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
+    Router::new()
+        .route("/", get(index))
+        .route("/clients", get(clients))
+        .route("/clients/", get(clients))
+        .route("/clients/{address}", get(client))
+        .route("/counters", get(counters))
+        .route("/counters/", get(counters))
+        .route("/components", get(components))
+        .route("/components/", get(components))
+        .route("/components/{name}", get(component))
+        .route("/config", get(config))
+        .route("/config/", get(config))
+        .route("/metrics", get(prometheus))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .with_state(AppState { source, metrics })
+        .layer(middleware::from_fn_with_state(permits, limit))
+        .layer(middleware::from_fn(access_log))
+}
+
+/// Serves the monitor on `listener` until `shutdown` completes, then finishes the requests in
+/// flight. Returns an error only if accepting fails for good.
+pub async fn serve(
+    listener: TcpListener,
+    source: Arc<dyn MonitorSource>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(source, metrics).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+// ---------------------------------------------------------------------------------------------
+
+async fn index(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "status": redacted(s.source.status()),
+        "links": {
+            "clients": "/clients",
+            "counters": "/counters",
+            "components": "/components",
+            "config": "/config",
+            "metrics": "/metrics",
+            "health": "/health",
+        },
+    }))
+}
+
+async fn clients(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({ "clients": redacted(s.source.clients()) }))
+}
+
+async fn client(State(s): State<AppState>, Path(address): Path<String>) -> Response {
+    match s.source.client(&address) {
+        Some(v) => Json(json!({ "address": address, "connections": redacted(v) })).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no connections for this address"),
+    }
+}
+
+async fn counters(State(s): State<AppState>) -> Json<crate::metrics::MetricsSnapshot> {
+    Json(s.metrics.snapshot())
+}
+
+async fn components(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({ "components": redacted(s.source.components()) }))
+}
+
+async fn component(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    let mut all = s.source.components();
+    match all.get_mut(&name).map(Value::take) {
+        Some(v) => Json(json!({ "name": name, "status": redacted(v) })).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such component"),
+    }
+}
+
+async fn config(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({ "config": redacted(s.source.config()) }))
+}
+
+async fn prometheus(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
+        s.metrics.render_prometheus(),
+    )
+        .into_response()
+}
+
+async fn health(State(s): State<AppState>) -> Response {
+    if s.source.healthy() {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy").into_response()
+    }
+}
+
+async fn not_found(uri: Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "error": "not found", "path": uri.path() })),
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+async fn limit(State(permits): State<Arc<Semaphore>>, req: Request, next: Next) -> Response {
+    match permits.try_acquire() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "too many monitor requests"),
+    }
+}
+
+async fn access_log(req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    tracing::debug!(
+        peer = ?peer,
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "monitor request"
+    );
+    response
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redaction
+// ---------------------------------------------------------------------------------------------
+
+/// Key fragments that mark a secret wherever they appear (compared against the key lowercased
+/// with everything but letters and digits removed, so `api-key`, `API_KEY` and `apiKey` all
+/// read `apikey`).
+const SECRET_FRAGMENTS: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "cookie",
+    "credential",
+    "apikey",
+    "privatekey",
+    "privkey",
+    "authorization",
+];
+
+/// Whether a JSON member named `key` holds a secret. Besides [`SECRET_FRAGMENTS`] anywhere in
+/// the key, a word of the key (split at non-alphanumerics and lower→upper case changes) that
+/// is or ends with `pass` or `auth` (`pass`, `rpcpass`, `rpc_auth`, `basicAuth`) or is `pwd`
+/// marks one. Words merely *starting* with `auth` are kept (`client_count_authed`,
+/// `authorized`), as status fields use them.
+#[must_use]
+pub fn is_secret_key(key: &str) -> bool {
+    let compact: String = key
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if SECRET_FRAGMENTS.iter().any(|f| compact.contains(f)) {
+        return true;
+    }
+    words(key).any(|w| w == "pwd" || w.ends_with("pass") || w.ends_with("auth"))
+}
+
+fn words(key: &str) -> impl Iterator<Item = String> + '_ {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut prev_lower = false;
+    for c in key.chars() {
+        if !c.is_alphanumeric() {
+            if !current.is_empty() {
+                out.push(std::mem::take(&mut current));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        current.extend(c.to_lowercase());
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out.into_iter()
+}
+
+/// Replaces, anywhere in `value`, every member whose key [`is_secret_key`] with [`REDACTED`]
+/// (a `null` stays `null`: "not set" is no secret), and the `user:password@` part of every
+/// URL-like string with `[redacted]@`.
+pub fn redact(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if is_secret_key(key) {
+                    if !v.is_null() {
+                        *v = Value::String(REDACTED.to_owned());
+                    }
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        Value::String(s) => {
+            if let Some(clean) = scrub_userinfo(s) {
+                *s = clean;
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+fn redacted(mut value: Value) -> Value {
+    redact(&mut value);
+    value
+}
+
+/// `scheme://user:pass@host/...` → `scheme://[redacted]@host/...`, for every URL in `s`;
+/// `None` when there is nothing to scrub.
+fn scrub_userinfo(s: &str) -> Option<String> {
+    if !s.contains("://") {
+        return None;
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    let mut changed = false;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str(REDACTED);
+                out.push_str(&authority[at..]);
+                changed = true;
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
+    changed.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_keys() {
+        for k in [
+            "password",
+            "rpc_password",
+            "rpcpassword",
+            "RPCPassword",
+            "pass",
+            "rpcpass",
+            "rpcPass",
+            "secret",
+            "hmac_secret",
+            "token",
+            "authToken",
+            "cookie_file",
+            "auth",
+            "rpcauth",
+            "basicAuth",
+            "Authorization",
+            "api-key",
+            "apiKey",
+            "pwd",
+            "credentials",
+        ] {
+            assert!(is_secret_key(k), "{k} must be secret");
+        }
+        for k in [
+            "client_count_authed",
+            "authorized",
+            "address",
+            "port",
+            "user",
+            "host",
+            "worker",
+            "passive",
+        ] {
+            assert!(!is_secret_key(k), "{k} must be kept");
+        }
+    }
+
+    #[test]
+    fn redacts_nested_and_in_arrays() {
+        let mut v = json!({
+            "coinservers": [
+                {"host": "127.0.0.1", "port": 8332, "username": "u", "password": "hunter2"},
+                {"url": "http://bob:s3cret@10.0.0.1:8332/wallet", "rpc": {"token": 5}},
+            ],
+            "store": {"redis": {"url": "redis://:redispw@localhost:6379/0"}},
+            "push": {"secret": null},
+            "client_count_authed": 3,
+        });
+        redact(&mut v);
+        let text = v.to_string();
+        for leaked in ["hunter2", "s3cret", "bob", "redispw"] {
+            assert!(!text.contains(leaked), "{leaked} leaked: {text}");
+        }
+        assert_eq!(v["coinservers"][0]["password"], REDACTED);
+        assert_eq!(v["coinservers"][0]["username"], "u");
+        assert_eq!(v["coinservers"][1]["rpc"]["token"], REDACTED);
+        assert_eq!(
+            v["coinservers"][1]["url"],
+            "http://[redacted]@10.0.0.1:8332/wallet"
+        );
+        assert_eq!(
+            v["store"]["redis"]["url"],
+            "redis://[redacted]@localhost:6379/0"
+        );
+        assert_eq!(v["push"]["secret"], Value::Null);
+        assert_eq!(v["client_count_authed"], 3);
+    }
+
+    #[test]
+    fn userinfo_scrub_leaves_plain_urls() {
+        assert_eq!(scrub_userinfo("http://127.0.0.1:8332/"), None);
+        assert_eq!(scrub_userinfo("mail me@example.com"), None);
+        assert_eq!(
+            scrub_userinfo("a http://x:y@h/p?q=a@b and tcp://u@h2").as_deref(),
+            Some("a http://[redacted]@h/p?q=a@b and tcp://[redacted]@h2")
+        );
+    }
+
+    #[test]
+    fn config_defaults_and_unknown_fields() {
+        let c: MonitorConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c.socket_addr(), "127.0.0.1:3855".parse().unwrap());
+        assert!(c.enabled);
+        assert!(serde_json::from_str::<MonitorConfig>(r#"{"prot": 1}"#).is_err());
+    }
+}

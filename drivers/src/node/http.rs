@@ -1,0 +1,276 @@
+//! The HTTP side: Bitcoin Core's JSON-RPC-over-HTTP conventions plus fault injection.
+//!
+//! A crash ([`Answering::Down`]) drops every open connection and closes new ones right after
+//! accepting them, so clients see resets and "connection closed" errors; the listening socket
+//! stays bound so the node can come back on the same port.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use super::rpc::{RpcError, dispatch};
+use super::{Answering, Node};
+use crate::net::{Listener, TokioListener};
+
+/// Core's `MAX_SIZE` for an HTTP request body.
+const MAX_BODY: usize = 32 * 1024 * 1024;
+
+/// Serves JSON-RPC on `listener` until `shutdown` completes; also runs the node's clock tick
+/// (synthetic transactions arrive) and, when configured, the background miner. Open
+/// connections are dropped at shutdown.
+pub async fn serve<F>(node: Arc<Node>, listener: TcpListener, shutdown: F)
+where
+    F: Future<Output = ()> + Send,
+{
+    serve_listener(node, TokioListener(listener), shutdown).await;
+}
+
+/// [`serve`] over any [`Listener`] (the simulator passes its own).
+pub async fn serve_listener<L, F>(node: Arc<Node>, mut listener: L, shutdown: F)
+where
+    L: Listener,
+    F: Future<Output = ()> + Send,
+{
+    let background = tokio::spawn(background(node.clone()));
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    if node.answering() == Answering::Down {
+                        drop(stream);
+                        continue;
+                    }
+                    conns.spawn(serve_connection(node.clone(), stream));
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "node: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    background.abort();
+    conns.abort_all();
+}
+
+/// Serves one connection (any byte stream, e.g. a simulated one) until the client closes it
+/// or the node goes [`Answering::Down`].
+pub async fn serve_connection<IO>(node: Arc<Node>, io: IO)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut mode = node.answering.subscribe();
+    let handler_node = node.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let node = handler_node.clone();
+        async move { Ok::<_, Infallible>(handle(node, req).await) }
+    });
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    loop {
+        tokio::select! {
+            _ = &mut conn => return,
+            changed = mode.changed() => {
+                if changed.is_err() || *mode.borrow_and_update() == Answering::Down {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn background(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let interval = node.config.block_interval;
+    let mut next_block = interval.map(|i| tokio::time::Instant::now() + i);
+    loop {
+        tick.tick().await;
+        node.tick();
+        if let (Some(at), Some(i)) = (next_block, interval)
+            && tokio::time::Instant::now() >= at
+        {
+            match node.mine_block_externally() {
+                Ok(hash) => tracing::info!(%hash, "node: background miner found a block"),
+                Err(e) => tracing::error!(error = %e, "node: background block rejected"),
+            }
+            next_block = Some(at + i);
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r
+}
+
+fn json_reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut s = body.to_string();
+    s.push('\n');
+    let mut r = Response::new(Full::new(Bytes::from(s)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn authorized(node: &Node, req: &Request<Incoming>) -> bool {
+    let Some((user, pass)) = &node.config.auth else {
+        return true;
+    };
+    let Some(encoded) = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+    else {
+        return false;
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .is_ok_and(|raw| raw == format!("{user}:{pass}").as_bytes())
+}
+
+async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if !authorized(&node, &req) {
+        let mut r = text(StatusCode::UNAUTHORIZED, "");
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"jsonrpc\""),
+        );
+        return r;
+    }
+    let latency = node.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match node.answering() {
+        Answering::Overloaded | Answering::Down => {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "Work queue depth exceeded");
+        }
+        Answering::Normal | Answering::Warmup => {}
+    }
+    if req.method() != Method::POST {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "JSONRPC server handles only POST requests",
+        );
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return text(StatusCode::BAD_REQUEST, "Request body too large or broken"),
+    };
+    let parse_error = |msg: &str| {
+        json_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"result": null, "error": {"code": RpcError::PARSE_ERROR, "message": msg}, "id": null}),
+        )
+    };
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => return parse_error("Parse error"),
+    };
+    match request {
+        Value::Object(_) => match call(&node, &request).await {
+            None => text(StatusCode::NO_CONTENT, ""),
+            Some((status, reply)) => json_reply(status, &reply),
+        },
+        Value::Array(items) => {
+            let mut replies = Vec::with_capacity(items.len());
+            for item in &items {
+                if let Some((_, reply)) = call(&node, item).await {
+                    replies.push(reply);
+                }
+            }
+            json_reply(StatusCode::OK, &Value::Array(replies))
+        }
+        _ => parse_error("Top-level object parse error"),
+    }
+}
+
+/// One request object → its reply and the HTTP status Core would use for it alone; `None`
+/// for a JSON-RPC 2.0 notification (no reply).
+async fn call(node: &Arc<Node>, request: &Value) -> Option<(StatusCode, Value)> {
+    let v2 = request.get("jsonrpc").and_then(Value::as_str) == Some("2.0");
+    let id = request.get("id").cloned();
+    let result = run(node, request).await;
+    if v2 && id.is_none() {
+        return None;
+    }
+    let id = id.unwrap_or(Value::Null);
+    Some(match result {
+        Ok(r) if v2 => (
+            StatusCode::OK,
+            json!({"jsonrpc": "2.0", "result": r, "id": id}),
+        ),
+        Ok(r) => (
+            StatusCode::OK,
+            json!({"result": r, "error": null, "id": id}),
+        ),
+        Err(e) if v2 => (
+            StatusCode::OK,
+            json!({"jsonrpc": "2.0", "error": e, "id": id}),
+        ),
+        Err(e) => {
+            let status = match e.code {
+                RpcError::INVALID_REQUEST => StatusCode::BAD_REQUEST,
+                RpcError::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status, json!({"result": null, "error": e, "id": id}))
+        }
+    })
+}
+
+async fn run(node: &Arc<Node>, request: &Value) -> Result<Value, RpcError> {
+    let Value::Object(obj) = request else {
+        return Err(RpcError::new(
+            RpcError::INVALID_REQUEST,
+            "Invalid Request object",
+        ));
+    };
+    let method = match obj.get("method") {
+        None => return Err(RpcError::new(RpcError::INVALID_REQUEST, "Missing method")),
+        Some(Value::String(m)) => m.as_str(),
+        Some(_) => {
+            return Err(RpcError::new(
+                RpcError::INVALID_REQUEST,
+                "Method must be a string",
+            ));
+        }
+    };
+    let empty = Value::Array(Vec::new());
+    let params = match obj.get("params") {
+        None | Some(Value::Null) => &empty,
+        Some(p @ (Value::Array(_) | Value::Object(_))) => p,
+        Some(_) => {
+            return Err(RpcError::new(
+                RpcError::INVALID_REQUEST,
+                "Params must be an array or object",
+            ));
+        }
+    };
+    if node.answering() == Answering::Warmup {
+        return Err(RpcError::new(RpcError::IN_WARMUP, "Loading block index…"));
+    }
+    dispatch(node, method, params).await
+}

@@ -1,0 +1,608 @@
+//! One pool instance: wires the stratum ports, the job manager, the coinservers and the share
+//! log together, and shuts them down in the order that loses nothing.
+//!
+//! ```text
+//!  coinservers ──Template──▶ router (Work) ──JobUpdate──▶ stratum ports ──▶ miners
+//!       ▲                      │    ▲                            │
+//!       └──── found blocks ────┘    └──── shares, blocks ────────┘
+//!                              │
+//!                              └──── records ──▶ share log ──▶ Redis / embedded (+ spool)
+//! ```
+//! The router is the only owner of the core's `Work`; it turns coinserver events into jobs and
+//! session events into records and submissions. It makes no decisions of its own.
+//!
+//! Shutdown: stop accepting; every connection handles what it has read and forwards its
+//! events; the router forwards the last of them; the share log persists everything (primary or
+//! spool); then the coinserver driver stops.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use powerpool_core::address::parse_address;
+use powerpool_core::coinserver::{
+    BlockOutcome, CoinserverConfig, Coinservers, Event, NodeConfig, PushSignal,
+};
+use powerpool_core::extranonce::ExtranonceAllocator;
+use powerpool_core::job::CoinbaseParams;
+use powerpool_core::record::{BlockRecord, BlockStatus, RecordId};
+use powerpool_core::session::SessionContext;
+use powerpool_core::sharelog::{LogRecord, ShareLogConfig, ShareLogStatus};
+use powerpool_core::template::BlockTemplate;
+use powerpool_core::time::{Now, Timestamp};
+use powerpool_core::work::{Work, WorkConfig};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::coind::{self, FoundBlockMsg};
+use crate::config::Config;
+use crate::net::Net;
+use crate::rpc::{RpcClient, RpcTransport};
+use crate::store::{ShareLogDriverConfig, ShareLogReport, ShareStore, Spool, run_share_log};
+use crate::stratum::{PoolEvent, Port, StratumShared, serve_port, stopped};
+
+/// What the monitor and operators see of the running pool.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct PoolState {
+    pub currency: String,
+    pub height: Option<u64>,
+    pub network_difficulty: Option<f64>,
+    pub current_job: Option<String>,
+    pub jobs_published: u64,
+    pub clean_jobs: u64,
+    pub templates: u64,
+    pub bad_templates: u64,
+    pub last_template_error: Option<String>,
+    pub primary: Option<String>,
+    pub nodes: HashMap<String, NodeState>,
+    pub blocks: Vec<BlockState>,
+    pub shares_accepted: u64,
+    pub shares_rejected: u64,
+    pub connections: u64,
+    pub refused_connections: u64,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct NodeState {
+    pub up: bool,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockState {
+    pub id: String,
+    pub height: u64,
+    pub hash: String,
+    pub worker: String,
+    pub status: BlockStatus,
+    pub reason: Option<String>,
+}
+
+/// Handles to a running pool.
+#[derive(Debug, Clone)]
+pub struct PoolHandle {
+    pub state: Arc<Mutex<PoolState>>,
+    pub stratum: Arc<StratumShared>,
+    pub store_status: watch::Receiver<ShareLogStatus>,
+    pub config: Arc<Config>,
+}
+
+/// What a finished pool reports.
+#[derive(Debug)]
+pub struct PoolReport {
+    pub share_log: ShareLogReport,
+    pub state: PoolState,
+}
+
+/// Everything [`start`] needs besides the config: listeners already bound (tests bind port 0),
+/// one RPC client per configured coinserver, the primary store and the spool.
+#[derive(Debug)]
+pub struct PoolIo<N: Net, T: RpcTransport> {
+    pub net: N,
+    pub listeners: Vec<N::Listener>,
+    pub clients: Vec<Arc<RpcClient<T>>>,
+    pub store: Arc<dyn ShareStore>,
+    pub spool: Spool,
+    /// Block signals from UDP/ZMQ listeners the caller started (or none).
+    pub push: mpsc::Receiver<PushSignal>,
+    /// The instance's boot id (record ids) and seed (extranonce1 start, job ids).
+    pub boot: u32,
+    pub seed: u64,
+}
+
+/// Starts the pool; it runs until `shutdown` turns true, then the returned task completes
+/// with the report.
+pub fn start<N: Net, T: RpcTransport>(
+    cfg: Config,
+    io: PoolIo<N, T>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(PoolHandle, JoinHandle<PoolReport>)> {
+    let cfg = Arc::new(cfg);
+    let params = cfg.coin.network.address_params();
+    let payout_script = parse_address(&cfg.coin.payout_address, &params)
+        .map_err(|e| anyhow::anyhow!("coin.payout_address: {e}"))?
+        .script_pubkey;
+    let currency: Arc<str> = Arc::from(cfg.coin.currency.as_str());
+    anyhow::ensure!(
+        io.listeners.len() == cfg.stratum.len(),
+        "one listener per stratum port"
+    );
+    anyhow::ensure!(
+        io.clients.len() == cfg.coinservers.len(),
+        "one RPC client per coinserver"
+    );
+
+    let ports: Vec<Port> = cfg
+        .stratum
+        .iter()
+        .map(|p| Port {
+            name: p.name.clone(),
+            ctx: Arc::new(SessionContext {
+                policy: p.policy.clone(),
+                address_params: params.clone(),
+                algo: cfg.coin.algo,
+                currency: currency.clone(),
+                server: cfg.server_number,
+                boot: io.boot,
+                payout_script: Some(payout_script.clone()),
+            }),
+        })
+        .collect();
+    // Every port shares one coinbase layout, so extranonce2 sizes must agree.
+    let en2 = cfg.stratum[0].policy.extranonce2_size;
+    anyhow::ensure!(
+        cfg.stratum.iter().all(|p| p.policy.extranonce2_size == en2),
+        "stratum[*].policy.extranonce2_size must be the same on every port"
+    );
+    let allocator = ExtranonceAllocator::new(
+        cfg.server_number,
+        cfg.coin.extranonce1_size,
+        io.seed,
+    )?;
+    let (ev_tx, ev_rx) = mpsc::channel::<PoolEvent>(65_536);
+    let shared = StratumShared::new(ports, cfg.limits.clone(), allocator, ev_tx);
+
+    let work = Work::new(
+        WorkConfig {
+            currency: currency.clone(),
+            algo: cfg.coin.algo,
+            coinbase: CoinbaseParams {
+                payout_script,
+                pool_tag: cfg.coin.pool_tag.as_bytes().to_vec(),
+                aux_commitment: None,
+                extranonce1_size: cfg.coin.extranonce1_size,
+                extranonce2_size: en2,
+            },
+            max_live_jobs: cfg.coin.max_live_jobs,
+        },
+        io.seed & 0xffff_ffff,
+    );
+
+    let nb = &cfg.new_blocks;
+    let coin_cfg = CoinserverConfig {
+        nodes: cfg
+            .coinservers
+            .iter()
+            .map(|c| NodeConfig {
+                name: c.name.clone(),
+                priority: c.priority,
+            })
+            .collect(),
+        poll_interval: Duration::from_millis(nb.poll_interval_ms),
+        push_configured: nb.udp.enabled || nb.zmq.enabled,
+        push_poll_interval: Duration::from_millis(nb.push_poll_interval_ms),
+        template_refresh: Duration::from_secs(nb.template_refresh_secs),
+        rpc_timeout: Duration::from_millis(nb.rpc_timeout_ms),
+        gbt_rules: cfg.coin.gbt_rules.clone(),
+        ..CoinserverConfig::default()
+    };
+    let (origin, now) = coind::start_time();
+    let machine = Coinservers::new(coin_cfg, now)?;
+
+    let state = Arc::new(Mutex::new(PoolState {
+        currency: cfg.coin.currency.clone(),
+        nodes: cfg
+            .coinservers
+            .iter()
+            .map(|c| (c.name.clone(), NodeState::default()))
+            .collect(),
+        ..PoolState::default()
+    }));
+    let (store_tx, store_status) = watch::channel(ShareLogStatus::default());
+    let handle = PoolHandle {
+        state: state.clone(),
+        stratum: shared.clone(),
+        store_status,
+        config: cfg.clone(),
+    };
+
+    let task = tokio::spawn(run(
+        cfg.clone(),
+        io,
+        shared,
+        work,
+        machine,
+        origin,
+        state,
+        ev_rx,
+        store_tx,
+        shutdown,
+    ));
+    Ok((handle, task))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run<N: Net, T: RpcTransport>(
+    cfg: Arc<Config>,
+    io: PoolIo<N, T>,
+    shared: Arc<StratumShared>,
+    mut work: Work,
+    machine: Coinservers,
+    origin: tokio::time::Instant,
+    state: Arc<Mutex<PoolState>>,
+    mut ev_rx: mpsc::Receiver<PoolEvent>,
+    store_tx: watch::Sender<ShareLogStatus>,
+    mut shutdown: watch::Receiver<bool>,
+) -> PoolReport {
+    let PoolIo {
+        net,
+        listeners,
+        clients,
+        store,
+        spool,
+        push,
+        boot,
+        ..
+    } = io;
+
+    // Share log: stops only after the router has forwarded the last record.
+    let (log_tx, log_rx) = mpsc::channel::<LogRecord>(65_536);
+    let (log_stop_tx, log_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let log_cfg = ShareLogDriverConfig {
+        log: ShareLogConfig {
+            server: cfg.server_number,
+            boot,
+            max_batch: cfg.store.max_batch,
+            max_delay: Duration::from_millis(cfg.store.max_delay_ms),
+            ..ShareLogConfig::default()
+        },
+        write_timeout: Duration::from_millis(cfg.store.write_timeout_ms),
+        ..ShareLogDriverConfig::default()
+    };
+    let log_task = tokio::spawn(run_share_log(
+        log_cfg,
+        store,
+        spool,
+        log_rx,
+        async {
+            let _ = log_stop_rx.await;
+        },
+        store_tx,
+    ));
+
+    // Coinservers.
+    let (found_tx, found_rx) = mpsc::channel::<FoundBlockMsg>(256);
+    let (cs_tx, mut cs_rx) = mpsc::channel::<Event>(1024);
+    let (cs_stop_tx, cs_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let cs_task = tokio::spawn(coind::run(
+        machine,
+        origin,
+        clients,
+        push,
+        found_rx,
+        cs_tx,
+        async {
+            let _ = cs_stop_rx.await;
+        },
+    ));
+
+    // Stratum ports.
+    let mut port_tasks = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        port_tasks.push(tokio::spawn(serve_port(
+            net.clone(),
+            shared.clone(),
+            i,
+            l,
+            shutdown.clone(),
+        )));
+    }
+
+    let names: Vec<String> = cfg.coinservers.iter().map(|c| c.name.clone()).collect();
+    let mut blocks: HashMap<RecordId, BlockRecord> = HashMap::new();
+    let block_seq = AtomicU64::new(0);
+    let now = || {
+        Now::new(
+            Timestamp::from_millis(origin.elapsed().as_millis() as u64),
+            net.unix_ms(),
+        )
+    };
+
+    let mut router = Router {
+        cfg: &cfg,
+        shared: &shared,
+        state: &state,
+        log_tx: &log_tx,
+        found_tx: &found_tx,
+        blocks: &mut blocks,
+        block_seq: &block_seq,
+        names: &names,
+        boot,
+    };
+    loop {
+        tokio::select! {
+            _ = stopped(&mut shutdown) => break,
+            Some(ev) = ev_rx.recv() => router.pool_event(now(), ev).await,
+            Some(ev) = cs_rx.recv() => router.coin_event(now(), &mut work, ev).await,
+        }
+    }
+    // Connections finish their in-flight submits; their events are forwarded as they come.
+    let mut ports_done = futures_join(port_tasks);
+    loop {
+        tokio::select! {
+            _ = &mut ports_done => break,
+            Some(ev) = ev_rx.recv() => router.pool_event(now(), ev).await,
+        }
+    }
+    while let Ok(ev) = ev_rx.try_recv() {
+        router.pool_event(now(), ev).await;
+    }
+    // Found blocks still get submitted: give the coinserver driver a moment for them.
+    let grace = tokio::time::sleep(Duration::from_secs(2));
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            _ = &mut grace => break,
+            Some(ev) = cs_rx.recv() => router.coin_event(now(), &mut work, ev).await,
+        }
+    }
+    drop(router);
+    drop(log_tx);
+    let _ = log_stop_tx.send(());
+    let share_log = log_task.await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "share log task failed");
+        ShareLogReport {
+            status: ShareLogStatus::default(),
+            abandoned_records: usize::MAX,
+        }
+    });
+    let _ = cs_stop_tx.send(());
+    let _ = cs_task.await;
+    let state = state.lock().map(|s| s.clone()).unwrap_or_default();
+    PoolReport { share_log, state }
+}
+
+fn futures_join(tasks: Vec<JoinHandle<()>>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        for t in tasks {
+            let _ = t.await;
+        }
+    })
+}
+
+struct Router<'a> {
+    cfg: &'a Config,
+    shared: &'a Arc<StratumShared>,
+    state: &'a Arc<Mutex<PoolState>>,
+    log_tx: &'a mpsc::Sender<LogRecord>,
+    found_tx: &'a mpsc::Sender<FoundBlockMsg>,
+    blocks: &'a mut HashMap<RecordId, BlockRecord>,
+    block_seq: &'a AtomicU64,
+    names: &'a [String],
+    boot: u32,
+}
+
+impl Router<'_> {
+    fn with_state(&self, f: impl FnOnce(&mut PoolState)) {
+        if let Ok(mut s) = self.state.lock() {
+            f(&mut s);
+        }
+    }
+
+    async fn log(&self, rec: LogRecord) {
+        // Backpressure: a full log slows the pool down instead of dropping records.
+        if self.log_tx.send(rec).await.is_err() {
+            tracing::error!("share log is gone: record not persisted");
+        }
+    }
+
+    async fn pool_event(&mut self, now: Now, ev: PoolEvent) {
+        match ev {
+            PoolEvent::Share(r) => {
+                let accepted = r.kind == powerpool_core::record::ShareKind::Accepted;
+                self.with_state(|s| {
+                    if accepted {
+                        s.shares_accepted += 1;
+                    } else {
+                        s.shares_rejected += 1;
+                    }
+                });
+                self.log(LogRecord::Share(r)).await;
+            }
+            PoolEvent::Block(b) => {
+                let id = RecordId {
+                    server: self.cfg.server_number,
+                    boot: self.boot,
+                    // Blocks get their own id space above every share id.
+                    seq: u64::MAX - self.block_seq.fetch_add(1, Ordering::Relaxed),
+                };
+                let rec = BlockRecord {
+                    id,
+                    unix_ms: now.unix_ms,
+                    currency: b.currency.clone(),
+                    algo: Arc::from(self.cfg.coin.algo.name()),
+                    height: b.height,
+                    hash: b.hash.to_display_hex(),
+                    address: b.address.clone(),
+                    worker: b.worker.clone(),
+                    total_subsidy: b.coinbase_value,
+                    fees: b.fees,
+                    bits: format!("{:08x}", b.bits),
+                    merged: false,
+                    status: BlockStatus::Submitted,
+                    reject_reason: None,
+                };
+                tracing::info!(height = b.height, hash = %b.hash, worker = %b.worker, "block found");
+                self.with_state(|s| {
+                    s.blocks.push(BlockState {
+                        id: id.to_string(),
+                        height: b.height,
+                        hash: rec.hash.clone(),
+                        worker: format!("{}.{}", b.address, b.worker),
+                        status: BlockStatus::Submitted,
+                        reason: None,
+                    });
+                    if s.blocks.len() > 100 {
+                        s.blocks.remove(0);
+                    }
+                });
+                self.blocks.insert(id, rec.clone());
+                // Submission first: a block notice is worth more than its record.
+                let msg = FoundBlockMsg {
+                    block_id: id,
+                    hex: b.hex.clone(),
+                    hash: b.hash,
+                    height: b.height,
+                };
+                if self.found_tx.send(msg).await.is_err() {
+                    tracing::error!(hash = %b.hash, "coinserver driver is gone: block not submitted");
+                }
+                self.log(LogRecord::Block(rec)).await;
+            }
+            PoolEvent::Connected { .. } => self.with_state(|s| s.connections += 1),
+            PoolEvent::Disconnected { .. } => {}
+            PoolEvent::Refused { .. } => self.with_state(|s| s.refused_connections += 1),
+        }
+    }
+
+    async fn coin_event(&mut self, now: Now, work: &mut Work, ev: Event) {
+        match ev {
+            Event::Template { value, new_tip, .. } => match BlockTemplate::from_json(&value) {
+                Ok(tpl) => {
+                    let height = tpl.height;
+                    let diff = tpl.target.difficulty(&powerpool_core::target::Target::SHA256D_DIFF1);
+                    match work.handle_template(now, tpl) {
+                        Ok(_) => {
+                            while let Some(u) = work.poll_job() {
+                                let clean = u.clean;
+                                let id = u.job.id_hex.clone();
+                                self.shared.publish(u);
+                                self.with_state(|s| {
+                                    s.jobs_published += 1;
+                                    s.clean_jobs += u64::from(clean);
+                                    s.current_job = Some(id);
+                                });
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot build a job"),
+                    }
+                    self.with_state(|s| {
+                        s.templates += 1;
+                        s.height = Some(height);
+                        s.network_difficulty = Some(diff);
+                    });
+                    if new_tip {
+                        tracing::info!(height, "new block on the network");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "bad template from coinserver");
+                    self.with_state(|s| {
+                        s.bad_templates += 1;
+                        s.last_template_error = Some(e.to_string());
+                    });
+                }
+            },
+            Event::NodeUp { node } => {
+                let name = self.names[node].clone();
+                tracing::info!(node = %name, "coinserver up");
+                self.with_state(|s| {
+                    let n = s.nodes.entry(name).or_default();
+                    n.up = true;
+                });
+            }
+            Event::NodeDown { node, reason } => {
+                let name = self.names[node].clone();
+                tracing::warn!(node = %name, %reason, "coinserver down");
+                self.with_state(|s| {
+                    let n = s.nodes.entry(name).or_default();
+                    n.up = false;
+                    n.last_error = Some(reason);
+                });
+            }
+            Event::PrimaryChanged { to, .. } => {
+                let name = to.map(|n| self.names[n].clone());
+                tracing::info!(primary = ?name, "coinserver primary changed");
+                self.with_state(|s| s.primary = name);
+            }
+            Event::BlockSubmitted {
+                block_id,
+                node,
+                result,
+            } => {
+                tracing::info!(block = %block_id, node = %self.names[node], ?result, "block submitted");
+            }
+            Event::BlockOutcome { block_id, status } => {
+                let (st, reason) = match status {
+                    BlockOutcome::Accepted => (BlockStatus::Accepted, None),
+                    BlockOutcome::Rejected(r) => (BlockStatus::Rejected, Some(r)),
+                    BlockOutcome::Unsubmitted => {
+                        (BlockStatus::Rejected, Some("no coinserver reachable".to_owned()))
+                    }
+                };
+                self.block_status(block_id, st, reason).await;
+            }
+            Event::BlockConfirmed { block_id } => {
+                self.block_status(block_id, BlockStatus::Confirmed, None)
+                    .await
+            }
+            Event::BlockOrphaned {
+                block_id,
+                replaced_by,
+            } => {
+                self.block_status(
+                    block_id,
+                    BlockStatus::Orphaned,
+                    Some(format!("replaced by {replaced_by}")),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn block_status(&mut self, id: RecordId, status: BlockStatus, reason: Option<String>) {
+        let Some(rec) = self.blocks.get_mut(&id) else {
+            return;
+        };
+        rec.status = status;
+        rec.reject_reason = reason.clone();
+        tracing::info!(height = rec.height, hash = %rec.hash, ?status, ?reason, "block status");
+        let (hash, currency) = (rec.hash.clone(), rec.currency.clone());
+        let sid = id.to_string();
+        self.with_state(|s| {
+            if let Some(b) = s.blocks.iter_mut().find(|b| b.id == sid) {
+                b.status = status;
+                b.reason = reason.clone();
+            }
+        });
+        if matches!(status, BlockStatus::Confirmed | BlockStatus::Orphaned | BlockStatus::Rejected) {
+            self.blocks.remove(&id);
+        }
+        self.log(LogRecord::BlockStatus {
+            id,
+            hash,
+            currency,
+            status,
+            reason,
+        })
+        .await;
+    }
+}
+
+/// Addresses a started pool listens on, for logs and tests.
+pub fn describe_listeners<L: crate::net::Listener>(ls: &[L]) -> Vec<SocketAddr> {
+    ls.iter().filter_map(|l| l.local_addr().ok()).collect()
+}

@@ -1,0 +1,310 @@
+//! The share and block log: where every judged share and found block is made durable.
+//!
+//! [`run_share_log`] is the driver around the sans-IO policy
+//! [`powerpool_core::sharelog::ShareLog`]: it receives [`LogRecord`]s from the sessions,
+//! performs the writes the policy asks for against a primary [`ShareStore`] ([`RedisStore`] or
+//! [`EmbeddedStore`]) and the local [`Spool`], and reports the results back.
+//!
+//! ## Durability promise
+//! A record handed to the share log is, within `max_delay` (default 100 ms) plus one store
+//! write (bounded by `write_timeout`, default 1 s) plus one fsync, either applied to the primary
+//! store or fsynced in the spool — as long as the log is keeping up (it holds at most
+//! `max_pending_records` in memory and pushes back on producers beyond that). A crash of the
+//! process can therefore lose at most the records of that last window; a Redis outage,
+//! restart or timeout loses nothing. A clean shutdown loses nothing: everything held is written
+//! to the primary if it is up, else fsynced to the spool, and replayed on the next start before
+//! any new record is written.
+//!
+//! ## Exactly once
+//! Every write is one [`Batch`] with a [`BatchId`](powerpool_core::sharelog::BatchId). Stores
+//! apply a batch atomically and remember, per instance (`server`, `boot`), the highest batch
+//! sequence applied; the policy writes one batch at a time in sequence order, so anything at or
+//! below that mark is a retry or a replay and is skipped. This is what makes a retry after an
+//! ambiguous failure or a replay after a crash count once.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use powerpool_core::sharelog::{
+    Batch, BatchId, LogAction, LogRecord, ReplayFailure, ReplayOutcome, ShareLog, ShareLogConfig,
+    ShareLogStatus, SpoolFailure, WriteError,
+};
+use powerpool_core::time::Timestamp;
+use tokio::sync::{mpsc, watch};
+
+pub mod embedded;
+pub mod redis;
+pub mod spool;
+
+pub use embedded::EmbeddedStore;
+pub use redis::{RedisStore, RedisStoreConfig};
+pub use spool::{Spool, SpoolError};
+
+/// What a store did with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Applied,
+    /// The batch id was applied before (a retry or replay); nothing was changed.
+    AlreadyApplied,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or timed out; the write may or may not have happened.
+    /// Retry later (idempotent).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store refused the batch and will keep refusing it (a key of the wrong type, a
+    /// corrupt database): an operator must fix the store. Nothing of the batch was applied.
+    #[error("store refused the batch: {0}")]
+    Refused(String),
+}
+
+impl StoreError {
+    pub fn retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// A primary share store. Object safe; implementations must make [`ShareStore::write_batch`]
+/// atomic and idempotent by batch id as described in the module docs.
+#[async_trait]
+pub trait ShareStore: Send + Sync + fmt::Debug {
+    /// For logs and the monitor.
+    fn name(&self) -> &str;
+    async fn write_batch(&self, batch: &Batch) -> Result<WriteOutcome, StoreError>;
+    /// A cheap round trip to the store.
+    async fn health(&self) -> Result<(), StoreError>;
+}
+
+#[derive(Debug, Clone)]
+pub struct ShareLogDriverConfig {
+    pub log: ShareLogConfig,
+    /// A primary write taking longer counts as failed (and is retried idempotently).
+    pub write_timeout: Duration,
+    /// After shutdown is signalled, how long to keep trying to persist what is held before
+    /// giving up and dumping the remaining records to the error log.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ShareLogDriverConfig {
+    fn default() -> Self {
+        ShareLogDriverConfig {
+            log: ShareLogConfig::default(),
+            write_timeout: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How the share log ended.
+#[derive(Debug, Clone)]
+pub struct ShareLogReport {
+    pub status: ShareLogStatus,
+    /// Records neither in the primary nor in the spool when the shutdown grace ran out; each was
+    /// written to the error log as JSON. Zero unless both stores were failing at shutdown.
+    pub abandoned_records: usize,
+}
+
+enum Done {
+    Write(BatchId, Result<(), WriteError>),
+    Spool(BatchId, Result<(), SpoolFailure>),
+    Replay(Result<ReplayOutcome, ReplayFailure>),
+}
+
+type Op = std::pin::Pin<Box<dyn Future<Output = Done> + Send>>;
+
+/// Runs the share log until `shutdown` resolves (or every sender is dropped) and everything
+/// received is persisted. `status` receives the policy's status after every change.
+pub async fn run_share_log(
+    cfg: ShareLogDriverConfig,
+    primary: Arc<dyn ShareStore>,
+    spool: Spool,
+    mut rx: mpsc::Receiver<LogRecord>,
+    shutdown: impl Future<Output = ()> + Send,
+    status: watch::Sender<ShareLogStatus>,
+) -> ShareLogReport {
+    let origin = Instant::now();
+    let now = || Timestamp::from_millis(origin.elapsed().as_millis() as u64);
+    let mut log = ShareLog::new(cfg.log.clone(), spool.pending_batches());
+    let spool = Arc::new(Mutex::new(spool));
+    let mut op: Option<Op> = None;
+    let mut rx_open = true;
+    let mut shutting_down = false;
+    let mut grace_end: Option<tokio::time::Instant> = None;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        if op.is_none()
+            && let Some(action) = log.poll_action()
+        {
+            op = Some(perform(
+                action,
+                primary.clone(),
+                spool.clone(),
+                cfg.write_timeout,
+            ));
+        }
+        status.send_replace(log.status());
+        if shutting_down && !rx_open && log.is_drained() {
+            break;
+        }
+        let deadline = log
+            .poll_timeout()
+            .map(|t| tokio::time::Instant::from_std(origin + Duration::from_millis(t.as_millis())));
+        let take = rx_open && (shutting_down || log.wants_records());
+        tokio::select! {
+            // Finish outstanding I/O first so results are never starved by a busy channel.
+            biased;
+            done = async { op.as_mut().expect("guarded").await }, if op.is_some() => {
+                op = None;
+                let t = now();
+                match done {
+                    Done::Write(id, r) => log.handle_write_result(t, id, r),
+                    Done::Spool(id, r) => log.handle_spool_result(t, id, r),
+                    Done::Replay(r) => log.handle_replay_result(t, r),
+                }
+            }
+            () = &mut shutdown, if !shutting_down => {
+                shutting_down = true;
+                grace_end = Some(tokio::time::Instant::now() + cfg.shutdown_grace);
+                // Senders can no longer send; what is buffered is still received below.
+                rx.close();
+                log.handle_shutdown(now());
+            }
+            r = rx.recv(), if take => match r {
+                Some(rec) => {
+                    let t = now();
+                    log.handle_record(t, rec);
+                    // Take whatever else is queued in one go so batches fill under load.
+                    while shutting_down || log.wants_records() {
+                        match rx.try_recv() {
+                            Ok(rec) => log.handle_record(t, rec),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => {
+                    rx_open = false;
+                    if !shutting_down {
+                        shutting_down = true;
+                        grace_end = Some(tokio::time::Instant::now() + cfg.shutdown_grace);
+                    }
+                    log.handle_shutdown(now());
+                }
+            },
+            () = sleep_until(deadline), if deadline.is_some() => log.handle_timeout(now()),
+            () = sleep_until(grace_end), if grace_end.is_some() => {
+                drop(op.take());
+                let abandoned = log.take_unwritten();
+                let n: usize = abandoned.iter().map(|b| b.records.len()).sum();
+                tracing::error!(records = n, "share log shutdown grace ran out with neither store writable; dumping records");
+                for b in &abandoned {
+                    for r in &b.records {
+                        tracing::error!(record = %serde_json::to_string(r).unwrap_or_default(), "unpersisted record");
+                    }
+                }
+                let report = ShareLogReport { status: log.status(), abandoned_records: n };
+                status.send_replace(report.status.clone());
+                return report;
+            }
+        }
+    }
+    ShareLogReport {
+        status: log.status(),
+        abandoned_records: 0,
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn perform(
+    action: LogAction,
+    primary: Arc<dyn ShareStore>,
+    spool: Arc<Mutex<Spool>>,
+    write_timeout: Duration,
+) -> Op {
+    match action {
+        LogAction::WritePrimary(b) => Box::pin(async move {
+            let r = write_with_timeout(&*primary, &b, write_timeout).await;
+            Done::Write(b.id, r)
+        }),
+        LogAction::AppendSpool(b) => Box::pin(async move {
+            let id = b.id;
+            let r = blocking(spool, move |s| s.append(&b)).await;
+            Done::Spool(id, r.map_err(spool_failure))
+        }),
+        LogAction::ReplaySpool => Box::pin(async move {
+            let next = blocking(spool.clone(), |s| s.peek()).await;
+            let batch = match next {
+                Ok(Some(b)) => b,
+                Ok(None) => return Done::Replay(Ok(ReplayOutcome::Empty)),
+                Err(e) => return Done::Replay(Err(ReplayFailure::Spool(spool_failure(e)))),
+            };
+            if let Err(e) = write_with_timeout(&*primary, &batch, write_timeout).await {
+                return Done::Replay(Err(ReplayFailure::Primary(e)));
+            }
+            let r = blocking(spool, |s| s.advance().map(|()| s.pending_batches())).await;
+            Done::Replay(match r {
+                Ok(remaining) => Ok(ReplayOutcome::Replayed { remaining }),
+                Err(e) => Err(ReplayFailure::Spool(spool_failure(e))),
+            })
+        }),
+    }
+}
+
+async fn write_with_timeout(
+    primary: &dyn ShareStore,
+    batch: &Batch,
+    limit: Duration,
+) -> Result<(), WriteError> {
+    match tokio::time::timeout(limit, primary.write_batch(batch)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(store = primary.name(), batch = %batch.id, error = %e, "share store write failed");
+            Err(WriteError {
+                retryable: e.retryable(),
+                message: e.to_string(),
+            })
+        }
+        Err(_) => {
+            tracing::warn!(store = primary.name(), batch = %batch.id, "share store write timed out");
+            Err(WriteError {
+                retryable: true,
+                message: format!("write timed out after {limit:?}"),
+            })
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    spool: Arc<Mutex<Spool>>,
+    f: impl FnOnce(&mut Spool) -> Result<T, SpoolError> + Send + 'static,
+) -> Result<T, SpoolError> {
+    tokio::task::spawn_blocking(move || {
+        let mut s = spool.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut s)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(SpoolError::Io {
+            path: "spool".into(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })
+}
+
+fn spool_failure(e: SpoolError) -> SpoolFailure {
+    tracing::error!(error = %e, "spool operation failed");
+    SpoolFailure {
+        full: e.is_full(),
+        message: e.to_string(),
+    }
+}

@@ -1,0 +1,300 @@
+//! The local spool: an append-only file of batches that could not reach the primary store,
+//! replayed in order once it is back.
+//!
+//! ## Format
+//! `spool.log` is a sequence of frames, each
+//! `magic u32 LE (0x31535050, "PPS1") | payload length u32 LE | CRC-32 of payload u32 LE |
+//! payload` where the payload is the batch as JSON. `spool.cursor` holds the byte offset of the
+//! first frame not yet replayed (`offset u64 LE | CRC-32 of those 8 bytes u32 LE`), replaced
+//! atomically (write, fsync, rename, fsync directory).
+//!
+//! ## Guarantees
+//! - [`Spool::append`] returns only after the frame is fsynced: an appended batch survives a
+//!   crash or power loss.
+//! - A crash mid-append leaves a torn tail (short frame or bad checksum). [`Spool::open`]
+//!   detects it, truncates it away and reports the byte count; the batch it held was never
+//!   acknowledged as spooled, so nothing promised is lost.
+//! - Replay yields batches in append order from the persisted cursor. The cursor is moved past
+//!   a batch only after the primary accepted it ([`Spool::advance`]); a crash in between
+//!   replays that batch again, which the stores' batch-id idempotency absorbs.
+//! - Bounded: an append that would grow the file beyond `max_bytes` fails with
+//!   [`SpoolError::Full`] and writes nothing. The file is truncated to zero once fully replayed.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use powerpool_core::sharelog::Batch;
+
+const MAGIC: u32 = 0x3153_5050;
+const HEADER: usize = 12;
+const LOG: &str = "spool.log";
+const CURSOR: &str = "spool.cursor";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// Retry later; check the disk (space, permissions) named in the message.
+    #[error("spool I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The spool holds `max_bytes` already: the primary store must come back (replay frees it)
+    /// or the limit must be raised. Producers are held back meanwhile.
+    #[error("spool is full ({len} of {max_bytes} bytes); the primary store must come back")]
+    Full { len: u64, max_bytes: u64 },
+    /// A frame passed its checksum but is not a batch this version understands (a spool left by
+    /// another version). Nothing is skipped: an operator must replay it with a matching version.
+    #[error("spool frame at byte {offset} cannot be decoded: {reason}")]
+    Undecodable { offset: u64, reason: String },
+}
+
+impl SpoolError {
+    pub fn is_full(&self) -> bool {
+        matches!(self, SpoolError::Full { .. })
+    }
+}
+
+/// The spool directory's files, opened. See the module docs.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    file: File,
+    max_bytes: u64,
+    len: u64,
+    cursor: u64,
+    pending: u64,
+    /// End of the frame returned by the last `peek`, for `advance`.
+    peeked_end: Option<u64>,
+    torn_bytes: u64,
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool in `dir`, dropping a torn tail.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
+        fs::create_dir_all(dir).map_err(io_at(dir))?;
+        let log_path = dir.join(LOG);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&log_path)
+            .map_err(io_at(&log_path))?;
+        let len = file.metadata().map_err(io_at(&log_path))?.len();
+        let mut cursor = read_cursor(&dir.join(CURSOR))?;
+        if cursor > len {
+            // The file was truncated after a full replay and the crash came before the
+            // cursor was reset.
+            cursor = 0;
+        }
+        // Count whole frames from the cursor; everything after the last one is a torn tail.
+        let mut pos = cursor;
+        let mut pending = 0;
+        while let Some(end) = frame_end(&mut file, pos, len).map_err(io_at(&log_path))? {
+            pos = end;
+            pending += 1;
+        }
+        let torn_bytes = len - pos;
+        if torn_bytes > 0 {
+            tracing::warn!(
+                path = %log_path.display(),
+                torn_bytes,
+                "spool ends in a torn write (crash mid-append); dropping the partial frame"
+            );
+            file.set_len(pos).map_err(io_at(&log_path))?;
+            file.sync_all().map_err(io_at(&log_path))?;
+        }
+        let mut spool = Spool {
+            dir: dir.to_path_buf(),
+            file,
+            max_bytes,
+            len: pos,
+            cursor,
+            pending,
+            peeked_end: None,
+            torn_bytes,
+        };
+        if pending == 0 && spool.len > 0 {
+            spool.reset()?;
+        }
+        Ok(spool)
+    }
+
+    /// Batches appended and not yet replayed.
+    pub fn pending_batches(&self) -> u64 {
+        self.pending
+    }
+
+    /// Current file size in bytes (replayed frames included until the file is emptied).
+    pub fn len_bytes(&self) -> u64 {
+        self.len
+    }
+
+    /// Bytes of a torn tail dropped when the spool was opened.
+    pub fn torn_bytes_at_open(&self) -> u64 {
+        self.torn_bytes
+    }
+
+    /// Appends one batch and fsyncs before returning.
+    pub fn append(&mut self, batch: &Batch) -> Result<(), SpoolError> {
+        let payload = serde_json::to_vec(batch).map_err(|e| SpoolError::Undecodable {
+            offset: self.len,
+            reason: e.to_string(),
+        })?;
+        let frame_len = (HEADER + payload.len()) as u64;
+        if self.len + frame_len > self.max_bytes {
+            return Err(SpoolError::Full {
+                len: self.len,
+                max_bytes: self.max_bytes,
+            });
+        }
+        let payload_len = u32::try_from(payload.len()).map_err(|_| SpoolError::Full {
+            len: self.len,
+            max_bytes: self.max_bytes,
+        })?;
+        let mut frame = Vec::with_capacity(HEADER + payload.len());
+        frame.extend_from_slice(&MAGIC.to_le_bytes());
+        frame.extend_from_slice(&payload_len.to_le_bytes());
+        frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        frame.extend_from_slice(&payload);
+        let path = self.dir.join(LOG);
+        let written = (|| {
+            self.file.seek(SeekFrom::Start(self.len))?;
+            self.file.write_all(&frame)?;
+            self.file.sync_data()
+        })();
+        if let Err(e) = written {
+            // Leave no half frame behind for later appends to follow.
+            let _ = self.file.set_len(self.len);
+            return Err(SpoolError::Io { path, source: e });
+        }
+        self.len += frame_len;
+        self.pending += 1;
+        Ok(())
+    }
+
+    /// The oldest batch not yet replayed, without consuming it.
+    pub fn peek(&mut self) -> Result<Option<Batch>, SpoolError> {
+        let path = self.dir.join(LOG);
+        let Some(end) = frame_end(&mut self.file, self.cursor, self.len).map_err(io_at(&path))?
+        else {
+            self.peeked_end = None;
+            return Ok(None);
+        };
+        let mut payload = vec![0u8; (end - self.cursor) as usize - HEADER];
+        self.file
+            .seek(SeekFrom::Start(self.cursor + HEADER as u64))
+            .and_then(|_| self.file.read_exact(&mut payload))
+            .map_err(io_at(&path))?;
+        let batch = serde_json::from_slice(&payload).map_err(|e| SpoolError::Undecodable {
+            offset: self.cursor,
+            reason: e.to_string(),
+        })?;
+        self.peeked_end = Some(end);
+        Ok(Some(batch))
+    }
+
+    /// Marks the batch returned by the last [`Spool::peek`] as written to the primary and
+    /// persists the cursor; empties the file once everything is replayed.
+    pub fn advance(&mut self) -> Result<(), SpoolError> {
+        let Some(end) = self.peeked_end.take() else {
+            return Ok(());
+        };
+        if end >= self.len {
+            return self.reset();
+        }
+        write_cursor(&self.dir, end)?;
+        self.cursor = end;
+        self.pending = self.pending.saturating_sub(1);
+        Ok(())
+    }
+
+    /// Everything replayed: empty the file first, then the cursor (a crash in between leaves a
+    /// cursor beyond the end, which `open` reads as zero).
+    fn reset(&mut self) -> Result<(), SpoolError> {
+        let path = self.dir.join(LOG);
+        self.file.set_len(0).map_err(io_at(&path))?;
+        self.file.sync_all().map_err(io_at(&path))?;
+        self.len = 0;
+        self.pending = 0;
+        self.peeked_end = None;
+        write_cursor(&self.dir, 0)?;
+        self.cursor = 0;
+        Ok(())
+    }
+}
+
+fn io_at(path: &Path) -> impl Fn(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The end offset of the whole, checksummed frame at `pos`, or `None` if there is none (end
+/// of file, short frame, bad magic or checksum).
+fn frame_end(file: &mut File, pos: u64, len: u64) -> io::Result<Option<u64>> {
+    if len.saturating_sub(pos) < HEADER as u64 {
+        return Ok(None);
+    }
+    let mut header = [0u8; HEADER];
+    file.seek(SeekFrom::Start(pos))?;
+    file.read_exact(&mut header)?;
+    let word =
+        |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    if word(0) != MAGIC {
+        return Ok(None);
+    }
+    let payload_len = u64::from(word(4));
+    let end = pos + HEADER as u64 + payload_len;
+    if end > len {
+        return Ok(None);
+    }
+    // The length is bounded by the file size checked above, never by the header alone.
+    let mut payload = vec![0u8; payload_len as usize];
+    file.read_exact(&mut payload)?;
+    if crc32fast::hash(&payload) != word(8) {
+        return Ok(None);
+    }
+    Ok(Some(end))
+}
+
+fn read_cursor(path: &Path) -> Result<u64, SpoolError> {
+    match fs::read(path) {
+        Ok(b) if b.len() == 12 => {
+            let (off, crc) = b.split_at(8);
+            if crc32fast::hash(off).to_le_bytes() == crc {
+                Ok(u64::from_le_bytes(off.try_into().unwrap_or([0; 8])))
+            } else {
+                tracing::warn!(path = %path.display(), "spool cursor is corrupt; replaying from the start (idempotent)");
+                Ok(0)
+            }
+        }
+        Ok(_) => {
+            tracing::warn!(path = %path.display(), "spool cursor has the wrong size; replaying from the start (idempotent)");
+            Ok(0)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(SpoolError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+fn write_cursor(dir: &Path, offset: u64) -> Result<(), SpoolError> {
+    let tmp = dir.join("spool.cursor.tmp");
+    let dst = dir.join(CURSOR);
+    let mut bytes = offset.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&crc32fast::hash(&offset.to_le_bytes()).to_le_bytes());
+    (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &dst)?;
+        File::open(dir)?.sync_all()
+    })()
+    .map_err(io_at(&dst))
+}

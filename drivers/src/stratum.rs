@@ -1,0 +1,412 @@
+//! The stratum server driver: one task per connection driving a core
+//! [`Session`](powerpool_core::session::Session).
+//!
+//! Per connection the loop is: read bytes → `handle_input`; job update → `handle_job`; timer →
+//! `handle_timeout`; then write everything `poll_transmit` gives in one write, and forward
+//! every `poll_event` to the pool. Jobs arrive as `Arc<Job>` snapshots over a broadcast
+//! channel with their notify line already rendered, so a broadcast copies nothing per miner.
+//!
+//! Bounds, whatever a peer does:
+//! - input: one read buffer plus the session's line limit;
+//! - output: a write that does not complete within `write_timeout` (a miner that does not
+//!   read) ends the connection; while a write is pending nothing more is read;
+//! - job updates a slow connection misses are collapsed: it resynchronises on the latest job
+//!   (as a clean job, so nothing stale is credited);
+//! - connections: a total cap and a per-IP cap, checked before a session exists; a connection
+//!   that does not authorize within `auth_timeout`, or sends nothing for `idle_timeout`, is
+//!   closed (the original only checked on read timeouts, §12.22).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use powerpool_core::extranonce::ExtranonceAllocator;
+use powerpool_core::record::ShareRecord;
+use powerpool_core::session::{Session, SessionContext, SessionEvent};
+use powerpool_core::share::BlockSubmission;
+use powerpool_core::time::{Now, Timestamp};
+use powerpool_core::work::JobUpdate;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
+
+use crate::net::{Listener, Net};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub auth_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub write_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 50_000,
+            max_connections_per_ip: 1_000,
+            auth_timeout_secs: 60,
+            idle_timeout_secs: 900,
+            write_timeout_secs: 15,
+        }
+    }
+}
+
+/// What connections tell the rest of the pool.
+#[derive(Debug)]
+pub enum PoolEvent {
+    Share(ShareRecord),
+    /// A found block: must be submitted.
+    Block(BlockSubmission),
+    Connected { serial: u64, port: usize },
+    Disconnected { serial: u64, port: usize },
+    Refused { reason: &'static str },
+}
+
+/// What the monitor shows of one connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientInfo {
+    pub serial: u64,
+    pub port: String,
+    pub peer: String,
+    pub extranonce1: String,
+    pub user_agent: Option<String>,
+    pub workers: Vec<(String, String)>,
+    pub difficulty: f64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub accepted_difficulty: f64,
+    pub blocks: u64,
+    pub connected_unix_ms: u64,
+    pub last_share_unix_ms: Option<u64>,
+    pub version_mask: Option<String>,
+}
+
+/// One listening port: its name and the context its sessions share.
+#[derive(Debug, Clone)]
+pub struct Port {
+    pub name: String,
+    pub ctx: Arc<SessionContext>,
+}
+
+/// State shared by every connection of every port of one pool instance.
+#[derive(Debug)]
+pub struct StratumShared {
+    pub ports: Vec<Port>,
+    pub limits: Limits,
+    pub allocator: Mutex<ExtranonceAllocator>,
+    pub jobs: broadcast::Sender<JobUpdate>,
+    /// The latest job, for connections that join or fall behind.
+    pub latest: watch::Sender<Option<JobUpdate>>,
+    pub events: mpsc::Sender<PoolEvent>,
+    pub clients: Mutex<HashMap<u64, ClientInfo>>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    next_serial: AtomicU64,
+    epoch: Instant,
+}
+
+impl StratumShared {
+    pub fn new(
+        ports: Vec<Port>,
+        limits: Limits,
+        allocator: ExtranonceAllocator,
+        events: mpsc::Sender<PoolEvent>,
+    ) -> Arc<Self> {
+        let (jobs, _) = broadcast::channel(64);
+        let (latest, _) = watch::channel(None);
+        Arc::new(StratumShared {
+            ports,
+            limits,
+            allocator: Mutex::new(allocator),
+            jobs,
+            latest,
+            events,
+            clients: Mutex::new(HashMap::new()),
+            per_ip: Mutex::new(HashMap::new()),
+            next_serial: AtomicU64::new(1),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// Hands a job update to every connection.
+    pub fn publish(&self, update: JobUpdate) {
+        self.latest.send_replace(Some(update.clone()));
+        // No receivers is fine: nobody is connected.
+        let _ = self.jobs.send(update);
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.clients.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    fn now<N: Net>(&self, net: &N) -> Now {
+        Now::new(
+            Timestamp::from_millis(self.epoch.elapsed().as_millis() as u64),
+            net.unix_ms(),
+        )
+    }
+
+    fn instant_of(&self, t: Timestamp) -> Instant {
+        self.epoch + Duration::from_millis(t.as_millis())
+    }
+
+    /// Admission control; returns the extranonce1 for a new connection.
+    fn admit(&self, ip: IpAddr) -> Result<Vec<u8>, &'static str> {
+        if self.connection_count() >= self.limits.max_connections {
+            return Err("max_connections");
+        }
+        let mut per_ip = self.per_ip.lock().map_err(|_| "poisoned")?;
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n >= self.limits.max_connections_per_ip {
+            return Err("max_connections_per_ip");
+        }
+        let en1 = self
+            .allocator
+            .lock()
+            .map_err(|_| "poisoned")?
+            .allocate()
+            .ok_or("extranonce1 space exhausted")?;
+        *n += 1;
+        Ok(en1)
+    }
+
+    fn release(&self, ip: IpAddr, en1: &[u8], serial: u64) {
+        if let Ok(mut per_ip) = self.per_ip.lock()
+            && let Some(n) = per_ip.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+        if let Ok(mut a) = self.allocator.lock() {
+            a.release(en1);
+        }
+        if let Ok(mut c) = self.clients.lock() {
+            c.remove(&serial);
+        }
+    }
+}
+
+/// Resolves once `rx` reads true (or its sender is gone). The guard `wait_for` returns is not
+/// `Send`, so it is dropped here rather than held across the caller's select.
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Accepts connections on one port until `shutdown` turns true.
+pub async fn serve_port<N: Net>(
+    net: N,
+    shared: Arc<StratumShared>,
+    port: usize,
+    mut listener: N::Listener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    let conn_shutdown = shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = stopped(&mut shutdown) => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                match shared.admit(peer.ip()) {
+                    Ok(en1) => {
+                        let serial = shared.next_serial.fetch_add(1, Ordering::Relaxed);
+                        tasks.spawn(connection(
+                            net.clone(),
+                            shared.clone(),
+                            port,
+                            stream,
+                            peer,
+                            serial,
+                            en1,
+                            conn_shutdown.clone(),
+                        ));
+                    }
+                    Err(reason) => {
+                        tracing::debug!(%peer, reason, "connection refused");
+                        let _ = shared.events.try_send(PoolEvent::Refused { reason });
+                        drop(stream);
+                    }
+                }
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    // In-flight submits finish: every connection sees the shutdown, handles what it has read,
+    // forwards its events, and ends.
+    while tasks.join_next().await.is_some() {}
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn connection<N: Net>(
+    net: N,
+    shared: Arc<StratumShared>,
+    port: usize,
+    stream: N::Stream,
+    peer: SocketAddr,
+    serial: u64,
+    en1: Vec<u8>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let ctx = shared.ports[port].ctx.clone();
+    let now = shared.now(&net);
+    let mut session = Session::new(ctx, serial, en1.clone(), now);
+    let mut jobs = shared.jobs.subscribe();
+    let latest = shared.latest.borrow().clone();
+    if let Some(u) = latest {
+        session.handle_job(now, &u);
+    }
+    let mut info = ClientInfo {
+        serial,
+        port: shared.ports[port].name.clone(),
+        peer: peer.to_string(),
+        extranonce1: hex::encode(&en1),
+        user_agent: None,
+        workers: Vec::new(),
+        difficulty: session.difficulty(),
+        accepted: 0,
+        rejected: 0,
+        accepted_difficulty: 0.0,
+        blocks: 0,
+        connected_unix_ms: now.unix_ms,
+        last_share_unix_ms: None,
+        version_mask: None,
+    };
+    if let Ok(mut c) = shared.clients.lock() {
+        c.insert(serial, info.clone());
+    }
+    let _ = shared
+        .events
+        .send(PoolEvent::Connected { serial, port })
+        .await;
+
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let limits = shared.limits.clone();
+    let auth_deadline = Instant::now() + Duration::from_secs(limits.auth_timeout_secs);
+    let idle = Duration::from_secs(limits.idle_timeout_secs);
+    let write_timeout = Duration::from_secs(limits.write_timeout_secs);
+    let mut last_rx = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    let mut closing = false;
+    let mut stopping = false;
+
+    while !closing {
+        let mut deadline = last_rx + idle;
+        if !session.is_authorized() {
+            deadline = deadline.min(auth_deadline);
+        }
+        if let Some(t) = session.poll_timeout() {
+            deadline = deadline.min(shared.instant_of(t));
+        }
+        tokio::select! {
+            biased;
+            _ = stopped(&mut shutdown), if !stopping => {
+                stopping = true;
+                closing = true;
+            }
+            r = rd.read(&mut buf) => match r {
+                Ok(0) | Err(_) => closing = true,
+                Ok(n) => {
+                    last_rx = Instant::now();
+                    session.handle_input(shared.now(&net), &buf[..n]);
+                }
+            },
+            j = jobs.recv() => match j {
+                Ok(u) => session.handle_job(shared.now(&net), &u),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let latest = shared.latest.borrow().clone();
+                    if let Some(mut u) = latest {
+                        u.clean = true;
+                        session.handle_job(shared.now(&net), &u);
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => closing = true,
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                let now_i = Instant::now();
+                if now_i >= last_rx + idle {
+                    tracing::debug!(serial, "idle timeout");
+                    closing = true;
+                } else if !session.is_authorized() && now_i >= auth_deadline {
+                    tracing::debug!(serial, "no authorization in time");
+                    closing = true;
+                } else {
+                    session.handle_timeout(shared.now(&net));
+                }
+            }
+        }
+
+        out.clear();
+        while let Some(t) = session.poll_transmit() {
+            out.extend_from_slice(t.as_bytes());
+        }
+        if !out.is_empty() {
+            match tokio::time::timeout(write_timeout, wr.write_all(&out)).await {
+                Ok(Ok(())) => {}
+                _ => closing = true,
+            }
+        }
+        let mut changed = false;
+        while let Some(ev) = session.poll_event() {
+            changed = true;
+            let fwd = match ev {
+                SessionEvent::Share(r) => Some(PoolEvent::Share(r)),
+                SessionEvent::Block(b) => Some(PoolEvent::Block(b.into_submission())),
+                SessionEvent::Authorized { .. } => None,
+                SessionEvent::Close(reason) => {
+                    tracing::debug!(serial, ?reason, "session closed");
+                    closing = true;
+                    None
+                }
+            };
+            if let Some(ev) = fwd
+                && shared.events.send(ev).await.is_err()
+            {
+                closing = true;
+            }
+        }
+        if changed {
+            refresh_info(&mut info, &session);
+            if let Ok(mut c) = shared.clients.lock() {
+                c.insert(serial, info.clone());
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+    shared.release(peer.ip(), &en1, serial);
+    let _ = shared
+        .events
+        .send(PoolEvent::Disconnected { serial, port })
+        .await;
+}
+
+fn refresh_info(info: &mut ClientInfo, s: &Session) {
+    let st = s.stats();
+    info.user_agent = s.user_agent().map(str::to_owned);
+    info.workers = s
+        .workers()
+        .map(|(a, w)| (a.to_owned(), w.to_owned()))
+        .collect();
+    info.difficulty = s.difficulty();
+    info.accepted = st.accepted;
+    info.rejected = st.rejected;
+    info.accepted_difficulty = st.accepted_difficulty;
+    info.blocks = st.blocks;
+    info.last_share_unix_ms = st.last_share_ms;
+    info.version_mask = s.version_mask().map(|m| format!("{m:08x}"));
+}

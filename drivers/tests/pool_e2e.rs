@@ -1,0 +1,303 @@
+//! The whole pool, end to end: the real server on port 0, in-process coinservers speaking
+//! JSON-RPC over HTTP with real block rules, a real `redis-server` started by the test, and
+//! scripted miners over TCP doing real hashing.
+
+mod common {
+    pub mod redis;
+}
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::redis::RedisServer;
+use powerpool_core::pow::Algorithm;
+use powerpool_drivers::app::{Launched, launch};
+use powerpool_drivers::client::StratumClient;
+use powerpool_drivers::config::{
+    CoinserverEntry, Config, Network, StoreBackend, StratumPortConfig,
+};
+use powerpool_drivers::node::{Answering, Node, NodeConfig};
+use powerpool_core::session::PortPolicy;
+use redis::AsyncCommands;
+use tokio::sync::watch;
+
+const ADDRESS: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+const USER: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080.rig1";
+/// About 65 536 hashes per block (network difficulty 2^-16).
+const NODE_BITS: u32 = 0x1f00ffff;
+/// About 4 300 hashes per share.
+const SHARE_DIFF: f64 = 1e-6;
+
+async fn start_node(seed: u64) -> (Arc<Node>, SocketAddr, watch::Sender<bool>) {
+    let mut nc = NodeConfig::test(seed);
+    nc.chain.bits = NODE_BITS;
+    let node = Node::new(nc).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut rx) = watch::channel(false);
+    tokio::spawn(powerpool_drivers::node::serve(node.clone(), listener, async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    (node, addr, tx)
+}
+
+fn config(nodes: &[SocketAddr], dir: &std::path::Path, redis: Option<&RedisServer>) -> Config {
+    let mut c = Config::default();
+    c.coin.network = Network::Regtest;
+    c.coin.payout_address = ADDRESS.into();
+    c.coinservers = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, a)| CoinserverEntry {
+            name: format!("node{i}"),
+            url: format!("http://{a}"),
+            username: None,
+            password: None,
+            cookie_file: None,
+            priority: i as u32,
+        })
+        .collect();
+    c.new_blocks.poll_interval_ms = 50;
+    c.new_blocks.rpc_timeout_ms = 500;
+    c.stratum = vec![StratumPortConfig {
+        name: "test".into(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        policy: PortPolicy {
+            start_difficulty: SHARE_DIFF,
+            min_difficulty: 1e-12,
+            vardiff: None,
+            ..PortPolicy::default()
+        },
+    }];
+    c.store.embedded_path = dir.join("pool.redb");
+    c.store.spool_path = dir.join("spool");
+    c.store.max_delay_ms = 20;
+    c.store.write_timeout_ms = 300;
+    if let Some(r) = redis {
+        c.store.backend = StoreBackend::Redis;
+        c.store.redis.url = r.url();
+    }
+    c.monitor.enabled = false;
+    c
+}
+
+async fn miner(addr: SocketAddr) -> StratumClient {
+    let mut m = StratumClient::connect(addr).await.unwrap();
+    m.subscribe("e2e/1.0").await.unwrap();
+    m.authorize(USER, "x").await.unwrap();
+    m.wait_for_work().await.unwrap();
+    m
+}
+
+/// Mines and submits one share; returns the reply (true = acknowledged).
+async fn share(m: &mut StratumClient, en2: u64) -> serde_json::Value {
+    // Drain pending notifications so the share is for the newest job.
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(1), m.read_message()).await {}
+    let found = m
+        .search(Algorithm::Sha256d, en2, 10_000_000)
+        .expect("a share within ten million hashes");
+    m.submit(USER, &found).await.unwrap()
+}
+
+async fn stop(l: Launched, tx: watch::Sender<bool>) -> powerpool_drivers::pool::PoolReport {
+    tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(30), l.task)
+        .await
+        .expect("pool stops")
+        .unwrap()
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shares_reach_redis_and_blocks_reach_every_live_node() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Same seed: both nodes hold the same chain, so a block is valid on both.
+    let (a, a_addr, _a_stop) = start_node(7).await;
+    let (b, b_addr, _b_stop) = start_node(7).await;
+    assert_eq!(a.tip().hash, b.tip().hash);
+    let (tx, rx) = watch::channel(false);
+    let pool = launch(config(&[a_addr, b_addr], dir.path(), Some(&redis)), rx)
+        .await
+        .unwrap();
+    let mut m = miner(pool.stratum_addrs[0]).await;
+
+    let mut acked = 0u64;
+    let mut en2 = 0;
+    while acked < 60 {
+        en2 += 1;
+        if share(&mut m, en2).await["result"] == serde_json::json!(true) {
+            acked += 1;
+        }
+    }
+    // Some of those shares were blocks; wait for the nodes to have seen them.
+    let state = pool.handle.state.clone();
+    wait_until("block outcomes", || {
+        let s = state.lock().unwrap();
+        !s.blocks.is_empty()
+            && s.blocks
+                .iter()
+                .all(|b| b.status != powerpool_core::record::BlockStatus::Submitted)
+    })
+    .await;
+    let report = stop(pool, tx).await;
+    assert_eq!(report.share_log.abandoned_records, 0);
+    let found: Vec<String> = report.state.blocks.iter().map(|b| b.hash.clone()).collect();
+    assert!(!found.is_empty(), "60 shares at 1/15 block odds found no block");
+
+    // Every found block went once to each live node.
+    for node in [&a, &b] {
+        let subs: Vec<String> = node
+            .submitted_blocks()
+            .iter()
+            .filter_map(|s| s.hash.map(|h| h.to_display_hex()))
+            .collect();
+        for h in &found {
+            assert_eq!(subs.iter().filter(|s| *s == h).count(), 1, "block {h} once per node");
+        }
+    }
+
+    // Redis holds every acknowledged share exactly once, in the documented layout.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let entries: redis::streams::StreamRangeReply =
+        con.xrange_all("powerpool:shares").await.unwrap();
+    let accepted: Vec<String> = entries
+        .ids
+        .iter()
+        .filter(|e| e.get::<String>("kind").as_deref() == Some("accepted"))
+        .map(|e| e.get::<String>("id").unwrap())
+        .collect();
+    assert_eq!(accepted.len() as u64, acked, "stream holds each ack once");
+    assert_eq!(accepted.iter().collect::<HashSet<_>>().len(), accepted.len());
+    // Slices: one entry per accepted share, across the rotated slices and the open one.
+    let mut slice_entries = 0usize;
+    let keys: Vec<String> = con.keys("chain_1_slice*").await.unwrap();
+    for k in &keys {
+        if k != "chain_1_slice_index" {
+            slice_entries += con.llen::<_, usize>(k).await.unwrap();
+        }
+    }
+    assert_eq!(slice_entries as u64, acked);
+    let unproc: Vec<String> = con.keys("unproc_block_*").await.unwrap();
+    assert_eq!(unproc.len(), found.len(), "each accepted block is an unprocessed block");
+    let minute: Vec<String> = con.keys("min_acc_sha256d_*").await.unwrap();
+    assert!(!minute.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_stops_and_work_continues_from_the_secondary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, a_addr, _sa) = start_node(11).await;
+    let (b, b_addr, _sb) = start_node(11).await;
+    let (tx, rx) = watch::channel(false);
+    let pool = launch(config(&[a_addr, b_addr], dir.path(), None), rx)
+        .await
+        .unwrap();
+    let state = pool.handle.state.clone();
+    wait_until("node0 primary", || {
+        state.lock().unwrap().primary.as_deref() == Some("node0")
+    })
+    .await;
+    let mut m = miner(pool.stratum_addrs[0]).await;
+    assert_eq!(share(&mut m, 1).await["result"], serde_json::json!(true));
+
+    a.set_answering(Answering::Down);
+    wait_until("failover to node1", || {
+        state.lock().unwrap().primary.as_deref() == Some("node1")
+    })
+    .await;
+    // Another pool finds a block on the secondary's chain: miners move onto it.
+    let new_tip = b.mine_block_externally().unwrap();
+    let want_prev = new_tip;
+    let mut got = false;
+    for _ in 0..200 {
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(50), m.read_message()).await
+        {
+            let w = m.work.as_ref().unwrap();
+            if w.prevhash == want_prev.0 {
+                assert!(w.clean, "a new tip flushes old work");
+                got = true;
+                break;
+            }
+        }
+    }
+    assert!(got, "work from the secondary's new tip reached the miner");
+    assert_eq!(share(&mut m, 2).await["result"], serde_json::json!(true));
+
+    a.set_answering(Answering::Normal);
+    wait_until("node0 preferred again", || {
+        state.lock().unwrap().primary.as_deref() == Some("node0")
+    })
+    .await;
+    stop(pool, tx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_loses_and_doubles_nothing() {
+    // Durable: what Redis acknowledged before the kill must survive it, as in production.
+    let mut redis = RedisServer::start_durable();
+    let dir = tempfile::tempdir().unwrap();
+    // Hard bits: no blocks, only shares.
+    let mut nc = NodeConfig::test(3);
+    nc.chain.bits = 0x1d00ffff;
+    let node = Node::new(nc).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(powerpool_drivers::node::serve(node.clone(), listener, std::future::pending::<()>()));
+    let (tx, rx) = watch::channel(false);
+    let pool = launch(config(&[addr], dir.path(), Some(&redis)), rx)
+        .await
+        .unwrap();
+    let mut m = miner(pool.stratum_addrs[0]).await;
+    let mut acked = 0u64;
+    let mut en2 = 0;
+    let mut ack = async |m: &mut StratumClient, n: u64| {
+        let mut a = 0;
+        for _ in 0..n {
+            en2 += 1;
+            if share(m, en2).await["result"] == serde_json::json!(true) {
+                a += 1;
+            }
+        }
+        a
+    };
+    acked += ack(&mut m, 20).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    redis.kill();
+    acked += ack(&mut m, 30).await;
+    // While Redis is down the shares wait in the spool.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = pool.handle.store_status.borrow().clone();
+    assert!(!status.primary_up || status.spooled_batches > 0, "{status:?}");
+    redis.restart();
+    acked += ack(&mut m, 10).await;
+    let report = stop(pool, tx).await;
+    assert_eq!(report.share_log.abandoned_records, 0);
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let entries: redis::streams::StreamRangeReply =
+        con.xrange_all("powerpool:shares").await.unwrap();
+    let ids: Vec<String> = entries
+        .ids
+        .iter()
+        .filter(|e| e.get::<String>("kind").as_deref() == Some("accepted"))
+        .map(|e| e.get::<String>("id").unwrap())
+        .collect();
+    assert_eq!(ids.len() as u64, acked, "every acknowledged share, once");
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len(), "no duplicates");
+    let slice: usize = con.llen("chain_1_slice").await.unwrap();
+    assert_eq!(slice as u64, acked);
+}
