@@ -299,7 +299,7 @@ impl ShareLog {
         }
         let urgent = record.is_urgent();
         self.open.push(record);
-        if urgent || self.open.len() >= self.cfg.max_batch || self.shutting_down {
+        if urgent || self.open.len() >= self.cfg.max_batch {
             self.seal();
         }
     }

@@ -59,7 +59,7 @@
 use std::collections::BTreeMap;
 use std::fmt::{self, Display, Write as _};
 use std::future::Future;
-use std::net::UdpSocket;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -472,12 +472,11 @@ pub enum StatsdError {
     #[error("cannot open a UDP socket for statsd: {0}")]
     Socket(#[source] std::io::Error),
     /// `statsd.host`/`statsd.port` does not resolve; fix the config or disable statsd.
-    #[error("statsd address {host}:{port} does not resolve: {source}")]
+    #[error("statsd address {host}:{port} does not resolve: {message}")]
     Resolve {
         host: String,
         port: u16,
-        #[source]
-        source: cadence::MetricError,
+        message: String,
     },
 }
 
@@ -500,19 +499,26 @@ impl Statsd {
         if !config.enabled {
             return Ok(None);
         }
-        let bind = if config.host.parse::<std::net::Ipv6Addr>().is_ok() {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
+        let resolve_error = |message: String| StatsdError::Resolve {
+            host: config.host.clone(),
+            port: config.port,
+            message,
+        };
+        // Resolve here and bind a socket of the same family: "localhost" may resolve to ::1
+        // first, which an IPv4 socket cannot reach.
+        let target = (config.host.as_str(), config.port)
+            .to_socket_addrs()
+            .map_err(|e| resolve_error(e.to_string()))?
+            .next()
+            .ok_or_else(|| resolve_error("no addresses".to_owned()))?;
+        let bind = match target {
+            SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
         };
         let socket = UdpSocket::bind(bind).map_err(StatsdError::Socket)?;
         socket.set_nonblocking(true).map_err(StatsdError::Socket)?;
-        let sink = BufferedUdpMetricSink::from((config.host.as_str(), config.port), socket)
-            .map_err(|source| StatsdError::Resolve {
-                host: config.host.clone(),
-                port: config.port,
-                source,
-            })?;
+        let sink = BufferedUdpMetricSink::from(target, socket)
+            .map_err(|e| resolve_error(e.to_string()))?;
         let client = StatsdClient::builder(&config.prefix, sink)
             .with_error_handler(|e| tracing::debug!(error = %e, "statsd send failed"))
             .build();
@@ -1561,6 +1567,29 @@ mod tests {
         });
         let text = m.render_prometheus();
         assert!(text.contains(r#"node="a\"b\\c\nd""#), "{text}");
+    }
+
+    #[test]
+    fn statsd_keys_follow_the_labels() {
+        for (i, kind) in SHARE_KINDS.iter().enumerate() {
+            let label = share_kind_label(*kind);
+            assert_eq!(share_index(*kind), i);
+            assert_eq!(SHARE_STATSD_KEYS[i].0, format!("shares.{label}"));
+            assert_eq!(SHARE_STATSD_KEYS[i].1, format!("shares.{label}.difficulty"));
+        }
+        for (i, status) in BLOCK_STATUSES.iter().enumerate() {
+            assert_eq!(block_index(*status), i);
+            assert_eq!(
+                BLOCK_STATSD_KEYS[i],
+                format!("blocks.{}", block_label(*status))
+            );
+        }
+        for (i, code) in ERROR_CODES.iter().enumerate() {
+            assert_eq!(error_index(*code), i);
+        }
+        for (i, reason) in REFUSE_REASONS.iter().enumerate() {
+            assert_eq!(reason.index(), i);
+        }
     }
 
     #[test]

@@ -635,6 +635,16 @@ fn statsd_receives_each_ticks_changes_over_udp() {
     }
 }
 
+#[tokio::test]
+async fn ticker_ticks_once_more_on_shutdown() {
+    let m = Arc::new(Metrics::new(MetricsSetup::default()));
+    m.share_judged(ShareKind::Accepted, 3.0);
+    powerpool_drivers::metrics::run_ticker(m.clone(), std::future::ready(())).await;
+    let snap = m.snapshot();
+    assert!(snap.window_time.is_some(), "the final tick ran");
+    assert_eq!(snap.shares["accepted"].last_60s_difficulty, 3.0);
+}
+
 #[test]
 fn statsd_disabled_means_no_client() {
     assert!(
@@ -659,4 +669,15 @@ fn config_sections_default_and_refuse_unknown_keys() {
     let monitor: MonitorConfig = serde_json::from_value(json!({"port": 4000})).unwrap();
     assert_eq!(monitor.socket_addr(), "127.0.0.1:4000".parse().unwrap());
     assert!(serde_json::from_value::<MonitorConfig>(json!({"bind": "x"})).is_err());
+}
+
+#[test]
+fn statsd_unresolvable_host_is_a_config_error() {
+    let config = StatsdConfig {
+        enabled: true,
+        host: "no such host name".into(),
+        ..StatsdConfig::default()
+    };
+    let err = Statsd::from_config(&config).unwrap_err();
+    assert!(err.to_string().contains("no such host name"), "{err}");
 }

@@ -1039,6 +1039,19 @@ async fn background_miner_and_arrivals_follow_the_clock() {
     server.await.unwrap();
 }
 
+/// The commitment a template with edited transactions would carry.
+fn recommit(t: &mut BlockTemplate) {
+    let wtxids: Vec<Hash256> = t
+        .transactions
+        .iter()
+        .map(|x| Hash256::from_display_hex(&x.hash).unwrap())
+        .collect();
+    t.default_witness_commitment = hex::encode(witness_commitment_script(&witness_commitment(
+        &witness_root(&wtxids),
+        &[0u8; 32],
+    )));
+}
+
 #[test]
 fn unconfirmed_chains_carry_depends_and_need_their_parents() {
     let mut c = chain_with_txs(15, 80);
@@ -1061,6 +1074,7 @@ fn unconfirmed_chains_carry_depends_and_need_their_parents() {
     // The child ahead of its parent: the parent's output does not exist yet.
     let mut swapped = t.clone();
     swapped.transactions.swap(parent, child);
+    recommit(&mut swapped);
     let bad = build(&swapped, &Fault::default());
     assert_eq!(
         submit(&mut c, bad),
@@ -1070,14 +1084,7 @@ fn unconfirmed_chains_carry_depends_and_need_their_parents() {
     let mut orphaned = t.clone();
     let removed = orphaned.transactions.remove(parent);
     orphaned.coinbasevalue -= removed.fee;
-    let wtxids: Vec<Hash256> = orphaned
-        .transactions
-        .iter()
-        .map(|x| Hash256::from_display_hex(&x.hash).unwrap())
-        .collect();
-    orphaned.default_witness_commitment = hex::encode(witness_commitment_script(
-        &witness_commitment(&witness_root(&wtxids), &[0u8; 32]),
-    ));
+    recommit(&mut orphaned);
     assert_eq!(
         submit(&mut c, build(&orphaned, &Fault::default())),
         Err("bad-txns-inputs-missingorspent".into())

@@ -77,8 +77,11 @@ pub fn keccak512(data: &[u8]) -> [u8; 64] {
     digest::<sha3::Keccak512>(data)
 }
 
+/// One X11 stage: a 512-bit hash of a byte string.
+pub type Stage = fn(&[u8]) -> [u8; 64];
+
 /// The eleven stages in chain order, each with its name (for diagnostics and benchmarks).
-pub const STAGES: [(&str, fn(&[u8]) -> [u8; 64]); 11] = [
+pub const STAGES: [(&str, Stage); 11] = [
     ("blake512", blake512),
     ("bmw512", bmw512),
     ("groestl512", groestl512),
