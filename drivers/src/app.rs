@@ -16,6 +16,8 @@ use crate::net::{Net, TokioNet};
 use crate::pool::{PoolHandle, PoolIo, PoolReport, start};
 use crate::push::{UdpPushConfig, run_udp, run_zmq};
 use crate::rpc::{ReqwestTransport, RpcAuth, RpcClient};
+use crate::status::PoolMonitor;
+use crate::stratum::stopped;
 use crate::store::{EmbeddedStore, RedisStore, RedisStoreConfig, ShareStore, Spool};
 
 #[derive(Debug)]
@@ -81,7 +83,9 @@ pub async fn launch(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         format!("store.spool_path: cannot open {}", cfg.store.spool_path.display())
     })?;
 
-    let (push_tx, push_rx) = mpsc::channel::<PushSignal>(256);
+    // Push signals pass through here on their way to the coinserver driver, to be counted.
+    let (push_tx, mut push_in) = mpsc::channel::<PushSignal>(256);
+    let (push_fwd, push_rx) = mpsc::channel::<PushSignal>(256);
     if cfg.new_blocks.udp.enabled {
         let sock = tokio::net::UdpSocket::bind(cfg.new_blocks.udp.bind)
             .await
@@ -107,6 +111,7 @@ pub async fn launch(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     let seed = cfg.seed.unwrap_or_else(rand::random);
     let boot: u32 = rand::random();
     tracing::info!(seed, boot, server = cfg.server_number, "starting pool instance");
+    let monitor_cfg = cfg.monitor.clone();
     let (handle, task) = start(
         cfg,
         PoolIo {
@@ -119,12 +124,42 @@ pub async fn launch(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             boot,
             seed,
         },
-        shutdown,
+        shutdown.clone(),
     )?;
+    let counter = handle.metrics.clone();
+    tokio::spawn(async move {
+        while let Some(s) = push_in.recv().await {
+            counter.push_signal(s.source);
+            if push_fwd.send(s).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut monitor_addr = None;
+    if monitor_cfg.enabled {
+        let l = tokio::net::TcpListener::bind(monitor_cfg.bind)
+            .await
+            .with_context(|| format!("monitor.bind: cannot listen on {}", monitor_cfg.bind))?;
+        monitor_addr = Some(l.local_addr()?);
+        let source = Arc::new(PoolMonitor {
+            pool: handle.clone(),
+        });
+        let metrics = handle.metrics.clone();
+        let mut stop = shutdown;
+        tokio::spawn(async move {
+            if let Err(e) = crate::monitor::serve(l, source, metrics, async move {
+                stopped(&mut stop).await;
+            })
+            .await
+            {
+                tracing::error!(error = %e, "monitor stopped");
+            }
+        });
+    }
     Ok(Launched {
         handle,
         task,
         stratum_addrs,
-        monitor_addr: None,
+        monitor_addr,
     })
 }

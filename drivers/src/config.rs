@@ -13,6 +13,7 @@ use powerpool_core::pow::Algorithm;
 use powerpool_core::session::PortPolicy;
 use serde::{Deserialize, Serialize};
 
+pub use crate::metrics::StatsdConfig;
 use crate::stratum::Limits;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -289,26 +290,6 @@ impl Default for MonitorConfig {
             enabled: true,
             bind: "127.0.0.1:3855".parse().expect("literal address"),
             statsd: StatsdConfig::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StatsdConfig {
-    pub enabled: bool,
-    pub host: String,
-    pub port: u16,
-    pub prefix: String,
-}
-
-impl Default for StatsdConfig {
-    fn default() -> Self {
-        StatsdConfig {
-            enabled: false,
-            host: "127.0.0.1".into(),
-            port: 8125,
-            prefix: "powerpool".into(),
         }
     }
 }

@@ -24,3 +24,5 @@ pub mod monitor;
 pub mod pool;
 pub mod app;
 pub mod client;
+pub mod status;
+pub mod demo;

@@ -39,6 +39,7 @@ use tokio::task::JoinHandle;
 
 use crate::coind::{self, FoundBlockMsg};
 use crate::config::Config;
+use crate::metrics::{Metrics, MetricsSetup, Statsd, run_ticker};
 use crate::net::Net;
 use crate::rpc::{RpcClient, RpcTransport};
 use crate::store::{ShareLogDriverConfig, ShareLogReport, ShareStore, Spool, run_share_log};
@@ -88,6 +89,9 @@ pub struct PoolHandle {
     pub stratum: Arc<StratumShared>,
     pub store_status: watch::Receiver<ShareLogStatus>,
     pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    /// Port numbers of the stratum listeners, in config order.
+    pub stratum_ports: Vec<u16>,
 }
 
 /// What a finished pool reports.
@@ -212,13 +216,43 @@ pub fn start<N: Net, T: RpcTransport>(
         ..PoolState::default()
     }));
     let (store_tx, store_status) = watch::channel(ShareLogStatus::default());
+    let stratum_ports: Vec<u16> = io
+        .listeners
+        .iter()
+        .map(|l| crate::net::Listener::local_addr(l).map_or(0, |a| a.port()))
+        .collect();
+    let metrics = Arc::new(
+        Metrics::new(MetricsSetup {
+            hashes_per_diff1: cfg.coin.algo.hashes_per_diff1(),
+            stratum_ports: stratum_ports.clone(),
+            nodes: cfg.coinservers.iter().map(|c| c.name.clone()).collect(),
+        })
+        .with_statsd(Statsd::from_config(&cfg.monitor.statsd)?),
+    );
     let handle = PoolHandle {
         state: state.clone(),
         stratum: shared.clone(),
-        store_status,
+        store_status: store_status.clone(),
         config: cfg.clone(),
+        metrics: metrics.clone(),
+        stratum_ports: stratum_ports.clone(),
     };
 
+    // Store gauges follow the share log's status.
+    let gauges = metrics.clone();
+    let mut st = store_status;
+    tokio::spawn(async move {
+        while st.changed().await.is_ok() {
+            let s = st.borrow().clone();
+            gauges.set_store_pending(s.pending_records as u64);
+            gauges.set_store_spooled(s.spooled_batches);
+            gauges.set_store_up(s.primary_up);
+        }
+    });
+    let mut tick_stop = shutdown.clone();
+    tokio::spawn(run_ticker(metrics.clone(), async move {
+        stopped(&mut tick_stop).await;
+    }));
     let task = tokio::spawn(run(
         cfg.clone(),
         io,
@@ -226,7 +260,11 @@ pub fn start<N: Net, T: RpcTransport>(
         work,
         machine,
         origin,
-        state,
+        Shared {
+            state,
+            metrics,
+            stratum_ports,
+        },
         ev_rx,
         store_tx,
         shutdown,
@@ -242,7 +280,7 @@ async fn run<N: Net, T: RpcTransport>(
     mut work: Work,
     machine: Coinservers,
     origin: tokio::time::Instant,
-    state: Arc<Mutex<PoolState>>,
+    sh: Shared,
     mut ev_rx: mpsc::Receiver<PoolEvent>,
     store_tx: watch::Sender<ShareLogStatus>,
     mut shutdown: watch::Receiver<bool>,
@@ -321,10 +359,13 @@ async fn run<N: Net, T: RpcTransport>(
         )
     };
 
+    let state = sh.state.clone();
     let mut router = Router {
         cfg: &cfg,
         shared: &shared,
         state: &state,
+        metrics: &sh.metrics,
+        ports: &sh.stratum_ports,
         log_tx: &log_tx,
         found_tx: &found_tx,
         blocks: &mut blocks,
@@ -359,7 +400,6 @@ async fn run<N: Net, T: RpcTransport>(
             Some(ev) = cs_rx.recv() => router.coin_event(now(), &mut work, ev).await,
         }
     }
-    drop(router);
     drop(log_tx);
     let _ = log_stop_tx.send(());
     let share_log = log_task.await.unwrap_or_else(|e| {
@@ -383,10 +423,19 @@ fn futures_join(tasks: Vec<JoinHandle<()>>) -> std::pin::Pin<Box<dyn Future<Outp
     })
 }
 
+/// What `run` needs besides the parts it takes apart.
+struct Shared {
+    state: Arc<Mutex<PoolState>>,
+    metrics: Arc<Metrics>,
+    stratum_ports: Vec<u16>,
+}
+
 struct Router<'a> {
     cfg: &'a Config,
     shared: &'a Arc<StratumShared>,
     state: &'a Arc<Mutex<PoolState>>,
+    metrics: &'a Metrics,
+    ports: &'a [u16],
     log_tx: &'a mpsc::Sender<LogRecord>,
     found_tx: &'a mpsc::Sender<FoundBlockMsg>,
     blocks: &'a mut HashMap<RecordId, BlockRecord>,
@@ -412,6 +461,7 @@ impl Router<'_> {
     async fn pool_event(&mut self, now: Now, ev: PoolEvent) {
         match ev {
             PoolEvent::Share(r) => {
+                self.metrics.share_judged(r.kind, r.difficulty);
                 let accepted = r.kind == powerpool_core::record::ShareKind::Accepted;
                 self.with_state(|s| {
                     if accepted {
@@ -446,6 +496,7 @@ impl Router<'_> {
                     reject_reason: None,
                 };
                 tracing::info!(height = b.height, hash = %b.hash, worker = %b.worker, "block found");
+                self.metrics.block_found();
                 self.with_state(|s| {
                     s.blocks.push(BlockState {
                         id: id.to_string(),
@@ -472,22 +523,34 @@ impl Router<'_> {
                 }
                 self.log(LogRecord::Block(rec)).await;
             }
-            PoolEvent::Connected { .. } => self.with_state(|s| s.connections += 1),
-            PoolEvent::Disconnected { .. } => {}
-            PoolEvent::Refused { .. } => self.with_state(|s| s.refused_connections += 1),
+            PoolEvent::Connected { port, .. } => {
+                self.metrics.connection_opened(self.ports[port]);
+                self.with_state(|s| s.connections += 1);
+            }
+            PoolEvent::Disconnected { port, .. } => self.metrics.connection_closed(self.ports[port]),
+            PoolEvent::Refused { port, reason } => {
+                self.metrics.connection_refused(self.ports[port], reason);
+                self.with_state(|s| s.refused_connections += 1);
+            }
         }
     }
 
     async fn coin_event(&mut self, now: Now, work: &mut Work, ev: Event) {
         match ev {
-            Event::Template { value, new_tip, .. } => match BlockTemplate::from_json(&value) {
+            Event::Template {
+                node,
+                value,
+                new_tip,
+            } => match BlockTemplate::from_json(&value) {
                 Ok(tpl) => {
+                    self.metrics.template_fetched(&self.names[node]);
                     let height = tpl.height;
                     let diff = tpl.target.difficulty(&powerpool_core::target::Target::SHA256D_DIFF1);
                     match work.handle_template(now, tpl) {
                         Ok(_) => {
                             while let Some(u) = work.poll_job() {
                                 let clean = u.clean;
+                                self.metrics.job_published(clean);
                                 let id = u.job.id_hex.clone();
                                 self.shared.publish(u);
                                 self.with_state(|s| {
@@ -499,6 +562,7 @@ impl Router<'_> {
                         }
                         Err(e) => tracing::error!(error = %e, "cannot build a job"),
                     }
+                    self.metrics.set_network(height, diff);
                     self.with_state(|s| {
                         s.templates += 1;
                         s.height = Some(height);
@@ -527,6 +591,7 @@ impl Router<'_> {
             Event::NodeDown { node, reason } => {
                 let name = self.names[node].clone();
                 tracing::warn!(node = %name, %reason, "coinserver down");
+                self.metrics.rpc_error(&name);
                 self.with_state(|s| {
                     let n = s.nodes.entry(name).or_default();
                     n.up = false;
@@ -579,6 +644,7 @@ impl Router<'_> {
         };
         rec.status = status;
         rec.reject_reason = reason.clone();
+        self.metrics.block_result(status);
         tracing::info!(height = rec.height, hash = %rec.hash, ?status, ?reason, "block status");
         let (hash, currency) = (rec.hash.clone(), rec.currency.clone());
         let sid = id.to_string();

@@ -33,6 +33,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
+use crate::metrics::RefuseReason;
 use crate::net::{Listener, Net};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,7 +66,7 @@ pub enum PoolEvent {
     Block(BlockSubmission),
     Connected { serial: u64, port: usize },
     Disconnected { serial: u64, port: usize },
-    Refused { reason: &'static str },
+    Refused { port: usize, reason: RefuseReason },
 }
 
 /// What the monitor shows of one connection.
@@ -156,21 +157,21 @@ impl StratumShared {
     }
 
     /// Admission control; returns the extranonce1 for a new connection.
-    fn admit(&self, ip: IpAddr) -> Result<Vec<u8>, &'static str> {
+    fn admit(&self, ip: IpAddr) -> Result<Vec<u8>, RefuseReason> {
         if self.connection_count() >= self.limits.max_connections {
-            return Err("max_connections");
+            return Err(RefuseReason::PoolFull);
         }
-        let mut per_ip = self.per_ip.lock().map_err(|_| "poisoned")?;
+        let mut per_ip = self.per_ip.lock().map_err(|_| RefuseReason::Other)?;
         let n = per_ip.entry(ip).or_insert(0);
         if *n >= self.limits.max_connections_per_ip {
-            return Err("max_connections_per_ip");
+            return Err(RefuseReason::AddressLimit);
         }
         let en1 = self
             .allocator
             .lock()
-            .map_err(|_| "poisoned")?
+            .map_err(|_| RefuseReason::Other)?
             .allocate()
-            .ok_or("extranonce1 space exhausted")?;
+            .ok_or(RefuseReason::PoolFull)?;
         *n += 1;
         Ok(en1)
     }
@@ -237,8 +238,8 @@ pub async fn serve_port<N: Net>(
                         ));
                     }
                     Err(reason) => {
-                        tracing::debug!(%peer, reason, "connection refused");
-                        let _ = shared.events.try_send(PoolEvent::Refused { reason });
+                        tracing::debug!(%peer, ?reason, "connection refused");
+                        let _ = shared.events.try_send(PoolEvent::Refused { port, reason });
                         drop(stream);
                     }
                 }

@@ -594,7 +594,7 @@ impl Chain {
             }],
             lock_time: 0,
         };
-        let mut header = BlockHeader {
+        let header = BlockHeader {
             version: 1,
             prev_blockhash: Hash256::ZERO,
             merkle_root: coinbase.txid(),
@@ -602,23 +602,11 @@ impl Chain {
             bits: self.params.bits,
             nonce: 0,
         };
-        self.grind(&mut header);
+        // The genesis block is trusted, as Bitcoin Core trusts its hard-coded genesis: nothing
+        // checks its proof of work, and not mining it keeps start-up instant at any bits.
         Block {
             header,
             txs: vec![coinbase],
-        }
-    }
-
-    /// Finds a nonce meeting the target, bumping the time when the nonce space runs out.
-    fn grind(&self, header: &mut BlockHeader) {
-        loop {
-            for nonce in 0..=u32::MAX {
-                header.nonce = nonce;
-                if self.target.is_met_by(&header.block_hash()) {
-                    return;
-                }
-            }
-            header.time = header.time.wrapping_add(1);
         }
     }
 
@@ -1111,15 +1099,21 @@ impl Chain {
                 .collect(),
         };
         block.header.merkle_root = block.compute_merkle_root();
-        self.grind(&mut block.header);
         block
     }
 
-    /// Another miner finds the next block on the tip, taking the mempool as a template would.
-    pub fn mine_block(&mut self, now: u64) -> Result<Hash256, BlockRejection> {
+    /// Another miner's next block on the tip, taking the mempool as a template would, not yet
+    /// mined: [`grind`] it (outside any lock) and submit it.
+    pub fn external_block(&mut self, now: u64) -> Block {
         self.advance_time(now);
         let txs = self.select_txs();
-        let block = self.build_block_on(self.tip().hash, &txs);
+        self.build_block_on(self.tip().hash, &txs)
+    }
+
+    /// Another miner finds the next block on the tip.
+    pub fn mine_block(&mut self, now: u64) -> Result<Hash256, BlockRejection> {
+        let mut block = self.external_block(now);
+        grind(&self.target, &mut block.header);
         let hash = block.header.block_hash();
         self.submit_block(block, now)?;
         Ok(hash)
@@ -1153,7 +1147,8 @@ impl Chain {
         let mut parent = self.active[fork_height as usize];
         let mut hashes = Vec::new();
         for _ in 0..blocks {
-            let block = self.build_block_on(parent, &[]);
+            let mut block = self.build_block_on(parent, &[]);
+            grind(&self.target, &mut block.header);
             parent = block.header.block_hash();
             self.submit_block(block, now)
                 .map_err(ReorgError::OwnBlockRejected)?;
@@ -1184,5 +1179,18 @@ mod tests {
         assert_eq!(median_time(&mut v), 5);
         let mut v = vec![4, 2];
         assert_eq!(median_time(&mut v), 4);
+    }
+}
+
+/// Finds a nonce meeting `target`, bumping the time when the nonce space runs out.
+pub fn grind(target: &Target, header: &mut BlockHeader) {
+    loop {
+        for nonce in 0..=u32::MAX {
+            header.nonce = nonce;
+            if target.is_met_by(&header.block_hash()) {
+                return;
+            }
+        }
+        header.time = header.time.wrapping_add(1);
     }
 }

@@ -288,7 +288,13 @@ impl Node {
     /// Another pool finds the next block (taking the mempool as its template).
     pub fn mine_block_externally(&self) -> Result<Hash256, BlockRejection> {
         let now = self.now();
-        self.with_chain(|c| c.mine_block(now))
+        // Mined without holding the chain: RPC keeps answering meanwhile. If the tip moves in
+        // the meantime the block lands as a stale side branch, as a real race would.
+        let (mut block, target) = self.with_chain(|c| (c.external_block(now), c.target()));
+        chain::grind(&target, &mut block.header);
+        let hash = block.header.block_hash();
+        self.with_chain(|c| c.submit_block(block, now))?;
+        Ok(hash)
     }
 
     /// A competing branch of `blocks` blocks on the active block at `fork_height` replaces

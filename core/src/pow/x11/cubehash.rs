@@ -40,35 +40,21 @@ const IV: [u32; 32] = [
     0xd43e_3b44,
 ];
 
+/// `n` rounds as the specification states them on x[0..32]: its swaps of word pairs (x_00klm
+/// with x_01klm, x_1jk0m with x_1jk1m, …) are index XORs within the lower or upper sixteen
+/// words, written as whole-array permutations so they compile to shuffles.
 fn rounds(x: &mut [u32; 32], n: usize) {
+    let mut lo: [u32; 16] = std::array::from_fn(|j| x[j]);
+    let mut hi: [u32; 16] = std::array::from_fn(|j| x[16 + j]);
     for _ in 0..n {
-        for j in 0..16 {
-            x[16 + j] = x[16 + j].wrapping_add(x[j]);
-            x[j] = x[j].rotate_left(7);
-        }
-        for j in 0..8 {
-            x.swap(j, j + 8);
-        }
-        for j in 0..16 {
-            x[j] ^= x[16 + j];
-        }
-        for j in (16..32).filter(|j| j & 2 == 0) {
-            x.swap(j, j + 2);
-        }
-        for j in 0..16 {
-            x[16 + j] = x[16 + j].wrapping_add(x[j]);
-            x[j] = x[j].rotate_left(11);
-        }
-        for j in (0..16).filter(|j| j & 4 == 0) {
-            x.swap(j, j + 4);
-        }
-        for j in 0..16 {
-            x[j] ^= x[16 + j];
-        }
-        for j in (16..32).step_by(2) {
-            x.swap(j, j + 1);
-        }
+        hi = std::array::from_fn(|j| hi[j].wrapping_add(lo[j]));
+        lo = std::array::from_fn(|j| lo[j ^ 8].rotate_left(7) ^ hi[j]);
+        hi = std::array::from_fn(|j| hi[j ^ 2].wrapping_add(lo[j]));
+        lo = std::array::from_fn(|j| lo[j ^ 4].rotate_left(11) ^ hi[j]);
+        hi = std::array::from_fn(|j| hi[j ^ 1]);
     }
+    x[..16].copy_from_slice(&lo);
+    x[16..].copy_from_slice(&hi);
 }
 
 fn absorb(x: &mut [u32; 32], block: &[u8]) {

@@ -112,7 +112,7 @@ const WORD_SOURCE: [(usize, usize); 32] = [
 ];
 
 /// Step i adds `rotl(A, r)[j ^ PERM_XOR[i % 7]]` into word j: the tweaked inter-ladder
-/// permutations, which make every word depend on every other after a few steps.
+/// permutations that mix the eight parallel Feistel ladders.
 const PERM_XOR: [usize; 7] = [1, 6, 2, 3, 5, 7, 4];
 
 /// Rotation amounts (r, s, t, u) of the four rounds; step m of a round uses the pair
@@ -142,20 +142,25 @@ fn expand(block: &[u8; 128], last: bool) -> [i32; 256] {
             a.swap(i, j);
         }
     }
+    // Only the twiddle products are reduced inside the loop, and only partially
+    // (256 ≡ -1, so x ≡ (x & 255) - (x >> 8)): a bound B on |a| becomes at most 2B + 256 per
+    // stage, about 2^17 after all eight, so products stay far inside i32 until the final
+    // reduction.
     let mut len = 2;
     while len <= 256 {
         let stride = 256 / len;
-        for start in (0..256).step_by(len) {
-            for k in 0..len / 2 {
-                let u = a[start + k];
-                let v = a[start + k + len / 2] * POW[k * stride] % P;
-                a[start + k] = (u + v) % P;
-                a[start + k + len / 2] = (u - v + P) % P;
+        for chunk in a.chunks_exact_mut(len) {
+            let (lo, hi) = chunk.split_at_mut(len / 2);
+            for ((u, v), w) in lo.iter_mut().zip(hi).zip(POW.iter().step_by(stride)) {
+                let p = *v * w;
+                let t = (p & 255) - (p >> 8);
+                (*u, *v) = (*u + t, *u - t);
             }
         }
         len *= 2;
     }
     for y in a.iter_mut() {
+        *y = y.rem_euclid(P);
         if *y > 128 {
             *y -= P;
         }
@@ -163,30 +168,20 @@ fn expand(block: &[u8; 128], last: bool) -> [i32; 256] {
     a
 }
 
-fn if_(x: u32, y: u32, z: u32) -> u32 {
-    ((y ^ z) & x) ^ z
-}
-
-fn maj(x: u32, y: u32, z: u32) -> u32 {
-    (z & y) | ((z | y) & x)
-}
-
 /// One step on registers `s = [A, B, C, D]`, then the role rotation (A, B, C, D) ← (D, A, B, C),
-/// so that after every four steps each register is back in its place.
-fn step(
-    s: &mut [[u32; 8]; 4],
-    w: &[u32; 8],
-    i: usize,
-    r: u32,
-    rs: u32,
-    f: fn(u32, u32, u32) -> u32,
-) {
+/// so that after every four steps each register is back in its place. The Boolean function is
+/// MAJ when `MAJ` is set, IF otherwise.
+fn step<const MAJ: bool>(s: &mut [[u32; 8]; 4], w: &[u32; 8], i: usize, r: u32, rs: u32) {
     let ra: [u32; 8] = std::array::from_fn(|j| s[0][j].rotate_left(r));
     let p = PERM_XOR[i % 7];
     for j in 0..8 {
-        let d = s[3][j]
-            .wrapping_add(w[j])
-            .wrapping_add(f(s[0][j], s[1][j], s[2][j]));
+        let (x, y, z) = (s[0][j], s[1][j], s[2][j]);
+        let f = if MAJ {
+            (z & y) | ((z | y) & x)
+        } else {
+            ((y ^ z) & x) ^ z
+        };
+        let d = s[3][j].wrapping_add(w[j]).wrapping_add(f);
         s[3][j] = d.rotate_left(rs).wrapping_add(ra[j ^ p]);
     }
     s[0] = ra;
@@ -212,13 +207,16 @@ fn compress(s: &mut [[u32; 8]; 4], block: &[u8; 128], last: bool) {
             let i = 8 * round + m;
             let (lo, hi) = WORD_SOURCE[i];
             let w: [u32; 8] = std::array::from_fn(|j| (z(lo + 2 * j + hi) << 16) | z(lo + 2 * j));
-            let f = if m < 4 { if_ } else { maj };
-            step(s, &w, i, rot[m % 4], rot[(m + 1) % 4], f);
+            if m < 4 {
+                step::<false>(s, &w, i, rot[m % 4], rot[(m + 1) % 4]);
+            } else {
+                step::<true>(s, &w, i, rot[m % 4], rot[(m + 1) % 4]);
+            }
         }
     }
     let ff = ROUND_ROT[3];
     for m in 0..4 {
-        step(s, &saved[m], 32 + m, ff[m], ff[(m + 1) % 4], if_);
+        step::<false>(s, &saved[m], 32 + m, ff[m], ff[(m + 1) % 4]);
     }
 }
 
@@ -302,8 +300,9 @@ mod tests {
     /// The fast transform agrees with the defining sum y_i = Σ_j x_j·41^(ij) mod 257.
     #[test]
     fn ntt_matches_the_definition() {
-        let block: [u8; 128] = std::array::from_fn(|i| (i * 37 + 11) as u8);
-        for last in [false, true] {
+        let pattern: [u8; 128] = std::array::from_fn(|i| (i * 37 + 11) as u8);
+        // All-0xff is the largest input the unreduced butterflies see.
+        for (block, last) in [(pattern, false), (pattern, true), ([0xff; 128], true)] {
             let y = expand(&block, last);
             let mut x = [0i64; 256];
             for (d, &b) in x.iter_mut().zip(&block) {

@@ -1,0 +1,334 @@
+//! The `powerpool` binary: parse the command line and the config, build, bind, run.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use powerpool_core::pow::Algorithm;
+use powerpool_drivers::app::{Launched, launch};
+use powerpool_drivers::client::StratumClient;
+use powerpool_drivers::config::{Config, LogFormat};
+use powerpool_drivers::demo::{DEMO_ADDRESS, DemoOptions, start_chain};
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::reload;
+
+#[derive(Parser, Debug)]
+#[command(name = "powerpool", version, about = "A mining pool server: stratum, coinservers, share log", args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// The YAML config file (see config.yml.example).
+    config: Option<PathBuf>,
+    /// Validate the config file and exit (0 when valid).
+    #[arg(long, value_name = "CONFIG")]
+    check_config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run on embedded defaults: a built-in demo chain, the embedded store, no Redis, no node.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:3333")]
+        stratum: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:3855")]
+        monitor: SocketAddr,
+        /// Compact target of the demo chain, hex (1e00ffff: a CPU miner finds blocks in seconds).
+        #[arg(long, default_value = "1e00ffff")]
+        bits: String,
+        /// Run a built-in CPU miner with this many threads against the demo (0: none).
+        #[arg(long, default_value_t = 0)]
+        mine: usize,
+    },
+    /// Health check: connect, subscribe, authorize, wait for work, submit a test share.
+    /// Exit 0 ok, 1 slow (over --warn-ms), 2 failed or over --crit-ms.
+    Check {
+        /// stratum+tcp://host:port
+        url: String,
+        #[arg(long, default_value = DEMO_ADDRESS)]
+        user: String,
+        #[arg(long, default_value = "x")]
+        password: String,
+        #[arg(long, default_value_t = 500)]
+        warn_ms: u64,
+        #[arg(long, default_value_t = 2000)]
+        crit_ms: u64,
+    },
+}
+
+type ReloadHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+fn init_logging(format: LogFormat, level: &str) -> ReloadHandle {
+    use tracing_subscriber::prelude::*;
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json())
+            .init(),
+        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).init(),
+    }
+    handle
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("powerpool: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match (cli.command, cli.check_config, cli.config) {
+            (Some(Command::Demo { stratum, monitor, bits, mine }), _, _) => {
+                demo(stratum, monitor, &bits, mine).await
+            }
+            (Some(Command::Check { url, user, password, warn_ms, crit_ms }), _, _) => {
+                return check(&url, &user, &password, warn_ms, crit_ms).await;
+            }
+            (None, Some(path), _) => match Config::load(&path) {
+                Ok(_) => {
+                    println!("{}: ok", path.display());
+                    Ok(())
+                }
+                Err(e) => Err(anyhow::anyhow!(e)),
+            },
+            (None, None, Some(path)) => run(&path).await,
+            (None, None, None) => Err(anyhow::anyhow!(
+                "give a config file (powerpool config.yml), or try: powerpool demo"
+            )),
+        }
+        .map(|()| ExitCode::SUCCESS)
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("powerpool: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM/SIGINT: stop accepting, finish in-flight submits, flush the share log, exit 0.
+/// SIGHUP: reload what can change live (the log level) and log what needs a restart.
+async fn signals(
+    shutdown: watch::Sender<bool>,
+    config_path: Option<PathBuf>,
+    running: Option<Config>,
+    logs: ReloadHandle,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(config_path.as_deref(), running.as_ref(), &logs),
+        }
+    }
+    tracing::info!("shutting down: finishing in-flight work and flushing the share log");
+    shutdown.send_replace(true);
+}
+
+fn reload(path: Option<&Path>, running: Option<&Config>, logs: &ReloadHandle) {
+    let (Some(path), Some(running)) = (path, running) else {
+        tracing::info!("SIGHUP: no config file to reload");
+        return;
+    };
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: config not reloaded");
+            return;
+        }
+    };
+    if new.logging.level != running.logging.level {
+        match EnvFilter::try_new(&new.logging.level) {
+            Ok(f) => {
+                let _ = logs.reload(f);
+                tracing::info!(level = %new.logging.level, "SIGHUP: log level changed");
+            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP: bad logging.level"),
+        }
+    }
+    let a = serde_json::to_value(running).unwrap_or_default();
+    let b = serde_json::to_value(&new).unwrap_or_default();
+    for (k, v) in b.as_object().into_iter().flatten() {
+        if k != "logging" && a.get(k) != Some(v) {
+            tracing::warn!(section = %k, "SIGHUP: `{k}` changed; it takes effect after a restart");
+        }
+    }
+}
+
+async fn run(path: &Path) -> anyhow::Result<()> {
+    let cfg = Config::load(path)?;
+    let logs = init_logging(cfg.logging.format, &cfg.logging.level);
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(signals(tx, Some(path.to_owned()), Some(cfg.clone()), logs));
+    let launched = launch(cfg, rx).await?;
+    announce(&launched, None);
+    finish(launched).await
+}
+
+async fn demo(stratum: SocketAddr, monitor: SocketAddr, bits: &str, mine: usize) -> anyhow::Result<()> {
+    let logs = init_logging(LogFormat::Text, "info");
+    let bits = u32::from_str_radix(bits.trim_start_matches("0x"), 16)
+        .context("--bits: expected 8 hex digits, e.g. 1e00ffff")?;
+    let opts = DemoOptions {
+        stratum,
+        monitor,
+        bits,
+        ..DemoOptions::default()
+    };
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(signals(tx, None, None, logs));
+    // The chain stops after the pool, so found blocks still reach it during shutdown.
+    let (chain_tx, chain_rx) = watch::channel(false);
+    let (cfg, _node) = start_chain(&opts, chain_rx).await?;
+    let launched = launch(cfg, rx.clone()).await?;
+    announce(&launched, Some(&opts));
+    for t in 0..mine {
+        tokio::spawn(cpu_miner(launched.stratum_addrs[0], t as u64, rx.clone()));
+    }
+    let r = finish(launched).await;
+    chain_tx.send_replace(true);
+    r
+}
+
+fn announce(l: &Launched, demo: Option<&DemoOptions>) {
+    for a in &l.stratum_addrs {
+        println!("stratum: stratum+tcp://{a}");
+    }
+    if let Some(m) = l.monitor_addr {
+        println!("monitor: http://{m}/");
+    }
+    if let Some(d) = demo {
+        println!("demo chain: regtest addresses, bits {:08x}; shares kept in {}", d.bits, d.data_dir.display());
+        println!(
+            "mine with e.g.: minerd -a sha256d -o stratum+tcp://{} -u {DEMO_ADDRESS}.rig1 -p x",
+            l.stratum_addrs[0]
+        );
+    }
+}
+
+async fn finish(l: Launched) -> anyhow::Result<()> {
+    let report = l.task.await.context("pool task")?;
+    tracing::info!(
+        accepted = report.state.shares_accepted,
+        blocks = report.state.blocks.len(),
+        abandoned = report.share_log.abandoned_records,
+        "stopped"
+    );
+    anyhow::ensure!(
+        report.share_log.abandoned_records == 0,
+        "{} records could not be persisted (see the error log)",
+        report.share_log.abandoned_records
+    );
+    Ok(())
+}
+
+/// A simple CPU miner over stratum (sha256d), for the demo.
+async fn cpu_miner(addr: SocketAddr, id: u64, mut stop: watch::Receiver<bool>) {
+    let user = format!("{DEMO_ADDRESS}.cpu{id}");
+    let run = async {
+        let mut c = StratumClient::connect(addr).await?;
+        c.subscribe("powerpool-demo-miner/1").await?;
+        c.authorize(&user, "x").await?;
+        c.wait_for_work().await?;
+        let mut en2 = id << 40;
+        loop {
+            while let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_millis(1), c.read_message()).await
+            {}
+            en2 += 1;
+            let found = tokio::task::block_in_place(|| c.search(Algorithm::Sha256d, en2, 1 << 18));
+            if let Some(f) = found {
+                let r = c.submit(&user, &f).await?;
+                tracing::debug!(reply = %r, "demo miner share");
+            }
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), powerpool_drivers::client::ClientError>(())
+    };
+    tokio::select! {
+        r = run => if let Err(e) = r { tracing::warn!(error = %e, "demo miner stopped") },
+        _ = powerpool_drivers::stratum::stopped(&mut stop) => {}
+    }
+}
+
+/// `powerpool check`: the replacement of contrib/check_stratum.py.
+async fn check(url: &str, user: &str, password: &str, warn_ms: u64, crit_ms: u64) -> anyhow::Result<ExitCode> {
+    let addr = url
+        .strip_prefix("stratum+tcp://")
+        .unwrap_or(url)
+        .parse::<SocketAddr>()
+        .or_else(|_| {
+            std::net::ToSocketAddrs::to_socket_addrs(url.strip_prefix("stratum+tcp://").unwrap_or(url))
+                .map_err(anyhow::Error::from)
+                .and_then(|mut a| a.next().ok_or_else(|| anyhow::anyhow!("no address")))
+        })
+        .with_context(|| format!("{url}: expected stratum+tcp://host:port"))?;
+    let t0 = Instant::now();
+    let outcome = async {
+        let mut c = StratumClient::connect(addr).await?;
+        c.subscribe("powerpool-check/1").await?;
+        let subscribed = t0.elapsed();
+        c.authorize(user, password).await?;
+        let authed = t0.elapsed();
+        c.wait_for_work().await?;
+        let work = t0.elapsed();
+        // A deliberately bogus share: the pool must answer it (with an error).
+        let w = c.work.clone().expect("work arrived");
+        let bogus = powerpool_drivers::client::Found {
+            job_id: w.job_id,
+            extranonce2: vec![0; c.extranonce2_size],
+            ntime: w.ntime,
+            nonce: 0,
+            hash: powerpool_core::hash::Hash256::ZERO,
+        };
+        let s0 = Instant::now();
+        let reply = c.submit(user, &bogus).await?;
+        Ok::<_, powerpool_drivers::client::ClientError>((subscribed, authed, work, s0.elapsed(), reply))
+    }
+    .await;
+    match outcome {
+        Ok((sub, auth, work, share, reply)) => {
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            let worst = share.max(work);
+            let (word, code) = if worst >= Duration::from_millis(crit_ms) {
+                ("crit", 2)
+            } else if worst >= Duration::from_millis(warn_ms) {
+                ("warn", 1)
+            } else {
+                ("ok", 0)
+            };
+            println!(
+                "STRATUM {word} - share answered in {:.1} ms ({}) | subscribe={:.1}ms auth={:.1}ms work={:.1}ms share={:.1}ms",
+                ms(share),
+                if reply["error"].is_null() { "accepted" } else { "rejected as expected" },
+                ms(sub),
+                ms(auth),
+                ms(work),
+                ms(share)
+            );
+            Ok(ExitCode::from(code))
+        }
+        Err(e) => {
+            println!("STRATUM crit - {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! What the HTTP monitor shows of a running pool: the [`MonitorSource`] over a [`PoolHandle`].
+//! Everything is read from snapshots the pool keeps anyway; nothing here is on the share path.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+use crate::monitor::MonitorSource;
+use crate::pool::PoolHandle;
+use crate::stratum::ClientInfo;
+
+#[derive(Debug, Clone)]
+pub struct PoolMonitor {
+    pub pool: PoolHandle,
+}
+
+impl PoolMonitor {
+    fn clients_snapshot(&self) -> Vec<ClientInfo> {
+        self.pool
+            .stratum
+            .clients
+            .lock()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl MonitorSource for PoolMonitor {
+    fn status(&self) -> Value {
+        let clients = self.clients_snapshot();
+        let authed = clients.iter().filter(|c| !c.workers.is_empty()).count();
+        let addresses: BTreeSet<&str> = clients
+            .iter()
+            .flat_map(|c| c.workers.iter().map(|(a, _)| a.as_str()))
+            .collect();
+        let address_workers: BTreeSet<(&str, &str)> = clients
+            .iter()
+            .flat_map(|c| c.workers.iter().map(|(a, w)| (a.as_str(), w.as_str())))
+            .collect();
+        let state = self.pool.state.lock().map(|s| s.clone()).unwrap_or_default();
+        json!({
+            "currency": state.currency,
+            "algo": self.pool.config.coin.algo.name(),
+            "server_number": self.pool.config.server_number,
+            "height": state.height,
+            "network_difficulty": state.network_difficulty,
+            "hashrate": self.pool.metrics.accepted_hashrate(),
+            "client_count": clients.len(),
+            "client_count_authed": authed,
+            "address_count": addresses.len(),
+            "address_worker_count": address_workers.len(),
+            "current_job": state.current_job,
+            "jobs_published": state.jobs_published,
+            "clean_jobs": state.clean_jobs,
+            "shares_accepted": state.shares_accepted,
+            "shares_rejected": state.shares_rejected,
+            "primary_coinserver": state.primary,
+            "recent_blocks": state.blocks,
+        })
+    }
+
+    fn clients(&self) -> Value {
+        let mut by_address: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for c in self.clients_snapshot() {
+            let address = c
+                .workers
+                .first()
+                .map_or_else(|| "(unauthorized)".to_owned(), |(a, _)| a.clone());
+            by_address.entry(address).or_default().push(json!({
+                "serial": c.serial,
+                "worker": c.workers.first().map(|(_, w)| w.clone()),
+                "difficulty": c.difficulty,
+                "accepted": c.accepted,
+                "last_share_unix_ms": c.last_share_unix_ms,
+            }));
+        }
+        json!(by_address)
+    }
+
+    fn client(&self, address: &str) -> Option<Value> {
+        let conns: Vec<ClientInfo> = self
+            .clients_snapshot()
+            .into_iter()
+            .filter(|c| c.workers.iter().any(|(a, _)| a == address))
+            .collect();
+        (!conns.is_empty()).then(|| json!(conns))
+    }
+
+    fn components(&self) -> Value {
+        let state = self.pool.state.lock().map(|s| s.clone()).unwrap_or_default();
+        let store = self.pool.store_status.borrow().clone();
+        json!({
+            "coinservers": {
+                "primary": state.primary,
+                "nodes": state.nodes,
+                "templates": state.templates,
+                "bad_templates": state.bad_templates,
+                "last_template_error": state.last_template_error,
+            },
+            "store": {
+                "backend": self.pool.config.store.backend,
+                "primary_up": store.primary_up,
+                "pending_records": store.pending_records,
+                "spooled_batches": store.spooled_batches,
+                "spool_ok": store.spool_ok,
+                "spool_full": store.spool_full,
+                "needs_operator": store.needs_operator,
+                "last_error": store.last_error,
+            },
+            "stratum": self.pool.config.stratum.iter().zip(&self.pool.stratum_ports).map(|(p, port)| json!({
+                "name": p.name,
+                "port": port,
+                "policy": p.policy,
+            })).collect::<Vec<_>>(),
+            "connections": {
+                "open": self.pool.stratum.connection_count(),
+                "total": state.connections,
+                "refused": state.refused_connections,
+            },
+        })
+    }
+
+    fn config(&self) -> Value {
+        self.pool.config.redacted()
+    }
+
+    fn healthy(&self) -> bool {
+        let has_primary = self
+            .pool
+            .state
+            .lock()
+            .map(|s| s.primary.is_some())
+            .unwrap_or(false);
+        let store = self.pool.store_status.borrow();
+        has_primary && store.spool_ok && !store.spool_full
+    }
+}

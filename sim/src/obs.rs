@@ -1,0 +1,123 @@
+//! What the actors saw, in the order they saw it: the event log the invariants read and the
+//! determinism check hashes.
+//!
+//! Every entry is stamped with simulated time, so two runs of one seed produce the same log
+//! byte for byte unless something in the code under test depends on real time, thread timing
+//! or hash-map order.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+/// Milliseconds of simulated time (turmoil's clock of the current host).
+pub fn sim_ms() -> u64 {
+    turmoil::sim_elapsed()
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Why a miner sent a submit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Intent {
+    /// Meets the share target, on the newest work the miner holds.
+    Valid,
+    /// The same share as one the pool already acknowledged.
+    Duplicate,
+    /// Found on work the miner had already been told was replaced by a clean job.
+    Stale,
+    /// A hash that does not meet the share target.
+    LowDifficulty,
+}
+
+#[derive(Debug, Clone)]
+pub struct Submit {
+    pub miner: usize,
+    /// Which connection of this miner (reconnects count up).
+    pub session: u32,
+    pub pool: usize,
+    pub extranonce1: Vec<u8>,
+    pub job_id: String,
+    pub extranonce2: Vec<u8>,
+    pub ntime: u32,
+    pub nonce: u32,
+    pub version: u32,
+    /// Display-order hex of the header hash the miner computed.
+    pub hash: String,
+    pub prevhash: [u8; 32],
+    pub intent: Intent,
+    /// The hash also meets the network target of the job.
+    pub meets_network: bool,
+    /// Difficulty the miner was at when it sent the share.
+    pub difficulty: f64,
+    pub sent_ms: u64,
+    /// `Some(true)` acknowledged, `Some(false)` refused, `None` no reply (connection lost).
+    pub accepted: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Notify {
+    pub miner: usize,
+    pub session: u32,
+    pub at_ms: u64,
+    pub job_id: String,
+    pub prevhash: [u8; 32],
+    pub clean: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionObs {
+    pub miner: usize,
+    pub session: u32,
+    pub pool: usize,
+    pub extranonce1: Vec<u8>,
+    pub connected_ms: u64,
+    pub closed_ms: Option<u64>,
+}
+
+/// A tip change on a coinserver (the chain the pool should follow).
+#[derive(Debug, Clone)]
+pub struct TipObs {
+    pub node: usize,
+    pub at_ms: u64,
+    pub hash: [u8; 32],
+    pub height: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Observations {
+    pub log: Vec<String>,
+    pub submits: Vec<Submit>,
+    pub notifies: Vec<Notify>,
+    pub sessions: Vec<SessionObs>,
+    pub difficulties: Vec<(usize, u64, f64)>,
+    pub tips: Vec<TipObs>,
+}
+
+/// Shared by every actor of one simulation (single-threaded: turmoil runs hosts in turn).
+pub type Obs = Rc<RefCell<Observations>>;
+
+pub fn new_obs() -> Obs {
+    Rc::new(RefCell::new(Observations::default()))
+}
+
+impl Observations {
+    pub fn event(&mut self, what: impl Into<String>) {
+        let line = format!("{:>8} {}", sim_ms(), what.into());
+        self.log.push(line);
+    }
+
+    /// SHA-256 of the event log, for the determinism check.
+    pub fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        for l in &self.log {
+            h.update(l.as_bytes());
+            h.update(b"\n");
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+pub fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
