@@ -131,7 +131,10 @@ mod tests {
         assert!(e.to_string().contains("extranonce1_size: 8"));
         assert!(ExtranonceAllocator::new(0, 5, 0).is_err());
         assert_eq!(
-            ExtranonceAllocator::new(300, 8, 0).unwrap().allocate().unwrap(),
+            ExtranonceAllocator::new(300, 8, 0)
+                .unwrap()
+                .allocate()
+                .unwrap(),
             vec![1, 0x2c, 0, 0, 0, 0, 0, 0]
         );
     }

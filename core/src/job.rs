@@ -446,11 +446,10 @@ pub fn check_block(exp: &BlockExpectation<'_>, block_bytes: &[u8]) -> Result<(),
         return Err(BlockCheckError::Payout);
     }
     // BIP141: the commitment is the LAST output starting with the commitment header.
-    let commitment = cb
-        .outputs
-        .iter()
-        .rev()
-        .find(|o| o.script_pubkey.len() >= 38 && o.script_pubkey[..6] == WITNESS_COMMITMENT_HEADER);
+    let commitment =
+        cb.outputs.iter().rev().find(|o| {
+            o.script_pubkey.len() >= 38 && o.script_pubkey[..6] == WITNESS_COMMITMENT_HEADER
+        });
     match commitment {
         Some(out) => {
             let w = &cb.inputs[0].witness;

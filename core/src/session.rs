@@ -111,8 +111,7 @@ impl PortPolicy {
         }
         if self.jobs_per_connection == 0 || self.max_shares_per_job == 0 || self.max_workers == 0 {
             return Err(
-                "jobs_per_connection, max_shares_per_job and max_workers must be at least 1"
-                    .into(),
+                "jobs_per_connection, max_shares_per_job and max_workers must be at least 1".into(),
             );
         }
         if self.max_line_bytes < 512 {
@@ -336,12 +335,7 @@ impl Session {
                 Some(Ok(line)) => line.to_vec(),
                 Some(Err(_)) => {
                     let mut out = Vec::new();
-                    write_error(
-                        &mut out,
-                        &Id::Null,
-                        20,
-                        "Line too long; closing connection",
-                    );
+                    write_error(&mut out, &Id::Null, 20, "Line too long; closing connection");
                     self.out.push_back(Transmit::Owned(out));
                     self.close(CloseReason::LineTooLong);
                     return;
@@ -374,7 +368,9 @@ impl Session {
                 let outcome = self.on_submit(now, &s);
                 self.reply_share(now, &id, outcome);
             }
-            Method::Configure { extensions, params } => self.on_configure(&id, &extensions, &params),
+            Method::Configure { extensions, params } => {
+                self.on_configure(&id, &extensions, &params)
+            }
             Method::SuggestDifficulty { difficulty } => {
                 self.on_suggest_difficulty(now, &id, difficulty)
             }
@@ -383,7 +379,11 @@ impl Session {
                     let d = t.difficulty(&self.ctx.algo.diff1());
                     self.on_suggest_difficulty(now, &id, d)
                 }
-                _ => self.error(&id, 20, "mining.suggest_target: expected a 256-bit hex target"),
+                _ => self.error(
+                    &id,
+                    20,
+                    "mining.suggest_target: expected a 256-bit hex target",
+                ),
             },
             Method::ExtranonceSubscribe => {
                 self.extranonce_subscribed = true;
@@ -573,14 +573,14 @@ impl Session {
                     } else {
                         self.version_mask = Some(mask);
                         result.insert(ext.clone(), true.into());
-                        result.insert(
-                            "version-rolling.mask".into(),
-                            format!("{mask:08x}").into(),
-                        );
+                        result.insert("version-rolling.mask".into(), format!("{mask:08x}").into());
                     }
                 }
                 "minimum-difficulty" => {
-                    match params.get("minimum-difficulty.value").and_then(|v| v.as_f64()) {
+                    match params
+                        .get("minimum-difficulty.value")
+                        .and_then(|v| v.as_f64())
+                    {
                         Some(v) if v.is_finite() && v > 0.0 => {
                             self.floor = v.clamp(
                                 self.ctx.policy.min_difficulty,
@@ -644,10 +644,11 @@ impl Session {
     }
 
     fn send_job(&mut self, job: Arc<Job>, clean: bool) {
-        let target = Target::from_difficulty(self.difficulty, &self.ctx.algo.diff1())
-            .unwrap_or(Target::MAX);
+        let target =
+            Target::from_difficulty(self.difficulty, &self.ctx.algo.diff1()).unwrap_or(Target::MAX);
         let entry = (self.difficulty, target);
-        self.out.push_back(Transmit::Shared(job.notify(clean).clone()));
+        self.out
+            .push_back(Transmit::Shared(job.notify(clean).clone()));
         if let Some(j) = self.jobs.iter_mut().find(|j| Arc::ptr_eq(&j.job, &job)) {
             if !j.difficulties.iter().any(|(d, _)| *d == entry.0) {
                 if j.difficulties.len() >= MAX_DIFFICULTIES_PER_JOB {
@@ -700,16 +701,17 @@ impl Session {
         if !self.subscribed {
             return ShareOutcome::Rejected(R::NotSubscribed);
         }
-        let Some(worker_idx) = self
-            .workers
-            .iter()
-            .position(|w| w.username == s.worker)
-            .or(if self.workers.is_empty() { None } else { Some(0) })
-        else {
+        let Some(worker_idx) = self.workers.iter().position(|w| w.username == s.worker).or(
+            if self.workers.is_empty() {
+                None
+            } else {
+                Some(0)
+            },
+        ) else {
             return ShareOutcome::Rejected(R::Unauthorized);
         };
-        let Some(job_idx) = JobId::parse(&s.job_id)
-            .and_then(|id| self.jobs.iter().position(|j| j.job.id == id))
+        let Some(job_idx) =
+            JobId::parse(&s.job_id).and_then(|id| self.jobs.iter().position(|j| j.job.id == id))
         else {
             return ShareOutcome::Rejected(R::UnknownJob);
         };
@@ -833,7 +835,10 @@ impl Session {
             ShareOutcome::Rejected(reason) => {
                 self.error(id, reason.code(), &reason.message());
                 self.stats.rejected += 1;
-                if matches!(reason, RejectReason::NotSubscribed | RejectReason::Unauthorized) {
+                if matches!(
+                    reason,
+                    RejectReason::NotSubscribed | RejectReason::Unauthorized
+                ) {
                     // Nobody to credit or blame: nothing to record.
                     return;
                 }
@@ -847,7 +852,12 @@ impl Session {
         };
         let (address, worker) = block
             .as_ref()
-            .map(|b| (b.submission().address.clone(), b.submission().worker.clone()))
+            .map(|b| {
+                (
+                    b.submission().address.clone(),
+                    b.submission().worker.clone(),
+                )
+            })
             .unwrap_or((address, worker));
         let height = self.latest.as_ref().map_or(0, |j| j.height);
         self.share_seq = self.share_seq.wrapping_add(1);
@@ -969,7 +979,10 @@ pub fn difficulty_text(d: f64) -> String {
 /// How long a session may stay silent before vardiff lowers its difficulty (for drivers
 /// choosing idle timeouts above it).
 pub fn retarget_interval(policy: &PortPolicy) -> Option<Duration> {
-    policy.vardiff.as_ref().map(VardiffConfig::retarget_interval)
+    policy
+        .vardiff
+        .as_ref()
+        .map(VardiffConfig::retarget_interval)
 }
 
 #[cfg(test)]

@@ -21,7 +21,9 @@ pub enum RejectReason {
     UnknownJob,
     /// The job was built on a previous block.
     Stale,
-    BadExtranonce2 { expected_len: usize },
+    BadExtranonce2 {
+        expected_len: usize,
+    },
     BadNtime,
     NtimeOutOfRange,
     BadNonce,
@@ -86,9 +88,14 @@ impl RejectReason {
 /// What happened to one submitted share.
 #[derive(Debug)]
 pub enum ShareOutcome {
-    Accepted { difficulty: f64 },
+    Accepted {
+        difficulty: f64,
+    },
     /// Accepted, and it also meets the network target.
-    Block { difficulty: f64, block: FoundBlock },
+    Block {
+        difficulty: f64,
+        block: FoundBlock,
+    },
     Rejected(RejectReason),
 }
 

@@ -232,7 +232,10 @@ mod tests {
             Target::from_compact(0x02123456).unwrap().as_u256(),
             U256::from(0x1234u64)
         );
-        assert_eq!(Target::from_compact(0x01003456), Err(CompactError::Zero(0x01003456)));
+        assert_eq!(
+            Target::from_compact(0x01003456),
+            Err(CompactError::Zero(0x01003456))
+        );
     }
 
     #[test]

@@ -148,7 +148,10 @@ impl BlockTemplate {
                 fee,
             });
         }
-        let segwit = raw.rules.iter().any(|r| r.trim_start_matches('!') == "segwit");
+        let segwit = raw
+            .rules
+            .iter()
+            .any(|r| r.trim_start_matches('!') == "segwit");
         let witness_commitment_script = match &raw.default_witness_commitment {
             Some(h) => {
                 let script = hex::decode(h).map_err(|e| field("default_witness_commitment", e))?;
@@ -163,7 +166,9 @@ impl BlockTemplate {
             None if segwit => {
                 let wtxids: Vec<Hash256> = txs.iter().map(|t| t.wtxid).collect();
                 let root = witness_root(&wtxids);
-                Some(witness_commitment_script(&witness_commitment(&root, &[0u8; 32])))
+                Some(witness_commitment_script(&witness_commitment(
+                    &root, &[0u8; 32],
+                )))
             }
             None => None,
         };

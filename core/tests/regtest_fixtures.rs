@@ -29,7 +29,10 @@ fn load(name: &str) -> (BlockTemplate, Value) {
     let job: Value =
         serde_json::from_str(&std::fs::read_to_string(dir(name).join("job.json")).unwrap())
             .unwrap();
-    (BlockTemplate::from_json(&gbt).expect("template parses"), job)
+    (
+        BlockTemplate::from_json(&gbt).expect("template parses"),
+        job,
+    )
 }
 
 fn block_hex(name: &str, job: &Value) -> String {
@@ -48,9 +51,15 @@ fn hexu32(v: &Value) -> u32 {
 
 fn build_job(tpl: &BlockTemplate, fx: &Value) -> Job {
     let script = hex::decode(fx["script_pubkey_hex"].as_str().unwrap()).unwrap();
-    let addr = parse_address(fx["payout_address"].as_str().unwrap(), &AddressParams::REGTEST)
-        .expect("fixture address is a valid regtest address");
-    assert_eq!(addr.script_pubkey, script, "address decodes to the node's script");
+    let addr = parse_address(
+        fx["payout_address"].as_str().unwrap(),
+        &AddressParams::REGTEST,
+    )
+    .expect("fixture address is a valid regtest address");
+    assert_eq!(
+        addr.script_pubkey, script,
+        "address decodes to the node's script"
+    );
     Job::build(
         JobId(2),
         Arc::from("BTC"),
@@ -81,9 +90,21 @@ fn jobs_match_the_node_accepted_blocks_byte_for_byte() {
     for name in POSITIVE {
         let (tpl, fx) = load(name);
         let job = build_job(&tpl, &fx);
-        assert_eq!(hex::encode(&job.coinb1), fx["coinb1"].as_str().unwrap(), "{name} coinb1");
-        assert_eq!(hex::encode(&job.coinb2), fx["coinb2"].as_str().unwrap(), "{name} coinb2");
-        let branch: Vec<String> = job.merkle_branch.iter().map(|h| h.to_internal_hex()).collect();
+        assert_eq!(
+            hex::encode(&job.coinb1),
+            fx["coinb1"].as_str().unwrap(),
+            "{name} coinb1"
+        );
+        assert_eq!(
+            hex::encode(&job.coinb2),
+            fx["coinb2"].as_str().unwrap(),
+            "{name} coinb2"
+        );
+        let branch: Vec<String> = job
+            .merkle_branch
+            .iter()
+            .map(|h| h.to_internal_hex())
+            .collect();
         let want: Vec<String> = fx["merkle_branch"]
             .as_array()
             .unwrap()
@@ -109,7 +130,11 @@ fn jobs_match_the_node_accepted_blocks_byte_for_byte() {
             None => job.version,
         };
         let header = job.header(&en1, &en2, ntime, nonce, version);
-        assert_eq!(hex::encode(header), fx["header_hex"].as_str().unwrap(), "{name} header");
+        assert_eq!(
+            hex::encode(header),
+            fx["header_hex"].as_str().unwrap(),
+            "{name} header"
+        );
         assert_eq!(
             sha256d(&header).to_display_hex(),
             fx["block_hash"].as_str().unwrap(),
@@ -124,9 +149,16 @@ fn jobs_match_the_node_accepted_blocks_byte_for_byte() {
             Hash256::from_display_hex(fx["coinbase_txid"].as_str().unwrap()).unwrap()
         );
         let block = job.block(&header, &en1, &en2);
-        assert_eq!(hex::encode(&block), block_hex(name, &fx), "{name} block bytes");
-        job.check_block(Some(&hex::decode(fx["script_pubkey_hex"].as_str().unwrap()).unwrap()), &block)
-            .unwrap_or_else(|e| panic!("{name}: accepted block fails our check: {e}"));
+        assert_eq!(
+            hex::encode(&block),
+            block_hex(name, &fx),
+            "{name} block bytes"
+        );
+        job.check_block(
+            Some(&hex::decode(fx["script_pubkey_hex"].as_str().unwrap()).unwrap()),
+            &block,
+        )
+        .unwrap_or_else(|e| panic!("{name}: accepted block fails our check: {e}"));
     }
 }
 
@@ -156,7 +188,11 @@ fn negative_fixtures_are_caught_before_submission() {
 
 #[test]
 fn our_jobs_from_the_negative_templates_build_valid_blocks() {
-    for name in ["neg_bad_witness_commitment", "neg_bad_cb_amount", "neg_bad_cb_height"] {
+    for name in [
+        "neg_bad_witness_commitment",
+        "neg_bad_cb_amount",
+        "neg_bad_cb_height",
+    ] {
         let (tpl, fx) = load(name);
         let job = build_job(&tpl, &fx);
         let en1 = [0xde, 0xad, 0xbe, 0xef];
@@ -172,7 +208,10 @@ fn our_jobs_from_the_negative_templates_build_valid_blocks() {
         let block = job.block(&header, &en1, &en2);
         job.check_block(Some(&job_script(&fx)), &block)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(job.merkle_branch.len(), fx["merkle_branch"].as_array().unwrap().len());
+        assert_eq!(
+            job.merkle_branch.len(),
+            fx["merkle_branch"].as_array().unwrap().len()
+        );
     }
 }
 

@@ -162,7 +162,13 @@ impl Miner {
     }
 
     /// Header as a miner builds it from the notify line (README formula).
-    fn header(&self, en2: &[u8], ntime: u32, nonce: u32, version_bits: Option<(u32, u32)>) -> [u8; 80] {
+    fn header(
+        &self,
+        en2: &[u8],
+        ntime: u32,
+        nonce: u32,
+        version_bits: Option<(u32, u32)>,
+    ) -> [u8; 80] {
         let p = self.notify.as_ref().unwrap()["params"].as_array().unwrap();
         let mut cb = hex::decode(p[2].as_str().unwrap()).unwrap();
         cb.extend_from_slice(&self.en1);
@@ -218,7 +224,15 @@ impl Miner {
             .expect("a nonce within a million")
     }
 
-    fn submit(&mut self, now: Now, job: &str, en2: &str, ntime: u32, nonce: u32, vb: Option<&str>) -> Value {
+    fn submit(
+        &mut self,
+        now: Now,
+        job: &str,
+        en2: &str,
+        ntime: u32,
+        nonce: u32,
+        vb: Option<&str>,
+    ) -> Value {
         let mut params = vec![
             json!(format!("{ADDRESS}.rig1")),
             json!(job),
@@ -255,7 +269,11 @@ fn connect(pool: &Pool, serial: u64, en1: [u8; 4]) -> Miner {
     let sub = m.send(now, "mining.subscribe", json!(["harness/1.0"]));
     assert_eq!(sub["result"][1], json!(hex::encode(en1)));
     assert_eq!(sub["result"][2], json!(4));
-    let auth = m.send(now, "mining.authorize", json!([format!("{ADDRESS}.rig1"), "x"]));
+    let auth = m.send(
+        now,
+        "mining.authorize",
+        json!([format!("{ADDRESS}.rig1"), "x"]),
+    );
     assert_eq!(auth["result"], json!(true), "{auth}");
     assert_eq!(m.difficulty, SHARE_DIFF);
     assert!(m.notify.is_some(), "work right after authorize");
@@ -273,7 +291,10 @@ fn miner_gets_work_and_shares_are_judged_with_the_right_codes() {
 
     // An accepted share, then the same share again (and with different hex case): duplicate.
     let n = m.find(&[0, 0, 0, 0x0a], 0, true, None);
-    assert_eq!(m.submit(now, &job, "0000000a", nt, n, None)["result"], json!(true));
+    assert_eq!(
+        m.submit(now, &job, "0000000a", nt, n, None)["result"],
+        json!(true)
+    );
     assert_eq!(code(&m.submit(now, &job, "0000000a", nt, n, None)), 22);
     assert_eq!(code(&m.submit(now, &job, "0000000A", nt, n, None)), 22);
 
@@ -286,7 +307,10 @@ fn miner_gets_work_and_shares_are_judged_with_the_right_codes() {
     assert_eq!(code(&m.submit(now, &job, "000001", nt, n, None)), 20);
     assert_eq!(code(&m.submit(now, &job, "zz000001", nt, n, None)), 20);
     // ntime before the template's mintime, and far in the future.
-    assert_eq!(code(&m.submit(now, &job, "00000001", nt - 100_000, n, None)), 20);
+    assert_eq!(
+        code(&m.submit(now, &job, "00000001", nt - 100_000, n, None)),
+        20
+    );
     let future = (now.unix_secs() + 3 * 3600) as u32;
     assert_eq!(code(&m.submit(now, &job, "00000001", future, n, None)), 20);
     // Malformed nonce.
@@ -297,7 +321,10 @@ fn miner_gets_work_and_shares_are_judged_with_the_right_codes() {
     );
     assert_eq!(code(&r), 20);
     // Version bits without negotiating version rolling.
-    assert_eq!(code(&m.submit(now, &job, "00000001", nt, n, Some("00002000"))), 20);
+    assert_eq!(
+        code(&m.submit(now, &job, "00000001", nt, n, Some("00002000"))),
+        20
+    );
 
     // ntime rolled forward within the window is fine.
     let mut m2 = connect(&pool, 2, [1, 2, 3, 4]);
@@ -306,7 +333,10 @@ fn miner_gets_work_and_shares_are_judged_with_the_right_codes() {
     let n2 = (0u32..)
         .find(|&k| t.is_met_by(&sha256d(&m2.header(&[9, 9, 9, 9], rolled, k, None))))
         .unwrap();
-    assert_eq!(m2.submit(now, &job, "09090909", rolled, n2, None)["result"], json!(true));
+    assert_eq!(
+        m2.submit(now, &job, "09090909", rolled, n2, None)["result"],
+        json!(true)
+    );
 
     // Records: one per judged share, with the kinds the stats need.
     let kinds: Vec<ShareKind> = m
@@ -353,7 +383,10 @@ fn new_block_makes_old_jobs_stale_and_updates_do_not() {
     assert!(!upd.clean);
     m.job(pool.now, &upd);
     assert_eq!(m.notify.as_ref().unwrap()["params"][8], json!(false));
-    assert_eq!(m.submit(pool.now, &old_job, "00000002", nt, n_old, None)["result"], json!(true));
+    assert_eq!(
+        m.submit(pool.now, &old_job, "00000002", nt, n_old, None)["result"],
+        json!(true)
+    );
 
     // New previous block: clean job, everything earlier is stale.
     let mut v = gbt(Some("1d00ffff"));
@@ -380,7 +413,10 @@ fn a_share_meeting_the_network_target_becomes_a_block() {
     let n = (0u32..)
         .find(|&k| net.is_met_by(&sha256d(&m.header(&[0x2a, 0, 0, 1], nt, k, None))))
         .unwrap();
-    assert_eq!(m.submit(pool.now, &job, "2a000001", nt, n, None)["result"], json!(true));
+    assert_eq!(
+        m.submit(pool.now, &job, "2a000001", nt, n, None)["result"],
+        json!(true)
+    );
     let mut found = None;
     let mut saw_share_first = false;
     for e in m.events.drain(..) {
@@ -424,16 +460,29 @@ fn version_rolling_is_negotiated_and_enforced() {
     assert_eq!(r["result"]["minimum-difficulty"], json!(true));
     assert_eq!(r["result"]["foo"], json!(false));
     m.send(now, "mining.subscribe", json!([]));
-    m.send(now, "mining.authorize", json!([format!("{ADDRESS}.asic"), ""]));
+    m.send(
+        now,
+        "mining.authorize",
+        json!([format!("{ADDRESS}.asic"), ""]),
+    );
     let job = m.job_id();
     let nt = m.ntime();
     let mask = 0x1fffe000;
     let n = m.find(&[0, 0, 0, 7], 0, true, Some((0x0aa8e000, mask)));
-    assert_eq!(m.submit(now, &job, "00000007", nt, n, Some("0aa8e000"))["result"], json!(true));
+    assert_eq!(
+        m.submit(now, &job, "00000007", nt, n, Some("0aa8e000"))["result"],
+        json!(true)
+    );
     // Same nonce with other rolled bits is a different share (maybe low, never duplicate).
-    assert_ne!(code(&m.submit(now, &job, "00000007", nt, n, Some("0aa8c000"))), 22);
+    assert_ne!(
+        code(&m.submit(now, &job, "00000007", nt, n, Some("0aa8c000"))),
+        22
+    );
     // Bits outside the negotiated mask.
-    assert_eq!(code(&m.submit(now, &job, "00000007", nt, n, Some("e0000000"))), 20);
+    assert_eq!(
+        code(&m.submit(now, &job, "00000007", nt, n, Some("e0000000"))),
+        20
+    );
 }
 
 #[test]
@@ -442,15 +491,42 @@ fn protocol_order_and_bad_input() {
     pool.template(gbt(Some("1d00ffff")));
     let mut m = Miner::new(&pool, 5, [5, 5, 5, 5]);
     let now = pool.now;
-    assert_eq!(code(&m.send(now, "mining.authorize", json!([ADDRESS, "x"]))), 25);
-    assert_eq!(code(&m.send(now, "mining.submit", json!(["a", "1", "00000000", "00000000", "00000000"]))), 25);
+    assert_eq!(
+        code(&m.send(now, "mining.authorize", json!([ADDRESS, "x"]))),
+        25
+    );
+    assert_eq!(
+        code(&m.send(
+            now,
+            "mining.submit",
+            json!(["a", "1", "00000000", "00000000", "00000000"])
+        )),
+        25
+    );
     m.send(now, "mining.subscribe", json!([]));
     assert_eq!(code(&m.send(now, "mining.subscribe", json!([]))), 20);
-    assert_eq!(code(&m.send(now, "mining.submit", json!(["a", "1", "00000000", "00000000", "00000000"]))), 24);
+    assert_eq!(
+        code(&m.send(
+            now,
+            "mining.submit",
+            json!(["a", "1", "00000000", "00000000", "00000000"])
+        )),
+        24
+    );
     // A mainnet address on a regtest pool is refused with a clear message.
-    let r = m.send(now, "mining.authorize", json!(["1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa.w", "x"]));
+    let r = m.send(
+        now,
+        "mining.authorize",
+        json!(["1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa.w", "x"]),
+    );
     assert_eq!(code(&r), 24);
-    assert!(r["error"][1].as_str().unwrap().contains("Invalid payout address"), "{r}");
+    assert!(
+        r["error"][1]
+            .as_str()
+            .unwrap()
+            .contains("Invalid payout address"),
+        "{r}"
+    );
     assert_eq!(code(&m.send(now, "mining.get_transactions", json!([]))), 20);
     assert_eq!(code(&m.send(now, "mining.bogus", json!([]))), 20);
     // Garbage and blank lines: an error reply for garbage, nothing for blank, no disconnect.

@@ -17,8 +17,8 @@ use crate::pool::{PoolHandle, PoolIo, PoolReport, start};
 use crate::push::{UdpPushConfig, run_udp, run_zmq};
 use crate::rpc::{ReqwestTransport, RpcAuth, RpcClient};
 use crate::status::PoolMonitor;
-use crate::stratum::stopped;
 use crate::store::{EmbeddedStore, RedisStore, RedisStoreConfig, ShareStore, Spool};
+use crate::stratum::stopped;
 
 #[derive(Debug)]
 pub struct Launched {
@@ -62,7 +62,10 @@ pub async fn launch(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     let store: Arc<dyn ShareStore> = match cfg.store.backend {
         StoreBackend::Embedded => Arc::new(
             EmbeddedStore::open(&cfg.store.embedded_path).with_context(|| {
-                format!("store.embedded_path: cannot open {}", cfg.store.embedded_path.display())
+                format!(
+                    "store.embedded_path: cannot open {}",
+                    cfg.store.embedded_path.display()
+                )
             })?,
         ),
         StoreBackend::Redis => {
@@ -79,9 +82,13 @@ pub async fn launch(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             )
         }
     };
-    let spool = Spool::open(&cfg.store.spool_path, cfg.store.spool_max_bytes).with_context(|| {
-        format!("store.spool_path: cannot open {}", cfg.store.spool_path.display())
-    })?;
+    let spool =
+        Spool::open(&cfg.store.spool_path, cfg.store.spool_max_bytes).with_context(|| {
+            format!(
+                "store.spool_path: cannot open {}",
+                cfg.store.spool_path.display()
+            )
+        })?;
 
     // Push signals pass through here on their way to the coinserver driver, to be counted.
     let (push_tx, mut push_in) = mpsc::channel::<PushSignal>(256);
@@ -94,7 +101,12 @@ pub async fn launch(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             sock,
             UdpPushConfig {
                 coin: cfg.coin.currency.clone(),
-                secret: cfg.new_blocks.udp.secret.as_ref().map(|s| s.as_bytes().to_vec()),
+                secret: cfg
+                    .new_blocks
+                    .udp
+                    .secret
+                    .as_ref()
+                    .map(|s| s.as_bytes().to_vec()),
             },
             push_tx.clone(),
         ));
@@ -110,7 +122,12 @@ pub async fn launch(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
 
     let seed = cfg.seed.unwrap_or_else(rand::random);
     let boot: u32 = rand::random();
-    tracing::info!(seed, boot, server = cfg.server_number, "starting pool instance");
+    tracing::info!(
+        seed,
+        boot,
+        server = cfg.server_number,
+        "starting pool instance"
+    );
     let monitor_cfg = cfg.monitor.clone();
     let (handle, task) = start(
         cfg,

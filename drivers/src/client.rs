@@ -99,8 +99,8 @@ impl StratumClient {
         if n == 0 {
             return Err(ClientError::Closed);
         }
-        let v: Value =
-            serde_json::from_str(&line).map_err(|e| ClientError::Protocol(format!("{e}: {line}")))?;
+        let v: Value = serde_json::from_str(&line)
+            .map_err(|e| ClientError::Protocol(format!("{e}: {line}")))?;
         if let Some(m) = v["method"].as_str() {
             self.notifications.push(m.to_owned());
             match m {
@@ -147,7 +147,8 @@ impl StratumClient {
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.extranonce2_size = res[2]
             .as_u64()
-            .ok_or_else(|| ClientError::Protocol(r.to_string()))? as usize;
+            .ok_or_else(|| ClientError::Protocol(r.to_string()))?
+            as usize;
         Ok(())
     }
 

@@ -369,11 +369,12 @@ impl Config {
                 message,
             }
         })?;
-        cfg.validate().map_err(|(key, message)| ConfigError::Invalid {
-            path: origin.to_owned(),
-            key,
-            message,
-        })?;
+        cfg.validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                path: origin.to_owned(),
+                key,
+                message,
+            })?;
         Ok(cfg)
     }
 
@@ -386,8 +387,10 @@ impl Config {
                 "required: the address block rewards are paid to",
             );
         }
-        if let Err(e) = parse_address(&self.coin.payout_address, &self.coin.network.address_params())
-        {
+        if let Err(e) = parse_address(
+            &self.coin.payout_address,
+            &self.coin.network.address_params(),
+        ) {
             return Err((
                 "coin.payout_address".into(),
                 format!("{e} (coin.network is {:?})", self.coin.network),
@@ -396,7 +399,11 @@ impl Config {
         if ![4, 8].contains(&self.coin.extranonce1_size) {
             return err("coin.extranonce1_size", "must be 4 or 8");
         }
-        let max_server = if self.coin.extranonce1_size == 4 { 255 } else { 65535 };
+        let max_server = if self.coin.extranonce1_size == 4 {
+            255
+        } else {
+            65535
+        };
         if u32::from(self.server_number) > max_server {
             return err(
                 "server_number",
@@ -404,7 +411,10 @@ impl Config {
             );
         }
         if self.coin.pool_tag.len() > 40 {
-            return err("coin.pool_tag", "at most 40 bytes (the coinbase scriptSig holds 100)");
+            return err(
+                "coin.pool_tag",
+                "at most 40 bytes (the coinbase scriptSig holds 100)",
+            );
         }
         if self.coin.currency.is_empty() || self.coin.currency.contains(['_', ' ']) {
             return err(
@@ -435,7 +445,10 @@ impl Config {
                 ));
             }
             if self.coinservers[..i].iter().any(|o| o.name == c.name) {
-                return Err((format!("coinservers[{i}].name"), "names must be unique".into()));
+                return Err((
+                    format!("coinservers[{i}].name"),
+                    "names must be unique".into(),
+                ));
             }
         }
         if self.stratum.is_empty() {
@@ -446,7 +459,10 @@ impl Config {
                 return Err((format!("stratum[{i}].policy"), m));
             }
             if self.stratum[..i].iter().any(|o| o.bind == p.bind) {
-                return Err((format!("stratum[{i}].bind"), "two ports on one address".into()));
+                return Err((
+                    format!("stratum[{i}].bind"),
+                    "two ports on one address".into(),
+                ));
             }
         }
         if self.new_blocks.poll_interval_ms == 0 || self.new_blocks.push_poll_interval_ms == 0 {
@@ -541,13 +557,17 @@ coinservers:
 
     #[test]
     fn invalid_values_name_the_key_and_fix() {
-        let text = MIN.replace("bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080", "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa");
+        let text = MIN.replace(
+            "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080",
+            "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa",
+        );
         let e = Config::parse(&text, "p.yml").unwrap_err().to_string();
         assert!(e.contains("coin.payout_address"), "{e}");
         let text = format!("{MIN}server_number: 300\n");
         let e = Config::parse(&text, "p.yml").unwrap_err().to_string();
         assert!(e.contains("server_number") && e.contains("use 8"), "{e}");
-        let text = format!("{MIN}stratum:\n  - policy: {{min_difficulty: 10, max_difficulty: 1}}\n");
+        let text =
+            format!("{MIN}stratum:\n  - policy: {{min_difficulty: 10, max_difficulty: 1}}\n");
         let e = Config::parse(&text, "p.yml").unwrap_err().to_string();
         assert!(e.contains("stratum[0].policy"), "{e}");
     }

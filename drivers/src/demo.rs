@@ -61,18 +61,20 @@ pub async fn start_chain(
     }));
     std::fs::create_dir_all(&opts.data_dir)?;
 
-    let mut cfg = Config::default();
-    cfg.seed = Some(opts.seed);
+    let mut cfg = Config {
+        seed: Some(opts.seed),
+        coinservers: vec![CoinserverEntry {
+            name: "demo-chain".into(),
+            url: format!("http://{rpc}"),
+            username: None,
+            password: None,
+            cookie_file: None,
+            priority: 0,
+        }],
+        ..Config::default()
+    };
     cfg.coin.network = Network::Regtest;
     cfg.coin.payout_address = DEMO_ADDRESS.into();
-    cfg.coinservers = vec![CoinserverEntry {
-        name: "demo-chain".into(),
-        url: format!("http://{rpc}"),
-        username: None,
-        password: None,
-        cookie_file: None,
-        priority: 0,
-    }];
     cfg.new_blocks.poll_interval_ms = 100;
     cfg.stratum = vec![StratumPortConfig {
         name: "demo".into(),

@@ -11,18 +11,18 @@
 //! - [`node`]: a self-contained chain with real block rules served over JSON-RPC: the demo
 //!   chain of `powerpool demo` and the coinserver of the integration tests.
 
-pub mod node;
-pub mod rpc;
-pub mod store;
-pub mod coind;
-pub mod push;
-pub mod net;
-pub mod stratum;
-pub mod config;
-pub mod metrics;
-pub mod monitor;
-pub mod pool;
 pub mod app;
 pub mod client;
-pub mod status;
+pub mod coind;
+pub mod config;
 pub mod demo;
+pub mod metrics;
+pub mod monitor;
+pub mod net;
+pub mod node;
+pub mod pool;
+pub mod push;
+pub mod rpc;
+pub mod status;
+pub mod store;
+pub mod stratum;

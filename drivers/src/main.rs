@@ -17,7 +17,12 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::reload;
 
 #[derive(Parser, Debug)]
-#[command(name = "powerpool", version, about = "A mining pool server: stratum, coinservers, share log", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "powerpool",
+    version,
+    about = "A mining pool server: stratum, coinservers, share log",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     /// The YAML config file (see config.yml.example).
     config: Option<PathBuf>,
@@ -77,7 +82,10 @@ fn init_logging(format: LogFormat, level: &str) -> ReloadHandle {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("powerpool: cannot start the runtime: {e}");
@@ -86,10 +94,27 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match (cli.command, cli.check_config, cli.config) {
-            (Some(Command::Demo { stratum, monitor, bits, mine }), _, _) => {
-                demo(stratum, monitor, &bits, mine).await
-            }
-            (Some(Command::Check { url, user, password, warn_ms, crit_ms }), _, _) => {
+            (
+                Some(Command::Demo {
+                    stratum,
+                    monitor,
+                    bits,
+                    mine,
+                }),
+                _,
+                _,
+            ) => demo(stratum, monitor, &bits, mine).await,
+            (
+                Some(Command::Check {
+                    url,
+                    user,
+                    password,
+                    warn_ms,
+                    crit_ms,
+                }),
+                _,
+                _,
+            ) => {
                 return check(&url, &user, &password, warn_ms, crit_ms).await;
             }
             (None, Some(path), _) => match Config::load(&path) {
@@ -183,7 +208,12 @@ async fn run(path: &Path) -> anyhow::Result<()> {
     finish(launched).await
 }
 
-async fn demo(stratum: SocketAddr, monitor: SocketAddr, bits: &str, mine: usize) -> anyhow::Result<()> {
+async fn demo(
+    stratum: SocketAddr,
+    monitor: SocketAddr,
+    bits: &str,
+    mine: usize,
+) -> anyhow::Result<()> {
     let logs = init_logging(LogFormat::Text, "info");
     let bits = u32::from_str_radix(bits.trim_start_matches("0x"), 16)
         .context("--bits: expected 8 hex digits, e.g. 1e00ffff")?;
@@ -216,7 +246,11 @@ fn announce(l: &Launched, demo: Option<&DemoOptions>) {
         println!("monitor: http://{m}/");
     }
     if let Some(d) = demo {
-        println!("demo chain: regtest addresses, bits {:08x}; shares kept in {}", d.bits, d.data_dir.display());
+        println!(
+            "demo chain: regtest addresses, bits {:08x}; shares kept in {}",
+            d.bits,
+            d.data_dir.display()
+        );
         println!(
             "mine with e.g.: minerd -a sha256d -o stratum+tcp://{} -u {DEMO_ADDRESS}.rig1 -p x",
             l.stratum_addrs[0]
@@ -270,15 +304,23 @@ async fn cpu_miner(addr: SocketAddr, id: u64, mut stop: watch::Receiver<bool>) {
 }
 
 /// `powerpool check`: the replacement of contrib/check_stratum.py.
-async fn check(url: &str, user: &str, password: &str, warn_ms: u64, crit_ms: u64) -> anyhow::Result<ExitCode> {
+async fn check(
+    url: &str,
+    user: &str,
+    password: &str,
+    warn_ms: u64,
+    crit_ms: u64,
+) -> anyhow::Result<ExitCode> {
     let addr = url
         .strip_prefix("stratum+tcp://")
         .unwrap_or(url)
         .parse::<SocketAddr>()
         .or_else(|_| {
-            std::net::ToSocketAddrs::to_socket_addrs(url.strip_prefix("stratum+tcp://").unwrap_or(url))
-                .map_err(anyhow::Error::from)
-                .and_then(|mut a| a.next().ok_or_else(|| anyhow::anyhow!("no address")))
+            std::net::ToSocketAddrs::to_socket_addrs(
+                url.strip_prefix("stratum+tcp://").unwrap_or(url),
+            )
+            .map_err(anyhow::Error::from)
+            .and_then(|mut a| a.next().ok_or_else(|| anyhow::anyhow!("no address")))
         })
         .with_context(|| format!("{url}: expected stratum+tcp://host:port"))?;
     let t0 = Instant::now();
@@ -301,7 +343,13 @@ async fn check(url: &str, user: &str, password: &str, warn_ms: u64, crit_ms: u64
         };
         let s0 = Instant::now();
         let reply = c.submit(user, &bogus).await?;
-        Ok::<_, powerpool_drivers::client::ClientError>((subscribed, authed, work, s0.elapsed(), reply))
+        Ok::<_, powerpool_drivers::client::ClientError>((
+            subscribed,
+            authed,
+            work,
+            s0.elapsed(),
+            reply,
+        ))
     }
     .await;
     match outcome {
@@ -318,7 +366,11 @@ async fn check(url: &str, user: &str, password: &str, warn_ms: u64, crit_ms: u64
             println!(
                 "STRATUM {word} - share answered in {:.1} ms ({}) | subscribe={:.1}ms auth={:.1}ms work={:.1}ms share={:.1}ms",
                 ms(share),
-                if reply["error"].is_null() { "accepted" } else { "rejected as expected" },
+                if reply["error"].is_null() {
+                    "accepted"
+                } else {
+                    "rejected as expected"
+                },
                 ms(sub),
                 ms(auth),
                 ms(work),

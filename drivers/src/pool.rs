@@ -161,11 +161,8 @@ pub fn start<N: Net, T: RpcTransport>(
         cfg.stratum.iter().all(|p| p.policy.extranonce2_size == en2),
         "stratum[*].policy.extranonce2_size must be the same on every port"
     );
-    let allocator = ExtranonceAllocator::new(
-        cfg.server_number,
-        cfg.coin.extranonce1_size,
-        io.seed,
-    )?;
+    let allocator =
+        ExtranonceAllocator::new(cfg.server_number, cfg.coin.extranonce1_size, io.seed)?;
     let (ev_tx, ev_rx) = mpsc::channel::<PoolEvent>(65_536);
     let shared = StratumShared::new(ports, cfg.limits.clone(), allocator, ev_tx);
 
@@ -527,7 +524,9 @@ impl Router<'_> {
                 self.metrics.connection_opened(self.ports[port]);
                 self.with_state(|s| s.connections += 1);
             }
-            PoolEvent::Disconnected { port, .. } => self.metrics.connection_closed(self.ports[port]),
+            PoolEvent::Disconnected { port, .. } => {
+                self.metrics.connection_closed(self.ports[port])
+            }
             PoolEvent::Refused { port, reason } => {
                 self.metrics.connection_refused(self.ports[port], reason);
                 self.with_state(|s| s.refused_connections += 1);
@@ -545,7 +544,9 @@ impl Router<'_> {
                 Ok(tpl) => {
                     self.metrics.template_fetched(&self.names[node]);
                     let height = tpl.height;
-                    let diff = tpl.target.difficulty(&powerpool_core::target::Target::SHA256D_DIFF1);
+                    let diff = tpl
+                        .target
+                        .difficulty(&powerpool_core::target::Target::SHA256D_DIFF1);
                     match work.handle_template(now, tpl) {
                         Ok(_) => {
                             while let Some(u) = work.poll_job() {
@@ -614,9 +615,10 @@ impl Router<'_> {
                 let (st, reason) = match status {
                     BlockOutcome::Accepted => (BlockStatus::Accepted, None),
                     BlockOutcome::Rejected(r) => (BlockStatus::Rejected, Some(r)),
-                    BlockOutcome::Unsubmitted => {
-                        (BlockStatus::Rejected, Some("no coinserver reachable".to_owned()))
-                    }
+                    BlockOutcome::Unsubmitted => (
+                        BlockStatus::Rejected,
+                        Some("no coinserver reachable".to_owned()),
+                    ),
                 };
                 self.block_status(block_id, st, reason).await;
             }
@@ -654,7 +656,10 @@ impl Router<'_> {
                 b.reason = reason.clone();
             }
         });
-        if matches!(status, BlockStatus::Confirmed | BlockStatus::Orphaned | BlockStatus::Rejected) {
+        if matches!(
+            status,
+            BlockStatus::Confirmed | BlockStatus::Orphaned | BlockStatus::Rejected
+        ) {
             self.blocks.remove(&id);
         }
         self.log(LogRecord::BlockStatus {

@@ -37,7 +37,12 @@ impl MonitorSource for PoolMonitor {
             .iter()
             .flat_map(|c| c.workers.iter().map(|(a, w)| (a.as_str(), w.as_str())))
             .collect();
-        let state = self.pool.state.lock().map(|s| s.clone()).unwrap_or_default();
+        let state = self
+            .pool
+            .state
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
         json!({
             "currency": state.currency,
             "algo": self.pool.config.coin.algo.name(),
@@ -87,7 +92,12 @@ impl MonitorSource for PoolMonitor {
     }
 
     fn components(&self) -> Value {
-        let state = self.pool.state.lock().map(|s| s.clone()).unwrap_or_default();
+        let state = self
+            .pool
+            .state
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
         let store = self.pool.store_status.borrow().clone();
         json!({
             "coinservers": {

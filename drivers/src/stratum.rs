@@ -64,9 +64,18 @@ pub enum PoolEvent {
     Share(ShareRecord),
     /// A found block: must be submitted.
     Block(BlockSubmission),
-    Connected { serial: u64, port: usize },
-    Disconnected { serial: u64, port: usize },
-    Refused { port: usize, reason: RefuseReason },
+    Connected {
+        serial: u64,
+        port: usize,
+    },
+    Disconnected {
+        serial: u64,
+        port: usize,
+    },
+    Refused {
+        port: usize,
+        reason: RefuseReason,
+    },
 }
 
 /// What the monitor shows of one connection.

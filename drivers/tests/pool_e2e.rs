@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use common::redis::RedisServer;
 use powerpool_core::pow::Algorithm;
+use powerpool_core::session::PortPolicy;
 use powerpool_drivers::app::{Launched, launch};
 use powerpool_drivers::client::StratumClient;
 use powerpool_drivers::config::{
     CoinserverEntry, Config, Network, StoreBackend, StratumPortConfig,
 };
 use powerpool_drivers::node::{Answering, Node, NodeConfig};
-use powerpool_core::session::PortPolicy;
 use redis::AsyncCommands;
 use tokio::sync::watch;
 
@@ -37,28 +37,34 @@ async fn start_node(seed: u64) -> (Arc<Node>, SocketAddr, watch::Sender<bool>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, mut rx) = watch::channel(false);
-    tokio::spawn(powerpool_drivers::node::serve(node.clone(), listener, async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }));
+    tokio::spawn(powerpool_drivers::node::serve(
+        node.clone(),
+        listener,
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        },
+    ));
     (node, addr, tx)
 }
 
 fn config(nodes: &[SocketAddr], dir: &std::path::Path, redis: Option<&RedisServer>) -> Config {
-    let mut c = Config::default();
+    let mut c = Config {
+        coinservers: nodes
+            .iter()
+            .enumerate()
+            .map(|(i, a)| CoinserverEntry {
+                name: format!("node{i}"),
+                url: format!("http://{a}"),
+                username: None,
+                password: None,
+                cookie_file: None,
+                priority: i as u32,
+            })
+            .collect(),
+        ..Config::default()
+    };
     c.coin.network = Network::Regtest;
     c.coin.payout_address = ADDRESS.into();
-    c.coinservers = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, a)| CoinserverEntry {
-            name: format!("node{i}"),
-            url: format!("http://{a}"),
-            username: None,
-            password: None,
-            cookie_file: None,
-            priority: i as u32,
-        })
-        .collect();
     c.new_blocks.poll_interval_ms = 50;
     c.new_blocks.rpc_timeout_ms = 500;
     c.stratum = vec![StratumPortConfig {
@@ -154,7 +160,10 @@ async fn shares_reach_redis_and_blocks_reach_every_live_node() {
     let report = stop(pool, tx).await;
     assert_eq!(report.share_log.abandoned_records, 0);
     let found: Vec<String> = report.state.blocks.iter().map(|b| b.hash.clone()).collect();
-    assert!(!found.is_empty(), "60 shares at 1/15 block odds found no block");
+    assert!(
+        !found.is_empty(),
+        "60 shares at 1/15 block odds found no block"
+    );
 
     // Every found block went once to each live node.
     for node in [&a, &b] {
@@ -164,7 +173,11 @@ async fn shares_reach_redis_and_blocks_reach_every_live_node() {
             .filter_map(|s| s.hash.map(|h| h.to_display_hex()))
             .collect();
         for h in &found {
-            assert_eq!(subs.iter().filter(|s| *s == h).count(), 1, "block {h} once per node");
+            assert_eq!(
+                subs.iter().filter(|s| *s == h).count(),
+                1,
+                "block {h} once per node"
+            );
         }
     }
 
@@ -180,10 +193,21 @@ async fn shares_reach_redis_and_blocks_reach_every_live_node() {
         .map(|e| e.get::<String>("id").unwrap())
         .collect();
     assert_eq!(accepted.len() as u64, acked, "stream holds each ack once");
-    assert_eq!(accepted.iter().collect::<HashSet<_>>().len(), accepted.len());
-    assert_eq!(slice_entries(&mut con).await, acked, "one slice entry per ack");
+    assert_eq!(
+        accepted.iter().collect::<HashSet<_>>().len(),
+        accepted.len()
+    );
+    assert_eq!(
+        slice_entries(&mut con).await,
+        acked,
+        "one slice entry per ack"
+    );
     let unproc: Vec<String> = con.keys("unproc_block_*").await.unwrap();
-    assert_eq!(unproc.len(), found.len(), "each accepted block is an unprocessed block");
+    assert_eq!(
+        unproc.len(),
+        found.len(),
+        "each accepted block is an unprocessed block"
+    );
     let minute: Vec<String> = con.keys("min_acc_sha256d_*").await.unwrap();
     assert!(!minute.is_empty());
 }
@@ -215,8 +239,7 @@ async fn primary_stops_and_work_continues_from_the_secondary() {
     let want_prev = new_tip;
     let mut got = false;
     for _ in 0..200 {
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(50), m.read_message()).await
-        {
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(50), m.read_message()).await {
             let w = m.work.as_ref().unwrap();
             if w.prevhash == want_prev.0 {
                 assert!(w.clean, "a new tip flushes old work");
@@ -267,7 +290,10 @@ async fn redis_killed_mid_run_loses_and_doubles_nothing() {
     // While Redis is down the shares wait in the spool.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let status = pool.handle.store_status.borrow().clone();
-    assert!(!status.primary_up || status.spooled_batches > 0, "{status:?}");
+    assert!(
+        !status.primary_up || status.spooled_batches > 0,
+        "{status:?}"
+    );
     redis.restart();
     acked += ack(&mut m, 10).await;
     let report = stop(pool, tx).await;
@@ -284,8 +310,16 @@ async fn redis_killed_mid_run_loses_and_doubles_nothing() {
         .map(|e| e.get::<String>("id").unwrap())
         .collect();
     assert_eq!(ids.len() as u64, acked, "every acknowledged share, once");
-    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len(), "no duplicates");
-    assert_eq!(slice_entries(&mut con).await, acked, "one slice entry per ack");
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        ids.len(),
+        "no duplicates"
+    );
+    assert_eq!(
+        slice_entries(&mut con).await,
+        acked,
+        "one slice entry per ack"
+    );
 }
 
 /// Entries across the open slice and every slice rotated out by a block.

@@ -623,7 +623,7 @@ impl ShareStore for LostReplies {
         let n = self
             .writes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             return Err(StoreError::Unavailable("reply lost".into()));
         }
         Ok(out)

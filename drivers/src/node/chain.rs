@@ -1158,6 +1158,19 @@ impl Chain {
     }
 }
 
+/// Finds a nonce meeting `target`, bumping the time when the nonce space runs out.
+pub fn grind(target: &Target, header: &mut BlockHeader) {
+    loop {
+        for nonce in 0..=u32::MAX {
+            header.nonce = nonce;
+            if target.is_met_by(&header.block_hash()) {
+                return;
+            }
+        }
+        header.time = header.time.wrapping_add(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1179,18 +1192,5 @@ mod tests {
         assert_eq!(median_time(&mut v), 5);
         let mut v = vec![4, 2];
         assert_eq!(median_time(&mut v), 4);
-    }
-}
-
-/// Finds a nonce meeting `target`, bumping the time when the nonce space runs out.
-pub fn grind(target: &Target, header: &mut BlockHeader) {
-    loop {
-        for nonce in 0..=u32::MAX {
-            header.nonce = nonce;
-            if target.is_met_by(&header.block_hash()) {
-                return;
-            }
-        }
-        header.time = header.time.wrapping_add(1);
     }
 }

@@ -1,0 +1,502 @@
+//! Scripted stratum miners over simulated TCP.
+//!
+//! A miner speaks real stratum v1 lines and hashes for real: when its seeded model says a
+//! share is due (exponential inter-share times), it searches nonces with sha256d against the
+//! current share target, so every share the pool judges is a genuine header. Headers are
+//! rebuilt from the notify fields alone, independently of the pool's job code.
+//!
+//! Kinds: [`MinerKind::Normal`]; [`MinerKind::Asic`] negotiates `mining.configure`
+//! version rolling and submits with rolled version bits; [`MinerKind::NiceHash`] sends
+//! `mining.extranonce.subscribe` and follows `mining.set_extranonce`;
+//! [`MinerKind::Misbehaving`] mixes in garbage lines, duplicates, stale and low-difficulty
+//! submits and abrupt disconnects. Everything the miner sends and receives is recorded in the
+//! [`Observations`](crate::obs::Observations).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use powerpool_core::hash::{Hash256, sha256d};
+use powerpool_core::merkle::fold_branch;
+use powerpool_core::pow::Algorithm;
+use powerpool_core::target::Target;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::time::Instant;
+
+use crate::obs::{Intent, Notify, Obs, SessionObs, Submit, sim_ms};
+use crate::rng::SimRng;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinerKind {
+    Normal,
+    Asic,
+    NiceHash,
+    Misbehaving,
+}
+
+/// The version bits an ASIC asks to roll (BIP 320's general-purpose bits).
+pub const ASIC_MASK: u32 = 0x1fff_e000;
+
+#[derive(Debug, Clone)]
+pub struct MinerSpec {
+    pub id: usize,
+    pub kind: MinerKind,
+    /// Pool instance index and its stratum address (`host`, port).
+    pub pool: (usize, String, u16),
+    pub user: String,
+    /// Mean simulated time between shares; `None` never submits (storm sessions).
+    pub share_interval: Option<Duration>,
+    /// Simulated time of the first connection.
+    pub start: Duration,
+    /// Simulated time at which the miner closes for good.
+    pub stop: Duration,
+    /// Scheduled disconnects (the miner reconnects right after each).
+    pub disconnects: Vec<Duration>,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Work {
+    job_id: String,
+    prevhash: [u8; 32],
+    coinb1: Vec<u8>,
+    coinb2: Vec<u8>,
+    branch: Vec<Hash256>,
+    version: u32,
+    nbits: u32,
+    ntime: u32,
+}
+
+enum Pending {
+    Handshake,
+    Subscribe,
+    Submit(usize),
+}
+
+struct State {
+    session: u32,
+    extranonce1: Vec<u8>,
+    en2_size: usize,
+    difficulty: f64,
+    mask: Option<u32>,
+    work: Option<Work>,
+    /// Work on the previous block, kept to send deliberately stale shares.
+    old_work: Option<Work>,
+    next_id: u64,
+    pending: BTreeMap<u64, Pending>,
+    en2_counter: u64,
+    last_acked: Option<usize>,
+}
+
+/// Runs the miner's script; never fails the simulation (everything goes into `obs`).
+pub async fn run(spec: MinerSpec, obs: Obs) -> turmoil::Result {
+    let mut rng = SimRng::new(spec.seed);
+    tokio::time::sleep(spec.start).await;
+    let origin = Instant::now() - spec.start;
+    let stop_at = origin + spec.stop;
+    let mut disconnects: Vec<Instant> = spec.disconnects.iter().map(|d| origin + *d).collect();
+    disconnects.sort();
+    let mut session = 0u32;
+    while Instant::now() < stop_at {
+        let end = disconnects
+            .iter()
+            .copied()
+            .find(|d| *d > Instant::now())
+            .unwrap_or(stop_at)
+            .min(stop_at);
+        let stream = match turmoil::net::TcpStream::connect((spec.pool.1.as_str(), spec.pool.2))
+            .await
+        {
+            Ok(s) => s,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100 + rng.range(0, 200))).await;
+                continue;
+            }
+        };
+        session += 1;
+        run_session(&spec, &obs, &mut rng, stream, session, end).await;
+        // Reconnect storms: not everyone comes back at the same millisecond.
+        tokio::time::sleep(Duration::from_millis(rng.range(1, 50))).await;
+    }
+    Ok(())
+}
+
+async fn run_session(
+    spec: &MinerSpec,
+    obs: &Obs,
+    rng: &mut SimRng,
+    stream: turmoil::net::TcpStream,
+    session: u32,
+    end: Instant,
+) {
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut rd = BufReader::new(rd);
+    let mut st = State {
+        session,
+        extranonce1: Vec::new(),
+        en2_size: 4,
+        difficulty: 0.0,
+        mask: None,
+        work: None,
+        old_work: None,
+        next_id: 1,
+        pending: BTreeMap::new(),
+        en2_counter: 0,
+        last_acked: None,
+    };
+    let mut out = String::new();
+    let mut req = |st: &mut State, out: &mut String, method: &str, params: Value, p: Pending| {
+        let id = st.next_id;
+        st.next_id += 1;
+        st.pending.insert(id, p);
+        out.push_str(&json!({"id": id, "method": method, "params": params}).to_string());
+        out.push('\n');
+    };
+    if spec.kind == MinerKind::Asic {
+        req(
+            &mut st,
+            &mut out,
+            "mining.configure",
+            json!([["version-rolling"], {"version-rolling.mask": format!("{ASIC_MASK:08x}"),
+                "version-rolling.min-bit-count": 2}]),
+            Pending::Handshake,
+        );
+    }
+    req(
+        &mut st,
+        &mut out,
+        "mining.subscribe",
+        json!([format!("sim-{:?}/1.0", spec.kind)]),
+        Pending::Subscribe,
+    );
+    if spec.kind == MinerKind::NiceHash {
+        req(
+            &mut st,
+            &mut out,
+            "mining.extranonce.subscribe",
+            json!([]),
+            Pending::Handshake,
+        );
+    }
+    req(
+        &mut st,
+        &mut out,
+        "mining.authorize",
+        json!([spec.user, "x"]),
+        Pending::Handshake,
+    );
+    if wr.write_all(out.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut next_share = spec
+        .share_interval
+        .map(|m| Instant::now() + Duration::from_millis(rng.exp(m.as_millis() as f64) as u64 + 1));
+    let mut line = String::new();
+    loop {
+        tokio::select! {
+            biased;
+            r = rd.read_line(&mut line) => {
+                match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        handle_line(spec, obs, &mut st, line.trim_end());
+                        line.clear();
+                    }
+                }
+            }
+            () = sleep_opt(next_share) => {
+                let mean = spec.share_interval.map_or(1000.0, |m| m.as_millis() as f64);
+                next_share = Some(Instant::now() + Duration::from_millis(rng.exp(mean) as u64 + 1));
+                let mut out = String::new();
+                if spec.kind == MinerKind::Misbehaving && rng.chance(0.05) {
+                    // Abrupt disconnect mid-session.
+                    break;
+                }
+                if spec.kind == MinerKind::Misbehaving && rng.chance(0.1) {
+                    let garbage = ["{not json", "{\"id\":5,\"method\":\"mining.submit\",\"params\":[1]}",
+                        "\u{1}\u{2}\u{3}", "{\"id\":null,\"method\":\"mining.bogus\",\"params\":[]}"];
+                    out.push_str(garbage[rng.range(0, garbage.len() as u64) as usize]);
+                    out.push('\n');
+                }
+                if let Some(p) = make_share(spec, obs, rng, &mut st) {
+                    let id = st.next_id;
+                    st.next_id += 1;
+                    st.pending.insert(id, Pending::Submit(p.0));
+                    out.push_str(&json!({"id": id, "method": "mining.submit", "params": p.1}).to_string());
+                    out.push('\n');
+                }
+                if !out.is_empty() && wr.write_all(out.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+            () = tokio::time::sleep_until(end) => break,
+        }
+    }
+    drop(wr);
+    let mut o = obs.borrow_mut();
+    let now = sim_ms();
+    for s in o.sessions.iter_mut().rev() {
+        if s.miner == spec.id && s.session == session {
+            s.closed_ms = Some(now);
+            break;
+        }
+    }
+    o.event(format!("m{} s{} closed", spec.id, session));
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn handle_line(spec: &MinerSpec, obs: &Obs, st: &mut State, line: &str) {
+    let Ok(v) = serde_json::from_str::<Value>(line) else {
+        obs.borrow_mut()
+            .event(format!("m{} unparsable line {line:?}", spec.id));
+        return;
+    };
+    if let Some(m) = v["method"].as_str() {
+        match m {
+            "mining.set_difficulty" => {
+                if let Some(d) = v["params"][0].as_f64() {
+                    st.difficulty = d;
+                    let mut o = obs.borrow_mut();
+                    o.difficulties.push((spec.id, sim_ms(), d));
+                    o.event(format!("m{} diff {d}", spec.id));
+                }
+            }
+            "mining.notify" => {
+                if let Some((w, clean)) = parse_notify(&v["params"]) {
+                    let mut o = obs.borrow_mut();
+                    o.event(format!(
+                        "m{} notify {} {} clean={clean}",
+                        spec.id,
+                        w.job_id,
+                        hex::encode(w.prevhash)
+                    ));
+                    o.notifies.push(Notify {
+                        miner: spec.id,
+                        session: st.session,
+                        at_ms: sim_ms(),
+                        job_id: w.job_id.clone(),
+                        prevhash: w.prevhash,
+                        clean,
+                    });
+                    if let Some(old) = st.work.take()
+                        && old.prevhash != w.prevhash
+                    {
+                        st.old_work = Some(old);
+                    }
+                    st.work = Some(w);
+                }
+            }
+            "mining.set_extranonce" => {
+                if let Some(e) = v["params"][0].as_str().and_then(|s| hex::decode(s).ok()) {
+                    st.extranonce1 = e;
+                    if let Some(n) = v["params"][1].as_u64() {
+                        st.en2_size = n as usize;
+                    }
+                    obs.borrow_mut()
+                        .event(format!("m{} set_extranonce {}", spec.id, hex::encode(&st.extranonce1)));
+                }
+            }
+            _ => {}
+        }
+        return;
+    }
+    let Some(id) = v["id"].as_u64() else {
+        return;
+    };
+    match st.pending.remove(&id) {
+        Some(Pending::Subscribe) => {
+            let res = &v["result"];
+            if let Some(e) = res[1].as_str().and_then(|s| hex::decode(s).ok()) {
+                st.extranonce1 = e;
+            }
+            if let Some(n) = res[2].as_u64() {
+                st.en2_size = n as usize;
+            }
+            let mut o = obs.borrow_mut();
+            o.event(format!(
+                "m{} s{} subscribed en1={}",
+                spec.id,
+                st.session,
+                hex::encode(&st.extranonce1)
+            ));
+            o.sessions.push(SessionObs {
+                miner: spec.id,
+                session: st.session,
+                pool: spec.pool.0,
+                extranonce1: st.extranonce1.clone(),
+                connected_ms: sim_ms(),
+                closed_ms: None,
+            });
+        }
+        Some(Pending::Handshake) => {
+            if let Some(m) = v["result"]["version-rolling.mask"]
+                .as_str()
+                .and_then(|s| u32::from_str_radix(s, 16).ok())
+            {
+                st.mask = Some(m);
+            }
+        }
+        Some(Pending::Submit(i)) => {
+            let ok = v["result"] == json!(true);
+            let mut o = obs.borrow_mut();
+            o.submits[i].accepted = Some(ok);
+            let s = &o.submits[i];
+            let line = format!(
+                "m{} submit {:?} {} -> {ok} {}",
+                spec.id, s.intent, s.hash, v["error"]
+            );
+            o.event(line);
+            if ok && o.submits[i].intent == Intent::Valid {
+                st.last_acked = Some(i);
+            }
+        }
+        None => {}
+    }
+}
+
+fn parse_notify(p: &Value) -> Option<(Work, bool)> {
+    let mut prevhash = [0u8; 32];
+    hex::decode_to_slice(p[1].as_str()?, &mut prevhash).ok()?;
+    for w in prevhash.chunks_mut(4) {
+        w.reverse();
+    }
+    let branch = p[4]
+        .as_array()?
+        .iter()
+        .map(|h| Hash256::from_internal_hex(h.as_str().unwrap_or_default()).ok())
+        .collect::<Option<Vec<_>>>()?;
+    let h32 = |v: &Value| v.as_str().and_then(|s| u32::from_str_radix(s, 16).ok());
+    Some((
+        Work {
+            job_id: p[0].as_str()?.to_owned(),
+            prevhash,
+            coinb1: hex::decode(p[2].as_str()?).ok()?,
+            coinb2: hex::decode(p[3].as_str()?).ok()?,
+            branch,
+            version: h32(&p[5])?,
+            nbits: h32(&p[6])?,
+            ntime: h32(&p[7])?,
+        },
+        p[8].as_bool()?,
+    ))
+}
+
+fn header(w: &Work, en1: &[u8], en2: &[u8], version: u32, nonce: u32) -> [u8; 80] {
+    let mut cb = Vec::with_capacity(w.coinb1.len() + en1.len() + en2.len() + w.coinb2.len());
+    cb.extend_from_slice(&w.coinb1);
+    cb.extend_from_slice(en1);
+    cb.extend_from_slice(en2);
+    cb.extend_from_slice(&w.coinb2);
+    let root = fold_branch(sha256d(&cb), &w.branch, 0);
+    let mut h = [0u8; 80];
+    h[0..4].copy_from_slice(&version.to_le_bytes());
+    h[4..36].copy_from_slice(&w.prevhash);
+    h[36..68].copy_from_slice(&root.0);
+    h[68..72].copy_from_slice(&w.ntime.to_le_bytes());
+    h[72..76].copy_from_slice(&w.nbits.to_le_bytes());
+    h[76..80].copy_from_slice(&nonce.to_le_bytes());
+    h
+}
+
+/// Chooses what to send next and builds it; returns the index of its record and the params.
+fn make_share(
+    spec: &MinerSpec,
+    obs: &Obs,
+    rng: &mut SimRng,
+    st: &mut State,
+) -> Option<(usize, Value)> {
+    if st.difficulty <= 0.0 || st.extranonce1.is_empty() {
+        return None;
+    }
+    let mut intent = Intent::Valid;
+    if spec.kind == MinerKind::Misbehaving {
+        let r = rng.unit();
+        if r < 0.15 {
+            intent = Intent::Duplicate;
+        } else if r < 0.3 {
+            intent = Intent::Stale;
+        } else if r < 0.4 {
+            intent = Intent::LowDifficulty;
+        }
+    }
+    if intent == Intent::Duplicate {
+        let i = st.last_acked?;
+        let mut s = obs.borrow().submits[i].clone();
+        s.intent = Intent::Duplicate;
+        s.sent_ms = sim_ms();
+        s.accepted = None;
+        s.session = st.session;
+        let params = submit_params(spec, &s);
+        let mut o = obs.borrow_mut();
+        o.submits.push(s);
+        return Some((o.submits.len() - 1, params));
+    }
+    let work = match intent {
+        Intent::Stale => st.old_work.clone()?,
+        _ => st.work.clone()?,
+    };
+    let target = Target::from_difficulty(st.difficulty, &Algorithm::Sha256d.diff1()).ok()?;
+    let network = Target::from_compact(work.nbits).ok()?;
+    st.en2_counter += 1;
+    let size = st.en2_size.clamp(1, 8);
+    let en2 = st.en2_counter.to_be_bytes()[8 - size..].to_vec();
+    let version = match st.mask {
+        Some(m) => (work.version & !m) | (rng.next_u32() & m),
+        None => work.version,
+    };
+    let start = rng.next_u32();
+    let want_meet = intent != Intent::LowDifficulty;
+    let mut found = None;
+    for i in 0..2_000_000u32 {
+        let nonce = start.wrapping_add(i);
+        let h = header(&work, &st.extranonce1, &en2, version, nonce);
+        let hash = Algorithm::Sha256d.pow_hash(&h);
+        if target.is_met_by(&hash) == want_meet {
+            found = Some((nonce, hash));
+            break;
+        }
+    }
+    let (nonce, hash) = found?;
+    let s = Submit {
+        miner: spec.id,
+        session: st.session,
+        pool: spec.pool.0,
+        extranonce1: st.extranonce1.clone(),
+        job_id: work.job_id.clone(),
+        extranonce2: en2,
+        ntime: work.ntime,
+        nonce,
+        version,
+        hash: hash.to_display_hex(),
+        prevhash: work.prevhash,
+        intent,
+        meets_network: network.is_met_by(&hash),
+        difficulty: st.difficulty,
+        sent_ms: sim_ms(),
+        accepted: None,
+    };
+    let params = submit_params(spec, &s);
+    let mut o = obs.borrow_mut();
+    o.submits.push(s);
+    Some((o.submits.len() - 1, params))
+}
+
+fn submit_params(spec: &MinerSpec, s: &Submit) -> Value {
+    let mut p = vec![
+        json!(spec.user),
+        json!(s.job_id),
+        json!(hex::encode(&s.extranonce2)),
+        json!(format!("{:08x}", s.ntime)),
+        json!(format!("{:08x}", s.nonce)),
+    ];
+    if spec.kind == MinerKind::Asic {
+        p.push(json!(format!("{:08x}", s.version & ASIC_MASK)));
+    }
+    Value::Array(p)
+}
