@@ -28,14 +28,18 @@
 //! - [`sharelog`]: the share-log policy — batching, spooling while the store is down, ordered
 //!   replay with idempotent batch ids.
 //! - [`record`]: share and block records every store persists; [`time`]: time as input.
+//! - [`auxpow`]: the AuxPoW structure, parsed, built and verified as Namecoin Core does.
+//! - [`merged`]: aux work for several aux chains, the aux tree commitment, found aux blocks.
 
 pub mod address;
+pub mod auxpow;
 pub mod coinserver;
 pub mod encode;
 pub mod extranonce;
 pub mod framing;
 pub mod hash;
 pub mod job;
+pub mod merged;
 pub mod merkle;
 pub mod pow;
 pub mod record;

@@ -572,6 +572,26 @@ coinservers:
         assert!(e.contains("stratum[0].policy"), "{e}");
     }
 
+    /// The example documents every key with its default: with the two required keys filled
+    /// in, it must parse to exactly the defaults.
+    #[test]
+    fn example_file_parses_to_the_defaults() {
+        let text = include_str!("../../config.yml.example")
+            .replace(
+                "payout_address: \"\"",
+                "payout_address: 1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa",
+            )
+            .replace(
+                "coinservers: []",
+                "coinservers: [{name: n, url: \"http://127.0.0.1:8332\"}]",
+            );
+        let parsed = Config::parse(&text, "config.yml.example").unwrap();
+        let mut want = Config::default();
+        want.coin.payout_address = "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa".into();
+        want.coinservers = parsed.coinservers.clone();
+        assert_eq!(parsed, want);
+    }
+
     #[test]
     fn secrets_are_redacted_at_any_depth() {
         let mut c = Config::parse(MIN, "t").unwrap();
