@@ -766,7 +766,10 @@ impl Session {
             return ShareOutcome::Rejected(R::Duplicate);
         }
         let header = job.header(&self.extranonce1, &extranonce2, ntime, nonce, version);
-        let hash = self.ctx.algo.pow_hash(&header);
+        // scrypt-N refuses ntimes whose N-factor would need more memory than a share may use.
+        let Ok(hash) = self.ctx.algo.try_pow_hash(&header) else {
+            return ShareOutcome::Rejected(R::NtimeOutOfRange);
+        };
         let sj = &self.jobs[job_idx];
         let bar = sj
             .difficulties
