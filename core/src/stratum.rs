@@ -243,18 +243,34 @@ pub fn parse_request(line: &[u8]) -> Result<Request, ParseError> {
         id: id.clone(),
         kind,
     };
-    let value: Value =
-        serde_json::from_slice(line).map_err(|_| fail(&Id::Null, ParseErrorKind::NotJson))?;
-    let Value::Object(mut obj) = value else {
-        return Err(fail(&Id::Null, ParseErrorKind::NotAnObject));
+    // Well-formed requests (the share path) deserialize straight into the three members they
+    // use, without building a map of the whole object; anything else takes the general path
+    // below, which also tells apart the ways a line can be wrong.
+    // (Serde would also read a JSON array into the struct by position: objects only.)
+    let is_object = line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let fast = if is_object {
+        serde_json::from_slice::<Envelope>(line).ok()
+    } else {
+        None
     };
-    let id = match obj.remove("id") {
+    let (id, method, params) = match fast {
+        Some(e) => (e.id, e.method, e.params),
+        None => {
+            let value: Value = serde_json::from_slice(line)
+                .map_err(|_| fail(&Id::Null, ParseErrorKind::NotJson))?;
+            let Value::Object(mut obj) = value else {
+                return Err(fail(&Id::Null, ParseErrorKind::NotAnObject));
+            };
+            (obj.remove("id"), obj.remove("method"), obj.remove("params"))
+        }
+    };
+    let id = match id {
         None | Some(Value::Null) => Id::Null,
         Some(Value::Number(n)) => Id::Number(n),
         Some(Value::String(s)) => Id::String(s),
         Some(_) => return Err(fail(&Id::Null, ParseErrorKind::BadId)),
     };
-    let name = match obj.remove("method") {
+    let name = match method {
         None => return Err(fail(&id, ParseErrorKind::MissingMethod)),
         Some(Value::String(s)) => s,
         Some(_) => return Err(fail(&id, ParseErrorKind::MethodNotString)),
@@ -265,7 +281,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, ParseError> {
             method: Method::Unknown { method: name },
         });
     };
-    let params = match obj.remove("params") {
+    let params = match params {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a,
         Some(_) => {
@@ -285,6 +301,23 @@ pub fn parse_request(line: &[u8]) -> Result<Request, ParseError> {
             },
         )),
     }
+}
+
+/// The members of a request object the pool reads; others are ignored.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    method: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    params: Option<Value>,
+}
+
+/// A member that is present is `Some`, even when it is `null` (`"method": null` is a wrong
+/// type, not a missing method).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    <Value as serde::Deserialize>::deserialize(d).map(Some)
 }
 
 fn canonical_method(name: &str) -> Option<&'static str> {

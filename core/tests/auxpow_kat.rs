@@ -13,6 +13,8 @@
 //!    `electrum_nmc/electrum/tests/test_auxpow.py` (commit 2e0977831a70). Each parses,
 //!    re-serializes exactly and verifies against its own header's bits with sha256d parent
 //!    work.
+//! 3. Real merge-mined Dogecoin blocks (tests/data/auxpow/dogecoin-real-blocks.json): mainnet
+//!    5,501,142 and testnet 6,724,092, whose parents are Litecoin blocks judged by scrypt.
 
 use std::path::PathBuf;
 
@@ -598,4 +600,37 @@ fn real_block_mutations_fail_like_the_node() {
     root.reverse();
     let pos = script.windows(32).position(|w| w == root).unwrap();
     assert!(pos <= 20);
+}
+
+/// Dogecoin mainnet block 5,501,142 and testnet block 6,724,092 (Litecoin parents, scrypt
+/// work), bytes from EthanYuan/rust-bitcoin `bitcoin/src/dogecoin/mod.rs` (commit
+/// 36d73449766a): chain id 98, parent work judged by scrypt against the Dogecoin header's bits.
+#[test]
+fn real_dogecoin_blocks_verify_with_scrypt_parents() {
+    let d = load("dogecoin-real-blocks.json");
+    let blocks = d["blocks"].as_array().unwrap();
+    assert_eq!(blocks.len(), 2);
+    for b in blocks {
+        let name = s(b, &["name"]);
+        let raw = bytes(b, &["header_with_auxpow_hex"]);
+        let hdr = powerpool_core::tx::BlockHeader::from_bytes(&header80(&raw[..80]));
+        assert_eq!(hdr.version & 0x100, 0x100, "{name}");
+        let chain_id = chain_id_of_version(hdr.version) as u32;
+        assert_eq!(chain_id, 98, "{name}: Dogecoin's chain id");
+        let aux = AuxPow::parse(&raw[80..]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(aux.serialize(), raw[80..], "{name}");
+        let target = Target::from_compact(hdr.bits).unwrap();
+        let hash = hdr.block_hash();
+        aux.verify(&hash, chain_id, Algorithm::Scrypt, &target)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        // The parent's sha256d hash does not meet the target: the work really is scrypt.
+        assert_eq!(
+            aux.verify(&hash, chain_id, Algorithm::Sha256d, &target),
+            Err(AuxPowError::ParentPowTooWeak),
+            "{name}"
+        );
+        // The same proof offered for another chain id lands in the wrong slot.
+        assert!(aux.verify(&hash, 1, Algorithm::Scrypt, &target).is_err());
+        assert_eq!(aux.coinbase_index(), 0);
+    }
 }
