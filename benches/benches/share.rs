@@ -125,7 +125,7 @@ impl Fixture {
         let params = CoinbaseParams {
             payout_script,
             pool_tag: b"/powerpool/".to_vec(),
-            aux_commitment: None,
+            aux: None,
             extranonce1_size: 4,
             extranonce2_size: 4,
         };

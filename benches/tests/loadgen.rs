@@ -60,7 +60,7 @@ fn job_update(now: Now) -> JobUpdate {
             coinbase: CoinbaseParams {
                 payout_script: script,
                 pool_tag: b"/powerpool/".to_vec(),
-                aux_commitment: None,
+                aux: None,
                 extranonce1_size: 4,
                 extranonce2_size: 4,
             },
@@ -142,6 +142,7 @@ async fn start_pool(difficulty: f64) -> TestPool {
                                 tally.blocks.fetch_add(1, Ordering::Relaxed);
                                 drop(b.into_submission());
                             }
+                            SessionEvent::AuxBlock(a) => drop(a.into_submission()),
                             SessionEvent::Close(_) => return,
                             SessionEvent::Authorized { .. } => {}
                         }

@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::encode::{bip34_height, push_data, read_bip34_height, write_varint};
 use crate::hash::{Hash256, sha256d};
+use crate::merged::AuxCommitment;
 use crate::merkle::{
     WITNESS_COMMITMENT_HEADER, coinbase_branch, fold_branch, merkle_root, witness_commitment,
     witness_root,
@@ -59,8 +60,8 @@ pub struct CoinbaseParams {
     pub payout_script: Vec<u8>,
     /// Pushed into the scriptSig when non-empty (e.g. `/powerpool/`).
     pub pool_tag: Vec<u8>,
-    /// The merged-mining commitment pushed after the height, when aux chains are mined.
-    pub aux_commitment: Option<Vec<u8>>,
+    /// The aux chains' work, committed after the height when aux chains are merge-mined.
+    pub aux: Option<Arc<AuxCommitment>>,
     pub extranonce1_size: usize,
     pub extranonce2_size: usize,
 }
@@ -101,6 +102,9 @@ pub struct Job {
     pub segwit: bool,
     /// When the job was built: the wall clock at that moment bounds ntime.
     pub created: Now,
+    /// The aux work this job's coinbase commits to: shares on this job are checked against
+    /// it, not against whatever aux work is current when they arrive.
+    pub aux: Option<Arc<AuxCommitment>>,
     /// SHA-256 state after absorbing `coinb1`: each share hashes only the tail of its coinbase.
     coinb1_state: Sha256,
     notify_clean: Arc<[u8]>,
@@ -119,8 +123,8 @@ impl Job {
     ) -> Result<Job, JobError> {
         let en_len = params.extranonce1_size + params.extranonce2_size;
         let mut script_sig = bip34_height(tpl.height);
-        if let Some(aux) = &params.aux_commitment {
-            push_data(&mut script_sig, aux);
+        if let Some(aux) = &params.aux {
+            push_data(&mut script_sig, &aux.commitment_bytes());
         }
         if !params.pool_tag.is_empty() {
             push_data(&mut script_sig, &params.pool_tag);
@@ -204,6 +208,7 @@ impl Job {
             txs: tpl.txs.clone(),
             segwit: tpl.witness_commitment_script.is_some(),
             created,
+            aux: params.aux.clone(),
             coinb1_state,
             notify_clean,
             notify_update,

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::address::{AddressParams, parse_address};
 use crate::framing::LineReader;
 use crate::job::{Job, JobId};
+use crate::merged::FoundAuxBlock;
 use crate::pow::Algorithm;
 use crate::record::{RecordId, ShareKind, ShareRecord};
 use crate::share::{BlockSubmission, FoundBlock, RejectReason, ShareOutcome};
@@ -175,6 +176,9 @@ pub enum SessionEvent {
     Share(ShareRecord),
     /// A block: submit it. Always follows the `Share` event of the share that found it.
     Block(FoundBlock),
+    /// An aux-chain block (merged mining): submit it to that chain. Follows the `Share` event
+    /// (and the `Block` event, when the same share is a parent block too).
+    AuxBlock(FoundAuxBlock),
     /// A worker authorized (for monitoring and per-address bookkeeping).
     Authorized { address: Arc<str>, worker: Arc<str> },
     /// The connection must end (after writing what was transmitted).
@@ -778,12 +782,23 @@ impl Session {
             .max()
             .unwrap_or(Target::ZERO);
         let is_block = job.network_target.is_met_by(&hash);
-        // A block is never refused, even where the network target is easier than the share
-        // difficulty (regtest, tiny test chains).
-        if !bar.is_met_by(&hash) && !is_block {
+        let aux_targets_met: Vec<Target> = job
+            .aux
+            .as_ref()
+            .map(|a| {
+                a.works()
+                    .filter(|w| w.target.is_met_by(&hash))
+                    .map(|w| w.target)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let any_block = is_block || !aux_targets_met.is_empty();
+        // A block (parent or aux) is never refused, even where its target is easier than the
+        // share difficulty (regtest, tiny test chains, low-difficulty aux chains).
+        if !bar.is_met_by(&hash) && !any_block {
             return ShareOutcome::Rejected(R::LowDifficulty);
         }
-        if sj.seen.len() >= self.ctx.policy.max_shares_per_job && !is_block {
+        if sj.seen.len() >= self.ctx.policy.max_shares_per_job && !any_block {
             return ShareOutcome::Rejected(R::TooManyShares);
         }
         let credited = sj
@@ -795,12 +810,31 @@ impl Session {
         let credited = if credited > 0.0 {
             credited
         } else {
-            job.network_target.difficulty(&self.ctx.algo.diff1())
+            // Below every difficulty it was given but a block somewhere: credit the hardest
+            // target it met.
+            let diff1 = self.ctx.algo.diff1();
+            aux_targets_met
+                .iter()
+                .chain(is_block.then_some(&job.network_target))
+                .map(|t| t.difficulty(&diff1))
+                .fold(0.0, f64::max)
         };
         self.jobs[job_idx].seen.insert(key);
+        let aux = match (&job.aux, aux_targets_met.is_empty()) {
+            (Some(a), false) => {
+                let coinbase = job.coinbase(&self.extranonce1, &extranonce2);
+                a.found_aux_blocks(&hash, &coinbase, &job.merkle_branch, &header)
+                    .unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "aux block found but its proof cannot be built");
+                        Vec::new()
+                    })
+            }
+            _ => Vec::new(),
+        };
         if !is_block {
             return ShareOutcome::Accepted {
                 difficulty: credited,
+                aux,
             };
         }
         let block = job.block(&header, &self.extranonce1, &extranonce2);
@@ -822,18 +856,23 @@ impl Session {
                 fees: job.fees,
                 bits: job.bits,
             }),
+            aux,
         }
     }
 
     fn reply_share(&mut self, now: Now, id: &Id, outcome: ShareOutcome) {
-        let (kind, difficulty, block) = match outcome {
-            ShareOutcome::Accepted { difficulty } => {
+        let (kind, difficulty, block, aux) = match outcome {
+            ShareOutcome::Accepted { difficulty, aux } => {
                 self.ok(id);
-                (ShareKind::Accepted, difficulty, None)
+                (ShareKind::Accepted, difficulty, None, aux)
             }
-            ShareOutcome::Block { difficulty, block } => {
+            ShareOutcome::Block {
+                difficulty,
+                block,
+                aux,
+            } => {
                 self.ok(id);
-                (ShareKind::Accepted, difficulty, Some(block))
+                (ShareKind::Accepted, difficulty, Some(block), aux)
             }
             ShareOutcome::Rejected(reason) => {
                 self.error(id, reason.code(), &reason.message());
@@ -846,7 +885,7 @@ impl Session {
                     return;
                 }
                 let d = self.judged_difficulty.unwrap_or(self.difficulty);
-                (reason.kind(), d, None)
+                (reason.kind(), d, None, Vec::new())
             }
         };
         let (address, worker) = match self.workers.first() {
@@ -863,6 +902,12 @@ impl Session {
             })
             .unwrap_or((address, worker));
         let height = self.latest.as_ref().map_or(0, |j| j.height);
+        let aux_currencies = self
+            .latest
+            .as_ref()
+            .and_then(|j| j.aux.as_ref())
+            .map(|a| a.works().map(|w| Arc::from(w.chain.as_str())).collect())
+            .unwrap_or_default();
         self.share_seq = self.share_seq.wrapping_add(1);
         self.events.push_back(SessionEvent::Share(ShareRecord {
             id: RecordId {
@@ -878,7 +923,7 @@ impl Session {
             currency: self.ctx.currency.clone(),
             algo: Arc::from(self.ctx.algo.name()),
             height,
-            aux_currencies: Vec::new(),
+            aux_currencies,
         }));
         if kind == ShareKind::Accepted {
             self.stats.accepted += 1;
@@ -888,6 +933,9 @@ impl Session {
             if let Some(b) = block {
                 self.stats.blocks += 1;
                 self.events.push_back(SessionEvent::Block(b));
+            }
+            for a in aux {
+                self.events.push_back(SessionEvent::AuxBlock(a));
             }
             self.maybe_retarget(now);
         }

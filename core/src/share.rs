@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use crate::hash::Hash256;
+use crate::merged::FoundAuxBlock;
 use crate::record::ShareKind;
 
 /// Why a share was refused. The order of the variants is the order of the checks in
@@ -88,13 +89,16 @@ impl RejectReason {
 /// What happened to one submitted share.
 #[derive(Debug)]
 pub enum ShareOutcome {
+    /// Accepted; `aux` holds the aux-chain blocks it found (merged mining), often none.
     Accepted {
         difficulty: f64,
+        aux: Vec<FoundAuxBlock>,
     },
     /// Accepted, and it also meets the network target.
     Block {
         difficulty: f64,
         block: FoundBlock,
+        aux: Vec<FoundAuxBlock>,
     },
     Rejected(RejectReason),
 }

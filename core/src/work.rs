@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::hash::Hash256;
 use crate::job::{CoinbaseParams, Job, JobError, JobId};
+use crate::merged::AuxCommitment;
 use crate::pow::Algorithm;
 use crate::template::BlockTemplate;
 use crate::time::Now;
@@ -45,7 +46,7 @@ struct TemplateKey {
     coinbase_value: u64,
     txids: Vec<Hash256>,
     witness_commitment: Option<Vec<u8>>,
-    aux_commitment: Option<Vec<u8>>,
+    aux_commitment: Option<[u8; 44]>,
 }
 
 #[derive(Debug)]
@@ -93,7 +94,7 @@ impl Work {
 
     /// A fresh template from the coinserver. Returns whether a job was made.
     pub fn handle_template(&mut self, now: Now, tpl: BlockTemplate) -> Result<bool, JobError> {
-        let key = self.key_for(&tpl, self.cfg.coinbase.aux_commitment.clone());
+        let key = self.key_for(&tpl);
         if self.key.as_ref() == Some(&key) {
             // Same content; keep the newer curtime for the next rebuild only.
             self.template = Some(tpl);
@@ -107,21 +108,18 @@ impl Work {
         Ok(true)
     }
 
-    /// New merged-mining commitment (aux chains changed work). Rebuilds the current job as an
-    /// update: aux changes never flush miners unless the parent changed too.
-    pub fn set_aux_commitment(
-        &mut self,
-        now: Now,
-        commitment: Option<Vec<u8>>,
-    ) -> Result<bool, JobError> {
-        if self.cfg.coinbase.aux_commitment == commitment {
+    /// New aux work (an aux chain moved on or changed its block). Rebuilds the current job as
+    /// an update: aux changes never flush miners unless the parent changed too.
+    pub fn set_aux(&mut self, now: Now, aux: Option<Arc<AuxCommitment>>) -> Result<bool, JobError> {
+        let bytes = |a: &Option<Arc<AuxCommitment>>| a.as_ref().map(|c| c.commitment_bytes());
+        if bytes(&self.cfg.coinbase.aux) == bytes(&aux) {
             return Ok(false);
         }
-        self.cfg.coinbase.aux_commitment = commitment;
+        self.cfg.coinbase.aux = aux;
         let Some(tpl) = self.template.clone() else {
             return Ok(false);
         };
-        let key = self.key_for(&tpl, self.cfg.coinbase.aux_commitment.clone());
+        let key = self.key_for(&tpl);
         self.publish(now, tpl, key, false)?;
         Ok(true)
     }
@@ -131,7 +129,7 @@ impl Work {
         self.updates.pop_front()
     }
 
-    fn key_for(&self, tpl: &BlockTemplate, aux: Option<Vec<u8>>) -> TemplateKey {
+    fn key_for(&self, tpl: &BlockTemplate) -> TemplateKey {
         TemplateKey {
             prev_hash: tpl.prev_hash,
             height: tpl.height,
@@ -140,7 +138,7 @@ impl Work {
             coinbase_value: tpl.coinbase_value,
             txids: tpl.txids(),
             witness_commitment: tpl.witness_commitment_script.clone(),
-            aux_commitment: aux,
+            aux_commitment: self.cfg.coinbase.aux.as_ref().map(|a| a.commitment_bytes()),
         }
     }
 

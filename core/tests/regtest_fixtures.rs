@@ -68,7 +68,7 @@ fn build_job(tpl: &BlockTemplate, fx: &Value) -> Job {
         &CoinbaseParams {
             payout_script: script,
             pool_tag: hex::decode(fx["tag_hex"].as_str().unwrap()).unwrap(),
-            aux_commitment: None,
+            aux: None,
             extranonce1_size: 4,
             extranonce2_size: fx["extranonce2_size"].as_u64().unwrap() as usize,
         },

@@ -57,7 +57,7 @@ impl Pool {
                 coinbase: CoinbaseParams {
                     payout_script: script.clone(),
                     pool_tag: b"/powerpool/".to_vec(),
-                    aux_commitment: None,
+                    aux: None,
                     extranonce1_size: 4,
                     extranonce2_size: policy.extranonce2_size,
                 },
@@ -624,4 +624,94 @@ fn vardiff_raises_a_fast_miner_and_old_jobs_keep_their_difficulty() {
     m.s.handle_timeout(pool.now);
     m.drain();
     assert!(m.difficulty < before);
+}
+
+#[test]
+fn merged_mining_finds_aux_blocks_with_proofs_the_aux_chains_accept() {
+    use powerpool_core::auxpow::AuxPow;
+    use powerpool_core::merged::{AuxCommitment, AuxWork};
+
+    let mut pool = Pool::new(policy());
+    pool.template(gbt(Some("1d00ffff")));
+    // Two aux chains every share satisfies and one (difficulty 1) that none of these will.
+    let works: Vec<AuxWork> = [
+        ("NMC", 1u32, Target::MAX),
+        ("DOGE", 98, Target::MAX),
+        ("HARD", 7, Target::SHA256D_DIFF1),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (chain, chain_id, target))| AuxWork {
+        chain: chain.into(),
+        chain_id,
+        hash: sha256d(&[i as u8; 7]),
+        target,
+        height: 100 + i as u64,
+    })
+    .collect();
+    let aux = Arc::new(AuxCommitment::new(works.clone()).unwrap());
+    assert!(pool.work.set_aux(pool.now, Some(aux)).unwrap());
+    while let Some(u) = pool.work.poll_job() {
+        assert!(
+            !u.clean,
+            "new aux work updates jobs without flushing miners"
+        );
+        pool.updates.push(u);
+    }
+    let mut m = connect(&pool, 9, [9, 8, 7, 6]);
+    let coinb1 = m.notify.as_ref().unwrap()["params"][2]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        coinb1.contains("fabe6d6d"),
+        "the coinbase commits to the aux tree"
+    );
+    let job = m.job_id();
+    let nt = m.ntime();
+    let n = m.find(&[0, 0, 0, 0x33], 0, true, None);
+    assert_eq!(
+        m.submit(pool.now, &job, "00000033", nt, n, None)["result"],
+        json!(true)
+    );
+
+    let mut found = Vec::new();
+    for e in m.events.drain(..) {
+        match e {
+            SessionEvent::Share(r) => assert_eq!(r.aux_currencies.len(), 3),
+            SessionEvent::AuxBlock(a) => found.push(a.into_submission()),
+            SessionEvent::Block(b) => panic!("not a parent block: {:?}", b.into_submission().hash),
+            _ => {}
+        }
+    }
+    let mut chains: Vec<&str> = found.iter().map(|a| a.chain.as_str()).collect();
+    chains.sort();
+    assert_eq!(
+        chains,
+        ["DOGE", "NMC"],
+        "exactly the chains whose targets the share met"
+    );
+    for a in &found {
+        let w = works.iter().find(|w| w.chain == a.chain).unwrap();
+        let proof = AuxPow::parse(&hex::decode(&a.auxpow_hex).unwrap()).unwrap();
+        proof
+            .verify(&w.hash, w.chain_id, Algorithm::Sha256d, &w.target)
+            .unwrap_or_else(|e| panic!("{}: {e}", a.chain));
+        // The same proof is refused by another chain and against a harder target.
+        assert!(
+            proof
+                .verify(&w.hash, w.chain_id + 1, Algorithm::Sha256d, &w.target)
+                .is_err()
+        );
+        assert!(
+            proof
+                .verify(
+                    &w.hash,
+                    w.chain_id,
+                    Algorithm::Sha256d,
+                    &Target::SHA256D_DIFF1
+                )
+                .is_err()
+        );
+    }
 }

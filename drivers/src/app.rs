@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, StoreBackend};
 use crate::net::{Net, TokioNet};
-use crate::pool::{PoolHandle, PoolIo, PoolReport, start};
+use crate::pool::{PoolHandle, PoolIo, PoolReport, PushSeen, start};
 use crate::push::{UdpPushConfig, run_udp, run_zmq};
 use crate::rpc::{ReqwestTransport, RpcAuth, RpcClient};
 use crate::status::PoolMonitor;
@@ -144,9 +144,17 @@ pub async fn launch(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         shutdown.clone(),
     )?;
     let counter = handle.metrics.clone();
+    let state = handle.state.clone();
     tokio::spawn(async move {
         while let Some(s) = push_in.recv().await {
             counter.push_signal(s.source);
+            if let Ok(mut st) = state.lock() {
+                st.last_push = Some(PushSeen {
+                    source: format!("{:?}", s.source).to_lowercase(),
+                    block_hash: s.block_hash.map(|h| h.to_display_hex()),
+                    unix_ms: TokioNet.unix_ms(),
+                });
+            }
             if push_fwd.send(s).await.is_err() {
                 break;
             }

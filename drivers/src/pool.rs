@@ -62,8 +62,17 @@ pub struct PoolState {
     pub blocks: Vec<BlockState>,
     pub shares_accepted: u64,
     pub shares_rejected: u64,
+    /// The last block notification received by push (UDP or ZMQ), if any.
+    pub last_push: Option<PushSeen>,
     pub connections: u64,
     pub refused_connections: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PushSeen {
+    pub source: String,
+    pub block_hash: Option<String>,
+    pub unix_ms: u64,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -173,7 +182,7 @@ pub fn start<N: Net, T: RpcTransport>(
             coinbase: CoinbaseParams {
                 payout_script,
                 pool_tag: cfg.coin.pool_tag.as_bytes().to_vec(),
-                aux_commitment: None,
+                aux: None,
                 extranonce1_size: cfg.coin.extranonce1_size,
                 extranonce2_size: en2,
             },
@@ -519,6 +528,9 @@ impl Router<'_> {
                     tracing::error!(hash = %b.hash, "coinserver driver is gone: block not submitted");
                 }
                 self.log(LogRecord::Block(rec)).await;
+            }
+            PoolEvent::AuxBlock(a) => {
+                tracing::error!(chain = %a.chain, height = a.height, "aux block found but no aux chain driver is configured");
             }
             PoolEvent::Connected { port, .. } => {
                 self.metrics.connection_opened(self.ports[port]);

@@ -60,6 +60,7 @@ impl MonitorSource for PoolMonitor {
             "shares_accepted": state.shares_accepted,
             "shares_rejected": state.shares_rejected,
             "primary_coinserver": state.primary,
+            "last_push_signal": state.last_push,
             "recent_blocks": state.blocks,
         })
     }
@@ -106,6 +107,7 @@ impl MonitorSource for PoolMonitor {
                 "templates": state.templates,
                 "bad_templates": state.bad_templates,
                 "last_template_error": state.last_template_error,
+                "last_push_signal": state.last_push,
             },
             "store": {
                 "backend": self.pool.config.store.backend,

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use powerpool_core::extranonce::ExtranonceAllocator;
+use powerpool_core::merged::AuxBlockSubmission;
 use powerpool_core::record::ShareRecord;
 use powerpool_core::session::{Session, SessionContext, SessionEvent};
 use powerpool_core::share::BlockSubmission;
@@ -64,6 +65,8 @@ pub enum PoolEvent {
     Share(ShareRecord),
     /// A found block: must be submitted.
     Block(BlockSubmission),
+    /// A found aux-chain block (merged mining): must be submitted to that chain.
+    AuxBlock(AuxBlockSubmission),
     Connected {
         serial: u64,
         port: usize,
@@ -377,6 +380,7 @@ async fn connection<N: Net>(
             let fwd = match ev {
                 SessionEvent::Share(r) => Some(PoolEvent::Share(r)),
                 SessionEvent::Block(b) => Some(PoolEvent::Block(b.into_submission())),
+                SessionEvent::AuxBlock(a) => Some(PoolEvent::AuxBlock(a.into_submission())),
                 SessionEvent::Authorized { .. } => None,
                 SessionEvent::Close(reason) => {
                     tracing::debug!(serial, ?reason, "session closed");
