@@ -332,20 +332,28 @@ impl Session {
         if self.closed {
             return;
         }
-        self.reader.push(data);
+        // The reader is moved out while its lines are handled, so each line is parsed where
+        // it lies in the buffer instead of being copied out first (`LineReader::new` does not
+        // allocate, so the placeholder costs nothing).
+        let mut reader = std::mem::replace(&mut self.reader, LineReader::new(0));
+        reader.push(data);
+        let mut too_long = false;
         loop {
-            let line = match self.reader.next_line() {
+            match reader.next_line() {
                 None => break,
-                Some(Ok(line)) => line.to_vec(),
+                Some(Ok(line)) => self.handle_line(now, line),
                 Some(Err(_)) => {
-                    let mut out = Vec::new();
-                    write_error(&mut out, &Id::Null, 20, "Line too long; closing connection");
-                    self.out.push_back(Transmit::Owned(out));
-                    self.close(CloseReason::LineTooLong);
-                    return;
+                    too_long = true;
+                    break;
                 }
-            };
-            self.handle_line(now, &line);
+            }
+        }
+        self.reader = reader;
+        if too_long {
+            let mut out = Vec::new();
+            write_error(&mut out, &Id::Null, 20, "Line too long; closing connection");
+            self.out.push_back(Transmit::Owned(out));
+            self.close(CloseReason::LineTooLong);
         }
     }
 
