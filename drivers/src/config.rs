@@ -142,6 +142,10 @@ pub struct NewBlockConfig {
     /// A fresh template (new transactions) at least this often.
     pub template_refresh_secs: u64,
     pub rpc_timeout_ms: u64,
+    /// Depth at which a found block counts as confirmed (coinbase maturity on Bitcoin).
+    pub confirmations: u64,
+    /// Depth at which a found block replaced by another one is recorded as orphaned.
+    pub orphan_depth: u64,
     pub udp: UdpConfig,
     pub zmq: ZmqConfig,
 }
@@ -153,6 +157,8 @@ impl Default for NewBlockConfig {
             push_poll_interval_ms: 2000,
             template_refresh_secs: 15,
             rpc_timeout_ms: 5000,
+            confirmations: 100,
+            orphan_depth: 3,
             udp: UdpConfig::default(),
             zmq: ZmqConfig::default(),
         }

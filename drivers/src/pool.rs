@@ -207,6 +207,8 @@ pub fn start<N: Net, T: RpcTransport>(
         template_refresh: Duration::from_secs(nb.template_refresh_secs),
         rpc_timeout: Duration::from_millis(nb.rpc_timeout_ms),
         gbt_rules: cfg.coin.gbt_rules.clone(),
+        confirmations: nb.confirmations,
+        orphan_depth: nb.orphan_depth,
         ..CoinserverConfig::default()
     };
     let (origin, now) = coind::start_time();

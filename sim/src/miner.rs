@@ -104,15 +104,14 @@ pub async fn run(spec: MinerSpec, obs: Obs) -> turmoil::Result {
             .find(|d| *d > Instant::now())
             .unwrap_or(stop_at)
             .min(stop_at);
-        let stream = match turmoil::net::TcpStream::connect((spec.pool.1.as_str(), spec.pool.2))
-            .await
-        {
-            Ok(s) => s,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(100 + rng.range(0, 200))).await;
-                continue;
-            }
-        };
+        let stream =
+            match turmoil::net::TcpStream::connect((spec.pool.1.as_str(), spec.pool.2)).await {
+                Ok(s) => s,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100 + rng.range(0, 200))).await;
+                    continue;
+                }
+            };
         session += 1;
         run_session(&spec, &obs, &mut rng, stream, session, end).await;
         // Reconnect storms: not everyone comes back at the same millisecond.
@@ -145,7 +144,7 @@ async fn run_session(
         last_acked: None,
     };
     let mut out = String::new();
-    let mut req = |st: &mut State, out: &mut String, method: &str, params: Value, p: Pending| {
+    let req = |st: &mut State, out: &mut String, method: &str, params: Value, p: Pending| {
         let id = st.next_id;
         st.next_id += 1;
         st.pending.insert(id, p);
@@ -213,7 +212,7 @@ async fn run_session(
                     break;
                 }
                 if spec.kind == MinerKind::Misbehaving && rng.chance(0.1) {
-                    let garbage = ["{not json", "{\"id\":5,\"method\":\"mining.submit\",\"params\":[1]}",
+                    let garbage = ["{not json", "{\"id\":4000000000,\"method\":\"mining.submit\",\"params\":[1]}",
                         "\u{1}\u{2}\u{3}", "{\"id\":null,\"method\":\"mining.bogus\",\"params\":[]}"];
                     out.push_str(garbage[rng.range(0, garbage.len() as u64) as usize]);
                     out.push('\n');
@@ -298,8 +297,11 @@ fn handle_line(spec: &MinerSpec, obs: &Obs, st: &mut State, line: &str) {
                     if let Some(n) = v["params"][1].as_u64() {
                         st.en2_size = n as usize;
                     }
-                    obs.borrow_mut()
-                        .event(format!("m{} set_extranonce {}", spec.id, hex::encode(&st.extranonce1)));
+                    obs.borrow_mut().event(format!(
+                        "m{} set_extranonce {}",
+                        spec.id,
+                        hex::encode(&st.extranonce1)
+                    ));
                 }
             }
             _ => {}
@@ -446,9 +448,12 @@ fn make_share(
     st.en2_counter += 1;
     let size = st.en2_size.clamp(1, 8);
     let en2 = st.en2_counter.to_be_bytes()[8 - size..].to_vec();
-    let version = match st.mask {
-        Some(m) => (work.version & !m) | (rng.next_u32() & m),
-        None => work.version,
+    let (version, version_bits) = match st.mask {
+        Some(m) => {
+            let bits = rng.next_u32() & m;
+            ((work.version & !m) | bits, bits)
+        }
+        None => (work.version, 0),
     };
     let start = rng.next_u32();
     let want_meet = intent != Intent::LowDifficulty;
@@ -473,6 +478,7 @@ fn make_share(
         ntime: work.ntime,
         nonce,
         version,
+        version_bits,
         hash: hash.to_display_hex(),
         prevhash: work.prevhash,
         intent,
@@ -496,7 +502,7 @@ fn submit_params(spec: &MinerSpec, s: &Submit) -> Value {
         json!(format!("{:08x}", s.nonce)),
     ];
     if spec.kind == MinerKind::Asic {
-        p.push(json!(format!("{:08x}", s.version & ASIC_MASK)));
+        p.push(json!(format!("{:08x}", s.version_bits)));
     }
     Value::Array(p)
 }

@@ -28,8 +28,15 @@ pub fn sim_unix_secs() -> u64 {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TurmoilNet;
 
-#[derive(Debug)]
 pub struct TurmoilListener(pub turmoil::net::TcpListener);
+
+impl std::fmt::Debug for TurmoilListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TurmoilListener")
+            .field(&self.0.local_addr().ok())
+            .finish()
+    }
+}
 
 impl Listener for TurmoilListener {
     type Stream = turmoil::net::TcpStream;
@@ -48,7 +55,9 @@ impl Net for TurmoilNet {
     type Listener = TurmoilListener;
 
     async fn bind(&self, addr: SocketAddr) -> io::Result<TurmoilListener> {
-        Ok(TurmoilListener(turmoil::net::TcpListener::bind(addr).await?))
+        Ok(TurmoilListener(
+            turmoil::net::TcpListener::bind(addr).await?,
+        ))
     }
 
     async fn connect(&self, addr: SocketAddr) -> io::Result<turmoil::net::TcpStream> {

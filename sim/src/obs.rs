@@ -13,8 +13,7 @@ use sha2::{Digest, Sha256};
 
 /// Milliseconds of simulated time (turmoil's clock of the current host).
 pub fn sim_ms() -> u64 {
-    turmoil::sim_elapsed()
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    turmoil::sim_elapsed().map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Why a miner sent a submit.
@@ -42,6 +41,8 @@ pub struct Submit {
     pub ntime: u32,
     pub nonce: u32,
     pub version: u32,
+    /// The rolled bits sent as the sixth submit parameter (ASICs only).
+    pub version_bits: u32,
     /// Display-order hex of the header hash the miner computed.
     pub hash: String,
     pub prevhash: [u8; 32],

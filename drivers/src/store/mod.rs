@@ -25,7 +25,9 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use powerpool_core::sharelog::{
@@ -127,6 +129,7 @@ pub async fn run_share_log(
     shutdown: impl Future<Output = ()> + Send,
     status: watch::Sender<ShareLogStatus>,
 ) -> ShareLogReport {
+    // tokio's clock, not std's: the simulator runs this loop on virtual time.
     let origin = Instant::now();
     let now = || Timestamp::from_millis(origin.elapsed().as_millis() as u64);
     let mut log = ShareLog::new(cfg.log.clone(), spool.pending_batches());
@@ -153,7 +156,7 @@ pub async fn run_share_log(
         }
         let deadline = log
             .poll_timeout()
-            .map(|t| tokio::time::Instant::from_std(origin + Duration::from_millis(t.as_millis())));
+            .map(|t| origin + Duration::from_millis(t.as_millis()));
         let take = rx_open && (shutting_down || log.wants_records());
         tokio::select! {
             // Finish outstanding I/O first so results are never starved by a busy channel.

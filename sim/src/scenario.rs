@@ -1,0 +1,723 @@
+//! The scenarios. Each builds a [`World`] from a seed, runs a safety phase with faults on and a
+//! liveness phase after healing them, then runs every invariant checker over what happened.
+//!
+//! A scenario never panics on a violation: it returns them in [`RunResult::violations`], so the
+//! test and the `sim` binary can print the seed and the replay command first.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use powerpool_core::record::BlockStatus;
+use powerpool_drivers::node::Answering;
+
+use crate::invariant;
+use crate::miner::{MinerKind, MinerSpec};
+use crate::obs::{TipObs, sim_ms};
+use crate::rng::SimRng;
+use crate::store::StoreMode;
+use crate::world::{Ctl, PUSH_PORT, STRATUM_PORT, USER, World, WorldConfig, pool_host};
+
+/// The outcome of one run.
+#[derive(Debug, Default)]
+pub struct RunResult {
+    pub seed: u64,
+    /// SHA-256 of the event log.
+    pub digest: String,
+    pub log_lines: usize,
+    /// The event log itself (simulated ms, actor, what).
+    pub log: Vec<String>,
+    pub violations: Vec<String>,
+    /// Counts and measurements worth printing.
+    pub notes: Vec<String>,
+}
+
+pub type ScenarioFn = fn(u64) -> anyhow::Result<RunResult>;
+
+/// Every scenario by name, as the tests and the binary run them.
+pub const ALL: &[(&str, ScenarioFn)] = &[
+    ("orphan", orphan),
+    ("failover", failover),
+    ("lost_push", lost_push),
+    ("storms", storms),
+    ("store_outage", store_outage),
+    ("two_pools", two_pools),
+];
+
+/// A mix of miner kinds on the given pools (round robin), each with its own seed.
+fn mix(
+    seed: u64,
+    pools: usize,
+    kinds: &[MinerKind],
+    interval_ms: u64,
+    stop: Duration,
+) -> Vec<MinerSpec> {
+    let rng = SimRng::new(seed).fork(3);
+    kinds
+        .iter()
+        .enumerate()
+        .map(|(id, kind)| {
+            let mut r = rng.fork(id as u64 + 10);
+            let pool = id % pools;
+            MinerSpec {
+                id,
+                kind: *kind,
+                pool: (pool, pool_host(pool), STRATUM_PORT),
+                user: format!("{USER}{id}"),
+                // Hashrates differ per miner: mean share time within ±50 %.
+                share_interval: Some(Duration::from_millis(
+                    r.range(interval_ms / 2, interval_ms * 3 / 2) + 1,
+                )),
+                start: Duration::from_millis(r.range(200, 600)),
+                stop,
+                disconnects: Vec::new(),
+                seed: r.next_u64(),
+            }
+        })
+        .collect()
+}
+
+/// Shared checks after a run; `live[i]` says node `i` was up whenever blocks were found;
+/// `tips` the chain the pool must follow, `bound_ms` the freshness bound.
+fn finish(
+    w: &World,
+    seed: u64,
+    live: &[bool],
+    tips: &[TipObs],
+    bound_ms: u64,
+    until_ms: u64,
+    mut r: RunResult,
+) -> anyhow::Result<RunResult> {
+    let ctl = &w.ctl;
+    let stored = ctl
+        .store
+        .inner()
+        .shares()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let blocks = ctl
+        .store
+        .inner()
+        .blocks()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let recorded: Vec<String> = blocks.iter().map(|b| b.hash.clone()).collect();
+    let slots: Vec<_> = ctl.pools.iter().map(|p| p.borrow()).collect();
+    let mut reports = Vec::new();
+    for (i, s) in slots.iter().enumerate() {
+        match &s.report {
+            Some(rep) => reports.push(rep),
+            None => r.violations.push(format!("pool {i} did not shut down")),
+        }
+    }
+    let obs = ctl.obs.borrow();
+    let policy = &ctl.pool_configs[0].stratum[0].policy;
+    r.violations
+        .extend(invariant::no_double_credit::check(&obs, &stored));
+    r.violations.extend(invariant::no_stale_credit::check(&obs));
+    r.violations
+        .extend(invariant::nothing_lost::check(&obs, &stored, &reports));
+    r.violations.extend(invariant::blocks_submitted::check(
+        &obs, &ctl.nodes, live, &recorded,
+    ));
+    r.violations
+        .extend(invariant::difficulty_bounds::check(&obs, &stored, policy));
+    r.violations
+        .extend(invariant::extranonce_unique::check(&obs));
+    let (fv, worst) = invariant::work_freshness::check(&obs, tips, bound_ms, until_ms);
+    r.violations.extend(fv);
+    let acked = obs
+        .submits
+        .iter()
+        .filter(|s| s.accepted == Some(true))
+        .count();
+    let refused = obs
+        .submits
+        .iter()
+        .filter(|s| s.accepted == Some(false))
+        .count();
+    r.notes.push(format!(
+        "submits {} (acked {acked}, refused {refused}), records {}, blocks {}, sessions {}, worst work delay {worst} ms",
+        obs.submits.len(),
+        stored.len(),
+        recorded.len(),
+        obs.sessions.len()
+    ));
+    r.seed = seed;
+    r.digest = obs.digest();
+    r.log_lines = obs.log.len();
+    r.log = obs.log.clone();
+    Ok(r)
+}
+
+fn tips_of(ctl: &Ctl, node: usize) -> Vec<TipObs> {
+    ctl.obs
+        .borrow()
+        .tips
+        .iter()
+        .filter(|t| t.node == node)
+        .cloned()
+        .collect()
+}
+
+type Shared<T> = Rc<RefCell<T>>;
+
+fn run_world(w: &mut World) -> anyhow::Result<()> {
+    w.run()
+        .map_err(|e| anyhow::anyhow!("simulation failed: {e}"))
+}
+
+/// 1. The pool's block loses a race: a competing branch replaces it. The block is recorded
+///    orphaned, miners move to the new tip, late shares on the old tip are not credited.
+pub fn orphan(seed: u64) -> anyhow::Result<RunResult> {
+    let mut cfg = WorldConfig::new(seed);
+    cfg.duration = Duration::from_secs(60);
+    let mut w = World::new(cfg)?;
+    use MinerKind::*;
+    w.miners(
+        mix(
+            seed,
+            1,
+            &[Normal, Asic, NiceHash, Misbehaving, Misbehaving],
+            150,
+            Duration::from_secs(9),
+        ),
+        1,
+    );
+    let out: Shared<Vec<String>> = Rc::default();
+    let reorg_at: Shared<u64> = Rc::default();
+    let (o2, ra) = (out.clone(), reorg_at.clone());
+    w.director(move |ctl| async move {
+        // Safety phase: wait for the pool's first accepted block, then out-race it.
+        let found = ctl
+            .wait_until(Duration::from_secs(7), |c| {
+                c.handle(0)
+                    .state
+                    .lock()
+                    .is_ok_and(|s| s.blocks.iter().any(|b| b.status == BlockStatus::Accepted))
+            })
+            .await;
+        if !found {
+            o2.borrow_mut()
+                .push("no block found by the pool within 7 s".into());
+        } else {
+            let (height, hash) = {
+                let h = ctl.handle(0);
+                let s = h.state.lock().expect("state");
+                let b = s
+                    .blocks
+                    .iter()
+                    .find(|b| b.status == BlockStatus::Accepted)
+                    .expect("checked");
+                (b.height, b.hash.clone())
+            };
+            let node = &ctl.nodes[0];
+            let tip = node.tip().height;
+            // Deep enough for the pool's orphan check (depth 3).
+            match node.reorg_to(height - 1, tip - height + 3) {
+                Ok(_) => {
+                    *ra.borrow_mut() = sim_ms();
+                    ctl.event(format!("reorg replaces block {hash} at h{height}"));
+                }
+                Err(e) => o2.borrow_mut().push(format!("reorg failed: {e}")),
+            }
+            let orphaned = ctl
+                .wait_until(Duration::from_secs(5), |c| {
+                    c.handle(0).state.lock().is_ok_and(|s| {
+                        s.blocks
+                            .iter()
+                            .any(|b| b.hash == hash && b.status == BlockStatus::Orphaned)
+                    })
+                })
+                .await;
+            if !orphaned {
+                o2.borrow_mut()
+                    .push(format!("block {hash} not recorded orphaned within 5 s"));
+            }
+            o2.borrow_mut().push(format!("orphaned:{hash}"));
+        }
+        // Liveness phase: miners keep mining on the new tip until they stop.
+        tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(1)).await;
+        while sim_ms() < 10_000 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ctl.stop_pools().await;
+        Ok(())
+    });
+    run_world(&mut w)?;
+    let mut r = RunResult::default();
+    let mut orphan_hash = None;
+    for l in out.borrow().iter() {
+        match l.strip_prefix("orphaned:") {
+            Some(h) => orphan_hash = Some(h.to_owned()),
+            None => r.violations.push(l.clone()),
+        }
+    }
+    if let Some(h) = &orphan_hash {
+        let blocks = w
+            .ctl
+            .store
+            .inner()
+            .blocks()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        match blocks.iter().find(|b| &b.hash == h) {
+            Some(b) if b.status == BlockStatus::Orphaned => {}
+            Some(b) => r.violations.push(format!(
+                "store holds block {h} as {:?}, not orphaned",
+                b.status
+            )),
+            None => r
+                .violations
+                .push(format!("store has no record of block {h}")),
+        }
+        let at = *reorg_at.borrow();
+        let obs = w.ctl.obs.borrow();
+        let late = obs
+            .submits
+            .iter()
+            .filter(|s| s.intent == crate::obs::Intent::Stale && s.sent_ms > at)
+            .count();
+        r.notes
+            .push(format!("late stale shares after the reorg: {late}"));
+        if late == 0 {
+            r.violations
+                .push("no late share on the old tip was sent: the scenario did not test it".into());
+        }
+    }
+    let tips = tips_of(&w.ctl, 0);
+    finish(&w, seed, &[true], &tips, 1_000, 9_000, r)
+}
+
+/// Copies blocks `from` has and `to` lacks (a restarted node syncing from its peers).
+fn sync_nodes(from: &powerpool_drivers::node::Node, to: &powerpool_drivers::node::Node) {
+    let top = from.tip().height;
+    let now = to.now();
+    for h in 1..=top {
+        let Some(hash) = from.block_hash(h) else {
+            continue;
+        };
+        if to.block_hash(h) == Some(hash) {
+            continue;
+        }
+        if let Some(block) = from.with_chain(|c| c.block(&hash).map(|e| e.block.clone())) {
+            let _ = to.with_chain(|c| c.submit_block(block, now));
+        }
+    }
+}
+
+/// 2. The primary coinserver crashes: work continues from the secondary within a bound,
+///    blocks found meanwhile reach the live node, priority returns to the primary.
+pub fn failover(seed: u64) -> anyhow::Result<RunResult> {
+    failover_with(seed, 0)
+}
+
+/// [`failover`] with the share log's batching delay set (the determinism check uses 0).
+pub fn failover_with(seed: u64, store_max_delay_ms: u64) -> anyhow::Result<RunResult> {
+    let mut cfg = WorldConfig::new(seed);
+    cfg.store_max_delay_ms = store_max_delay_ms;
+    cfg.nodes = 2;
+    cfg.duration = Duration::from_secs(60);
+    let mut w = World::new(cfg)?;
+    use MinerKind::*;
+    w.miners(
+        mix(
+            seed,
+            1,
+            &[Normal, Normal, Asic, Misbehaving],
+            150,
+            Duration::from_secs(11),
+        ),
+        1,
+    );
+    let out: Shared<Vec<String>> = Rc::default();
+    let o2 = out.clone();
+    let crash_ms = 2_000 + SimRng::new(seed).fork(4).range(0, 1_000);
+    w.director(move |ctl| async move {
+        if !ctl
+            .wait_until(Duration::from_secs(2), |c| {
+                c.primary(0).as_deref() == Some("node0")
+            })
+            .await
+        {
+            o2.borrow_mut().push("node0 never became primary".into());
+        }
+        while sim_ms() < crash_ms {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        ctl.nodes[0].set_answering(Answering::Down);
+        let t0 = sim_ms();
+        ctl.event("node0 crashes");
+        // Bound: one RPC timeout plus a few poll intervals.
+        if ctl
+            .wait_until(Duration::from_secs(3), |c| {
+                c.primary(0).as_deref() == Some("node1")
+            })
+            .await
+        {
+            o2.borrow_mut()
+                .push(format!("note:failover took {} ms", sim_ms() - t0));
+        } else {
+            o2.borrow_mut()
+                .push("no failover to node1 within 3 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Err(e) = ctl.nodes[1].mine_block_externally() {
+            o2.borrow_mut().push(format!("external block refused: {e}"));
+        }
+        ctl.event("another pool finds a block on node1");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Liveness: node0 restarts, syncs from its peer and is preferred again.
+        sync_nodes(&ctl.nodes[1], &ctl.nodes[0]);
+        ctl.nodes[0].set_answering(Answering::Normal);
+        let t1 = sim_ms();
+        ctl.event("node0 back");
+        if ctl
+            .wait_until(Duration::from_secs(5), |c| {
+                c.primary(0).as_deref() == Some("node0")
+            })
+            .await
+        {
+            o2.borrow_mut()
+                .push(format!("note:priority restored after {} ms", sim_ms() - t1));
+        } else {
+            o2.borrow_mut()
+                .push("node0 not preferred again within 5 s".into());
+        }
+        while sim_ms() < 12_000 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ctl.stop_pools().await;
+        Ok(())
+    });
+    run_world(&mut w)?;
+    let mut r = RunResult::default();
+    for l in out.borrow().iter() {
+        match l.strip_prefix("note:") {
+            Some(n) => r.notes.push(n.to_owned()),
+            None => r.violations.push(l.clone()),
+        }
+    }
+    let tips = tips_of(&w.ctl, 1);
+    finish(&w, seed, &[false, true], &tips, 1_500, 11_000, r)
+}
+
+/// 3. Block notifications are dropped: the fallback polling bounds the stale window.
+pub fn lost_push(seed: u64) -> anyhow::Result<RunResult> {
+    let mut cfg = WorldConfig::new(seed);
+    cfg.push = true;
+    cfg.push_poll_interval_ms = 1_000;
+    cfg.duration = Duration::from_secs(60);
+    let mut w = World::new(cfg)?;
+    // The node's block notifier (bitcoind's -blocknotify sending a datagram), on its own
+    // machine so its link alone can be cut.
+    let node = w.ctl.nodes[0].clone();
+    let coin = w.ctl.pool_configs[0].coin.currency.clone();
+    w.sim.host("notifier", move || {
+        let node = node.clone();
+        let coin = coin.clone();
+        async move {
+            let sock = turmoil::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)).await?;
+            let mut tips = node.subscribe_tips();
+            while let Ok(h) = tips.recv().await {
+                let msg = format!("blocknotify {coin} {}", h.to_display_hex());
+                let _ = sock
+                    .send_to(msg.as_bytes(), (pool_host(0), PUSH_PORT))
+                    .await;
+            }
+            Ok(())
+        }
+    });
+    use MinerKind::*;
+    w.miners(
+        mix(
+            seed,
+            1,
+            &[Normal, Normal, Asic],
+            600,
+            Duration::from_secs(13),
+        ),
+        1,
+    );
+    let out: Shared<Vec<String>> = Rc::default();
+    let o2 = out.clone();
+    let jitter = SimRng::new(seed).fork(5).range(0, 300);
+    w.director(move |ctl| async move {
+        let at = |ms: u64| async move {
+            while sim_ms() < ms {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let mine = |ctl: &Ctl| {
+            if let Err(e) = ctl.nodes[0].mine_block_externally() {
+                o2.borrow_mut().push(format!("external block refused: {e}"));
+            }
+            ctl.event("external block");
+        };
+        at(1_500 + jitter).await;
+        mine(&ctl);
+        at(3_000).await;
+        turmoil::partition("notifier", pool_host(0));
+        ctl.event("push link cut");
+        for t in [4_000, 6_000, 8_000] {
+            at(t + jitter).await;
+            mine(&ctl);
+        }
+        at(9_500).await;
+        turmoil::repair("notifier", pool_host(0));
+        ctl.event("push link healed");
+        for t in [10_000, 11_500] {
+            at(t + jitter).await;
+            mine(&ctl);
+        }
+        at(14_000).await;
+        ctl.stop_pools().await;
+        Ok(())
+    });
+    run_world(&mut w)?;
+    let mut r = RunResult::default();
+    r.violations.extend(out.borrow().iter().cloned());
+    let tips = tips_of(&w.ctl, 0);
+    // With push working the pool reacts to the datagram; the bound is tight.
+    let pushed: Vec<TipObs> = tips
+        .iter()
+        .filter(|t| t.at_ms < 3_000 || t.at_ms > 9_600)
+        .cloned()
+        .collect();
+    let obs = w.ctl.obs.borrow();
+    let (v1, worst_push) = invariant::work_freshness::check(&obs, &pushed, 400, 13_000);
+    drop(obs);
+    r.violations
+        .extend(v1.into_iter().map(|v| format!("with push: {v}")));
+    r.notes.push(format!(
+        "worst work delay while push works: {worst_push} ms"
+    ));
+    // Without push, the fallback poll (1 s) plus a template round trip bounds the window.
+    finish(&w, seed, &[true], &tips, 1_400, 13_000, r)
+}
+
+/// 4. Thousands of sessions drop and reconnect at once: every extranonce1 stays unique, the
+///    connection count returns to what is connected, no session leaks.
+pub fn storms(seed: u64) -> anyhow::Result<RunResult> {
+    storms_sized(seed, 1_000)
+}
+
+pub fn storms_sized(seed: u64, sessions: usize) -> anyhow::Result<RunResult> {
+    let mut cfg = WorldConfig::new(seed);
+    cfg.duration = Duration::from_secs(60);
+    cfg.max_connections_per_ip = 10_000;
+    let mut w = World::new(cfg)?;
+    use MinerKind::*;
+    let steady = mix(seed, 1, &[Normal, Asic], 200, Duration::from_secs(9));
+    let n_steady = steady.len();
+    let mut rng = SimRng::new(seed).fork(6);
+    let storm: Vec<MinerSpec> = (0..sessions)
+        .map(|i| MinerSpec {
+            id: n_steady + i,
+            kind: if i % 3 == 0 { NiceHash } else { Normal },
+            pool: (0, pool_host(0), STRATUM_PORT),
+            user: format!("{USER}s{i}"),
+            share_interval: None,
+            start: Duration::from_millis(rng.range(100, 1_500)),
+            stop: Duration::from_millis(7_000 + rng.range(0, 50)),
+            disconnects: vec![
+                Duration::from_millis(3_000 + rng.range(0, 20)),
+                Duration::from_millis(5_000 + rng.range(0, 20)),
+            ],
+            seed: rng.next_u64(),
+        })
+        .collect();
+    w.miners(steady, 1);
+    w.miners_on(storm, 250, "storm");
+    let out: Shared<Vec<String>> = Rc::default();
+    let o2 = out.clone();
+    let expect = sessions + n_steady;
+    w.director(move |ctl| async move {
+        let count = |c: &Ctl| c.handle(0).stratum.connection_count();
+        for (t, what) in [
+            (2_500u64, "before the storm"),
+            (4_500, "after the first storm"),
+            (6_500, "after the second storm"),
+        ] {
+            while sim_ms() < t {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if !ctl
+                .wait_until(Duration::from_millis(400), |c| count(c) == expect)
+                .await
+            {
+                o2.borrow_mut().push(format!(
+                    "{what}: {} connections, expected {expect}",
+                    count(&ctl)
+                ));
+            }
+        }
+        while sim_ms() < 9_500 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if !ctl
+            .wait_until(Duration::from_secs(2), |c| count(c) == 0)
+            .await
+        {
+            o2.borrow_mut().push(format!(
+                "{} sessions leaked after every miner left",
+                count(&ctl)
+            ));
+        }
+        ctl.stop_pools().await;
+        Ok(())
+    });
+    run_world(&mut w)?;
+    let mut r = RunResult::default();
+    r.violations.extend(out.borrow().iter().cloned());
+    let want_sessions = sessions * 3;
+    let got = w
+        .ctl
+        .obs
+        .borrow()
+        .sessions
+        .iter()
+        .filter(|s| s.miner >= n_steady)
+        .count();
+    r.notes.push(format!(
+        "storm sessions subscribed: {got} of {want_sessions}"
+    ));
+    if got != want_sessions {
+        r.violations.push(format!(
+            "{got} storm sessions subscribed, expected {want_sessions}"
+        ));
+    }
+    let tips = tips_of(&w.ctl, 0);
+    finish(&w, seed, &[true], &tips, 1_500, 9_000, r)
+}
+
+/// 5. The share store fails, loses replies and stalls for a while: afterwards every
+///    acknowledged share is stored exactly once.
+pub fn store_outage(seed: u64) -> anyhow::Result<RunResult> {
+    let mut cfg = WorldConfig::new(seed);
+    cfg.duration = Duration::from_secs(60);
+    let mut w = World::new(cfg)?;
+    use MinerKind::*;
+    w.miners(
+        mix(
+            seed,
+            1,
+            &[Normal, Asic, NiceHash, Misbehaving],
+            100,
+            Duration::from_secs(10),
+        ),
+        1,
+    );
+    let out: Shared<Vec<String>> = Rc::default();
+    let o2 = out.clone();
+    let mut rng = SimRng::new(seed).fork(7);
+    let mut plan: Vec<(u64, StoreMode)> = vec![
+        (2_000, StoreMode::Down),
+        (3_000, StoreMode::LoseReplies),
+        (4_000, StoreMode::Slow(Duration::from_millis(450))),
+        (5_000, StoreMode::Down),
+        (6_500, StoreMode::Up),
+    ];
+    for p in &mut plan {
+        p.0 += rng.range(0, 300);
+    }
+    let store = w.ctl.store.clone();
+    w.director(move |ctl| async move {
+        let mut max_spooled = 0;
+        for (t, mode) in plan {
+            while sim_ms() < t {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                max_spooled = max_spooled.max(ctl.handle(0).store_status.borrow().spooled_batches);
+            }
+            store.set_mode(mode);
+            ctl.event(format!("store {mode:?}"));
+        }
+        while sim_ms() < 11_000 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if max_spooled == 0 {
+            o2.borrow_mut()
+                .push("the outage never reached the spool: the scenario did not test it".into());
+        }
+        o2.borrow_mut()
+            .push(format!("note:most batches spooled at once: {max_spooled}"));
+        // Liveness: the spool drains into the healed store.
+        if !ctl
+            .wait_until(Duration::from_secs(5), |c| {
+                c.handle(0).store_status.borrow().spooled_batches == 0
+            })
+            .await
+        {
+            o2.borrow_mut()
+                .push("spool not drained 5 s after the store healed".into());
+        }
+        ctl.stop_pools().await;
+        Ok(())
+    });
+    run_world(&mut w)?;
+    let mut r = RunResult::default();
+    for l in out.borrow().iter() {
+        match l.strip_prefix("note:") {
+            Some(n) => r.notes.push(n.to_owned()),
+            None => r.violations.push(l.clone()),
+        }
+    }
+    let tips = tips_of(&w.ctl, 0);
+    finish(&w, seed, &[true], &tips, 1_000, 10_000, r)
+}
+
+/// 6. Two pool instances share one store and one coinserver: extranonce1 unique across them,
+///    every share recorded, a block found by either is submitted.
+pub fn two_pools(seed: u64) -> anyhow::Result<RunResult> {
+    let mut cfg = WorldConfig::new(seed);
+    cfg.pools = 2;
+    cfg.duration = Duration::from_secs(60);
+    let mut w = World::new(cfg)?;
+    use MinerKind::*;
+    w.miners(
+        mix(
+            seed,
+            2,
+            &[Normal, Normal, Asic, Asic, NiceHash, Misbehaving],
+            150,
+            Duration::from_secs(8),
+        ),
+        1,
+    );
+    w.director(move |ctl| async move {
+        while sim_ms() < 9_000 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ctl.stop_pools().await;
+        Ok(())
+    });
+    run_world(&mut w)?;
+    let mut r = RunResult::default();
+    {
+        let obs = w.ctl.obs.borrow();
+        for pool in 0..2 {
+            let acked = obs
+                .submits
+                .iter()
+                .filter(|s| s.pool == pool && s.accepted == Some(true))
+                .count();
+            if acked == 0 {
+                r.violations
+                    .push(format!("pool {pool} acknowledged no share"));
+            }
+        }
+        let blocks = obs
+            .submits
+            .iter()
+            .filter(|s| s.accepted == Some(true) && s.meets_network)
+            .count();
+        if blocks == 0 {
+            r.violations
+                .push("no block found by either pool: the scenario did not test it".into());
+        }
+    }
+    let tips = tips_of(&w.ctl, 0);
+    finish(&w, seed, &[true], &tips, 1_000, 8_000, r)
+}
+
+/// Runs `name` with `seed`; `None` for an unknown name.
+pub fn by_name(name: &str) -> Option<ScenarioFn> {
+    ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+}

@@ -1,0 +1,422 @@
+//! Builds a simulated world — coinserver nodes, pool instances, a share store, miners and a
+//! director that runs the scenario's script — on one turmoil simulation derived from a seed.
+
+use std::cell::RefCell;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use powerpool_core::coinserver::{PushSignal, PushSource};
+use powerpool_core::session::PortPolicy;
+use powerpool_drivers::config::{CoinserverEntry, Config, Network, StratumPortConfig};
+use powerpool_drivers::node::{Node, NodeConfig};
+use powerpool_drivers::pool::{self, PoolHandle, PoolIo, PoolReport};
+use powerpool_drivers::push::{PushCommand, parse_datagram};
+use powerpool_drivers::rpc::{RpcAuth, RpcClient};
+use powerpool_drivers::store::{EmbeddedStore, ShareStore, Spool};
+use tokio::sync::{mpsc, watch};
+
+use crate::miner::{self, MinerSpec};
+use crate::net::{SIM_EPOCH_UNIX_SECS, TurmoilNet, sim_unix_secs};
+use crate::obs::{Obs, TipObs, new_obs, sim_ms};
+use crate::rng::SimRng;
+use crate::store::FaultyStore;
+use crate::transport::TurmoilHttp;
+
+pub const PAYOUT: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+pub const USER: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080.rig";
+pub const STRATUM_PORT: u16 = 3333;
+pub const RPC_PORT: u16 = 8332;
+pub const PUSH_PORT: u16 = 6855;
+
+/// Knobs a scenario sets; everything random comes from `seed`.
+#[derive(Debug, Clone)]
+pub struct WorldConfig {
+    pub seed: u64,
+    pub nodes: usize,
+    /// Nodes built from the same chain seed hold the same chain (a block is valid on all).
+    pub same_chain: bool,
+    pub node_bits: u32,
+    pub pools: usize,
+    pub share_difficulty: f64,
+    pub poll_interval_ms: u64,
+    pub push: bool,
+    pub push_poll_interval_ms: u64,
+    pub rpc_timeout_ms: u64,
+    pub max_latency: Duration,
+    pub duration: Duration,
+    pub max_connections_per_ip: usize,
+    /// The share log's batching delay. Zero seals a batch as soon as the log has taken what is
+    /// queued, which keeps the share log off its real-time clock (see the crate docs).
+    pub store_max_delay_ms: u64,
+}
+
+impl WorldConfig {
+    pub fn new(seed: u64) -> Self {
+        WorldConfig {
+            seed,
+            nodes: 1,
+            same_chain: true,
+            // About 65 536 hashes per block.
+            node_bits: 0x1f00_ffff,
+            pools: 1,
+            // About 4 300 hashes per share: one share in 15 is a block.
+            share_difficulty: 1e-6,
+            poll_interval_ms: 100,
+            push: false,
+            push_poll_interval_ms: 2_000,
+            rpc_timeout_ms: 500,
+            max_latency: Duration::from_millis(20),
+            duration: Duration::from_secs(120),
+            max_connections_per_ip: 1_000,
+            store_max_delay_ms: 0,
+        }
+    }
+}
+
+/// A pool instance as the director sees it.
+#[derive(Debug, Default)]
+pub struct PoolSlot {
+    pub handle: Option<PoolHandle>,
+    pub report: Option<PoolReport>,
+}
+
+/// Everything the director script and the checks can reach.
+#[derive(Debug)]
+pub struct Ctl {
+    pub cfg: WorldConfig,
+    pub obs: Obs,
+    pub nodes: Vec<Arc<Node>>,
+    pub pools: Vec<Rc<RefCell<PoolSlot>>>,
+    pub shutdown: Vec<watch::Sender<bool>>,
+    pub store: Arc<FaultyStore>,
+    pub pool_configs: Vec<Config>,
+    pub rng: RefCell<SimRng>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn node_host(i: usize) -> String {
+    format!("node{i}")
+}
+
+pub fn pool_host(i: usize) -> String {
+    format!("pool{i}")
+}
+
+impl Ctl {
+    pub fn handle(&self, pool: usize) -> PoolHandle {
+        self.pools[pool]
+            .borrow()
+            .handle
+            .clone()
+            .expect("pool started")
+    }
+
+    /// Waits (simulated time) until `f` holds, polling every 10 ms; false on timeout.
+    pub async fn wait_until(&self, limit: Duration, mut f: impl FnMut(&Ctl) -> bool) -> bool {
+        let end = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < end {
+            if f(self) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        f(self)
+    }
+
+    pub fn primary(&self, pool: usize) -> Option<String> {
+        self.handle(pool).state.lock().ok()?.primary.clone()
+    }
+
+    /// Stops every pool and waits for their reports.
+    pub async fn stop_pools(&self) {
+        for s in &self.shutdown {
+            s.send_replace(true);
+        }
+        for p in &self.pools {
+            while p.borrow().report.is_none() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.obs.borrow_mut().event("pools stopped");
+    }
+
+    pub fn event(&self, what: impl Into<String>) {
+        self.obs.borrow_mut().event(what);
+    }
+}
+
+fn pool_config(w: &WorldConfig, i: usize, dir: &std::path::Path) -> Config {
+    let mut c = Config {
+        server_number: i as u16,
+        seed: Some(w.seed ^ (i as u64 + 1)),
+        ..Config::default()
+    };
+    c.coin.network = Network::Regtest;
+    c.coin.payout_address = PAYOUT.into();
+    c.coinservers = (0..w.nodes)
+        .map(|n| CoinserverEntry {
+            name: node_host(n),
+            url: format!("http://{}:{RPC_PORT}", node_host(n)),
+            username: None,
+            password: None,
+            cookie_file: None,
+            priority: n as u32,
+        })
+        .collect();
+    c.new_blocks.poll_interval_ms = w.poll_interval_ms;
+    c.new_blocks.rpc_timeout_ms = w.rpc_timeout_ms;
+    c.new_blocks.udp.enabled = w.push;
+    c.new_blocks.push_poll_interval_ms = w.push_poll_interval_ms;
+    c.stratum = vec![StratumPortConfig {
+        name: "sim".into(),
+        bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), STRATUM_PORT),
+        policy: PortPolicy {
+            start_difficulty: w.share_difficulty,
+            min_difficulty: 1e-12,
+            vardiff: None,
+            ..PortPolicy::default()
+        },
+    }];
+    c.limits.max_connections_per_ip = w.max_connections_per_ip;
+    c.store.embedded_path = dir.join("shared.redb");
+    c.store.spool_path = dir.join(format!("spool{i}"));
+    c.store.max_delay_ms = w.store_max_delay_ms;
+    c.store.write_timeout_ms = 300;
+    c.monitor.enabled = false;
+    c
+}
+
+/// A scenario's simulation, ready for miners and a director.
+pub struct World {
+    pub sim: turmoil::Sim<'static>,
+    pub ctl: Rc<Ctl>,
+    hosts: usize,
+}
+
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World")
+            .field("ctl", &self.ctl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl World {
+    pub fn new(w: WorldConfig) -> anyhow::Result<World> {
+        let rng = SimRng::new(w.seed);
+        let mut sim = turmoil::Builder::new()
+            .epoch(UNIX_EPOCH + Duration::from_secs(SIM_EPOCH_UNIX_SECS))
+            .simulation_duration(w.duration)
+            .min_message_latency(Duration::from_millis(1))
+            .max_message_latency(w.max_latency)
+            .tcp_capacity(8192)
+            .udp_capacity(1024)
+            .rng_seed(rng.fork(1).next_u64())
+            .build();
+        let dir = tempfile::tempdir()?;
+        let obs = new_obs();
+
+        let mut nodes = Vec::new();
+        for i in 0..w.nodes {
+            let chain_seed = if w.same_chain {
+                w.seed
+            } else {
+                w.seed + i as u64
+            };
+            let mut nc = NodeConfig::test(chain_seed);
+            nc.chain.bits = w.node_bits;
+            let node = Node::with_clock(nc, Arc::new(sim_unix_secs))?;
+            nodes.push(node.clone());
+            let obs = obs.clone();
+            sim.host(node_host(i), move || {
+                let node = node.clone();
+                let obs = obs.clone();
+                async move {
+                    let l = turmoil::net::TcpListener::bind((
+                        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                        RPC_PORT,
+                    ))
+                    .await?;
+                    let mut tips = node.subscribe_tips();
+                    let watcher = node.clone();
+                    tokio::task::spawn_local(async move {
+                        while let Ok(h) = tips.recv().await {
+                            let height = watcher.tip().height;
+                            let mut o = obs.borrow_mut();
+                            o.event(format!("node{i} tip {} h{height}", h.to_display_hex()));
+                            o.tips.push(TipObs {
+                                node: i,
+                                at_ms: sim_ms(),
+                                hash: h.0,
+                                height,
+                            });
+                        }
+                    });
+                    powerpool_drivers::node::serve_listener(
+                        node,
+                        crate::net::TurmoilListener(l),
+                        std::future::pending(),
+                    )
+                    .await;
+                    Ok(())
+                }
+            });
+        }
+
+        let embedded = EmbeddedStore::open(&dir.path().join("shared.redb"))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let store = FaultyStore::new(embedded);
+        let mut pools = Vec::new();
+        let mut shutdown = Vec::new();
+        let mut pool_configs = Vec::new();
+        for i in 0..w.pools {
+            let cfg = pool_config(&w, i, dir.path());
+            pool_configs.push(cfg.clone());
+            let slot = Rc::new(RefCell::new(PoolSlot::default()));
+            pools.push(slot.clone());
+            let (tx, rx) = watch::channel(false);
+            shutdown.push(tx);
+            let store = store.clone();
+            let spool_dir = cfg.store.spool_path.clone();
+            let push = w.push;
+            let nodes = w.nodes;
+            let boot = 0x5100_0000 + i as u32;
+            let seed = cfg.seed.unwrap_or(0);
+            sim.host(pool_host(i), move || {
+                let cfg = cfg.clone();
+                let slot = slot.clone();
+                let rx = rx.clone();
+                let store: Arc<dyn ShareStore> = store.clone();
+                let spool_dir = spool_dir.clone();
+                async move {
+                    let net = TurmoilNet;
+                    let l = powerpool_drivers::net::Net::bind(
+                        &net,
+                        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), STRATUM_PORT),
+                    )
+                    .await?;
+                    let timeout = Duration::from_millis(cfg.new_blocks.rpc_timeout_ms);
+                    let clients = (0..nodes)
+                        .map(|n| {
+                            Arc::new(RpcClient::new(
+                                TurmoilHttp::new(node_host(n), RPC_PORT),
+                                RpcAuth::None,
+                                timeout,
+                            ))
+                        })
+                        .collect();
+                    let spool = Spool::open(&spool_dir, cfg.store.spool_max_bytes)?;
+                    let (push_tx, push_rx) = mpsc::channel::<PushSignal>(256);
+                    if push {
+                        let sock = turmoil::net::UdpSocket::bind((
+                            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                            PUSH_PORT,
+                        ))
+                        .await?;
+                        let coin = cfg.coin.currency.clone();
+                        tokio::spawn(udp_push(sock, coin, push_tx));
+                    } else {
+                        drop(push_tx);
+                    }
+                    let (handle, task) = pool::start(
+                        cfg,
+                        PoolIo {
+                            net,
+                            listeners: vec![l],
+                            clients,
+                            store,
+                            spool,
+                            push: push_rx,
+                            boot,
+                            seed,
+                        },
+                        rx,
+                    )?;
+                    slot.borrow_mut().handle = Some(handle);
+                    let report = task.await?;
+                    slot.borrow_mut().report = Some(report);
+                    Ok(())
+                }
+            });
+        }
+        let ctl = Rc::new(Ctl {
+            cfg: w,
+            obs,
+            nodes,
+            pools,
+            shutdown,
+            store,
+            pool_configs,
+            rng: RefCell::new(rng.fork(2)),
+            _dir: dir,
+        });
+        Ok(World { sim, ctl, hosts: 0 })
+    }
+
+    /// Adds miners, `per_host` to a simulated machine (each its own address).
+    pub fn miners(&mut self, specs: Vec<MinerSpec>, per_host: usize) {
+        let prefix = format!("miners{}x", self.hosts);
+        self.hosts += 1;
+        self.miners_on(specs, per_host, &prefix);
+    }
+
+    /// [`World::miners`] with machines named `{prefix}{n}`.
+    pub fn miners_on(&mut self, specs: Vec<MinerSpec>, per_host: usize, prefix: &str) {
+        for (h, chunk) in specs.chunks(per_host.max(1)).enumerate() {
+            let chunk = chunk.to_vec();
+            let obs = self.ctl.obs.clone();
+            self.sim.client(format!("{prefix}{h}"), async move {
+                let mut tasks = Vec::new();
+                for s in chunk {
+                    tasks.push(tokio::task::spawn_local(miner::run(s, obs.clone())));
+                }
+                for t in tasks {
+                    t.await??;
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// The director: runs `script` and finishes the simulation when it returns.
+    pub fn director<F, Fut>(&mut self, script: F)
+    where
+        F: FnOnce(Rc<Ctl>) -> Fut,
+        Fut: std::future::Future<Output = turmoil::Result> + 'static,
+    {
+        let fut = script(self.ctl.clone());
+        self.sim.client("director", fut);
+    }
+
+    pub fn run(&mut self) -> turmoil::Result {
+        self.sim.run()
+    }
+}
+
+/// The pool's UDP block-notification port over simulated UDP, decoded by the drivers' real
+/// datagram parser. (The drivers' own listener takes a tokio socket and cannot ride turmoil.)
+async fn udp_push(sock: turmoil::net::UdpSocket, coin: String, tx: mpsc::Sender<PushSignal>) {
+    let mut buf = vec![0u8; powerpool_drivers::push::MAX_DATAGRAM + 1];
+    loop {
+        let Ok((n, _)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
+        if let Ok(PushCommand::BlockNotify {
+            coin: c,
+            block_hash,
+        }) = parse_datagram(&buf[..n], None, sim_unix_secs())
+            && c.eq_ignore_ascii_case(&coin)
+            && tx
+                .send(PushSignal {
+                    source: PushSource::Udp,
+                    block_hash,
+                })
+                .await
+                .is_err()
+        {
+            return;
+        }
+    }
+}
