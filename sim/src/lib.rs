@@ -14,14 +14,12 @@
 //!   actors recorded and on what the store and the nodes hold afterwards.
 //!
 //! ## Determinism
-//! A run is reproducible as far as the code under test keeps to simulated time. Known places
-//! where it does not, each able to shift message timing between two runs of one seed:
-//! - the share log driver measures its batching and retry deadlines with `std::time::Instant`
-//!   (real time) and converts them to tokio instants, so when a batch seals depends on how fast
-//!   the host runs. With the batching delay at zero and the store healthy, no such deadline is
-//!   pending, which is how the determinism check runs; scenarios with store faults still
-//!   depend on it;
-//! - spool operations run on tokio's blocking pool (real threads);
+//! A run is reproducible as far as the code under test keeps to simulated time. The share log
+//! runs its batching and retry deadlines on tokio's clock, so with a healthy store two runs of
+//! one seed give the same event log (the determinism check, at the default 20 ms batching
+//! delay and at others through `SIM_STORE_DELAY`). Known places where timing can still shift:
+//! - spool operations run on tokio's blocking pool (real threads), so scenarios with store
+//!   faults (which spool) are not reproducible bit for bit;
 //! - the coinserver driver stamps `Now::unix_ms` from the system clock (not used for
 //!   decisions as far as the scenarios show).
 //!

@@ -71,7 +71,7 @@ fn determinism() {
     let delay: u64 = std::env::var("SIM_STORE_DELAY")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+        .unwrap_or(20);
     let a = scenario::failover_with(seed, delay).expect("first run");
     let b = scenario::failover_with(seed, delay).expect("second run");
     if let Some(i) = a.log.iter().zip(&b.log).position(|(x, y)| x != y) {
