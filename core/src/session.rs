@@ -600,6 +600,9 @@ impl Session {
                             );
                             if self.difficulty < self.floor {
                                 self.difficulty = self.floor;
+                                if self.is_authorized() {
+                                    self.announce_difficulty_change();
+                                }
                             }
                             result.insert(ext.clone(), true.into());
                         }
@@ -661,6 +664,10 @@ impl Session {
         let entry = (self.difficulty, target);
         self.out
             .push_back(Transmit::Shared(job.notify(clean).clone()));
+        // A job re-sent after it went stale (a new extranonce1 makes every earlier share
+        // identity different) starts afresh: new duplicate set, new difficulty bar.
+        self.jobs
+            .retain(|j| !(j.stale && Arc::ptr_eq(&j.job, &job)));
         if let Some(j) = self.jobs.iter_mut().find(|j| Arc::ptr_eq(&j.job, &job)) {
             if !j.difficulties.iter().any(|(d, _)| *d == entry.0) {
                 if j.difficulties.len() >= MAX_DIFFICULTIES_PER_JOB {

@@ -51,6 +51,9 @@ pub enum TemplateError {
     Tx { index: usize, detail: String },
 }
 
+/// Bitcoin's money supply limit in satoshis: no fee or coinbase value can exceed it.
+pub const MAX_MONEY: u64 = 21_000_000 * 100_000_000;
+
 #[derive(Deserialize)]
 struct RawTemplate {
     version: i64,
@@ -137,8 +140,8 @@ impl BlockTemplate {
                 }
             }
             let fee = match t.fee {
-                Some(f) if f >= 0 => f as u64,
-                Some(_) => return Err(bad("negative fee".into())),
+                Some(f) if (0..=MAX_MONEY as i64).contains(&f) => f as u64,
+                Some(f) => return Err(bad(format!("fee {f} is outside 0..=21e14 satoshis"))),
                 None => 0,
             };
             txs.push(TemplateTx {
@@ -188,7 +191,9 @@ impl BlockTemplate {
     }
 
     pub fn fees(&self) -> u64 {
-        self.txs.iter().map(|t| t.fee).sum()
+        // Each fee is at most MAX_MONEY, so the sum of any template's fees fits easily; still,
+        // a node's numbers are not trusted to add up.
+        self.txs.iter().fold(0u64, |a, t| a.saturating_add(t.fee))
     }
 
     pub fn txids(&self) -> Vec<Hash256> {

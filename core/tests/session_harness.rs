@@ -133,6 +133,9 @@ impl Miner {
                     self.difficulty = v["params"][0].as_f64().unwrap();
                 }
                 Some("mining.notify") => self.notify = Some(v),
+                Some("mining.set_extranonce") => {
+                    self.en1 = hex::decode(v["params"][0].as_str().unwrap()).unwrap();
+                }
                 Some(other) => panic!("unexpected notification {other}"),
                 None => self.replies.push(v),
             }
@@ -714,4 +717,49 @@ fn merged_mining_finds_aux_blocks_with_proofs_the_aux_chains_accept() {
                 .is_err()
         );
     }
+}
+
+/// Found by fuzzing (fuzz/regressions/session_ops): after a new extranonce1 the re-sent job
+/// must accept shares, not answer them as stale.
+#[test]
+fn a_new_extranonce1_restarts_the_current_job_cleanly() {
+    let mut pool = Pool::new(policy());
+    pool.template(gbt(Some("1d00ffff")));
+    let mut m = connect(&pool, 10, [1, 1, 1, 1]);
+    let r = m.send(
+        pool.now,
+        "mining.configure",
+        json!([["subscribe-extranonce"], {}]),
+    );
+    assert_eq!(r["result"]["subscribe-extranonce"], json!(true));
+    let nt = m.ntime();
+    let job = m.job_id();
+    let n_old = m.find(&[0, 0, 0, 1], 0, true, None);
+    assert_eq!(
+        m.submit(pool.now, &job, "00000001", nt, n_old, None)["result"],
+        json!(true)
+    );
+
+    assert!(m.s.set_extranonce1(vec![2, 2, 2, 2]));
+    m.drain();
+    assert_eq!(m.en1, [2, 2, 2, 2], "told with mining.set_extranonce");
+    assert_eq!(
+        m.notify.as_ref().unwrap()["params"][8],
+        json!(true),
+        "clean restart"
+    );
+    // The same extranonce2 and nonce now make a different share (new extranonce1).
+    let n = m.find(&[0, 0, 0, 1], 0, true, None);
+    let r = m.submit(pool.now, &m.job_id(), "00000001", nt, n, None);
+    assert_eq!(r["result"], json!(true), "{r}");
+}
+
+/// Found by reading what fuzzing reached (fuzz/regressions/template): fees must be bounded.
+#[test]
+fn template_fees_beyond_the_money_supply_are_refused() {
+    let mut v = gbt(None);
+    v["transactions"][0]["fee"] = json!(i64::MAX);
+    v["transactions"][1]["fee"] = json!(i64::MAX);
+    let e = BlockTemplate::from_json(&v).unwrap_err();
+    assert!(e.to_string().contains("fee"), "{e}");
 }

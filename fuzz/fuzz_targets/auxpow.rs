@@ -32,7 +32,10 @@ fuzz_target!(|data: &[u8]| {
     let aux_hash = if sel & 1 == 0 {
         sha256d(bytes)
     } else {
-        aux.chain_branch().first().copied().unwrap_or(sha256d(&[sel]))
+        aux.chain_branch()
+            .first()
+            .copied()
+            .unwrap_or(sha256d(&[sel]))
     };
     let chain_id = u32::from(sel >> 1);
     let _ = aux.check(&aux_hash, chain_id);

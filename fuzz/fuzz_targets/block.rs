@@ -25,7 +25,10 @@ fn check_tx(bytes: &[u8]) {
         assert_eq!(n, legacy.len());
         assert_eq!(back.txid(), tx.txid());
     }
-    assert_eq!(Transaction::from_bytes(&bytes[..used]).ok().as_ref(), Some(&tx));
+    assert_eq!(
+        Transaction::from_bytes(&bytes[..used]).ok().as_ref(),
+        Some(&tx)
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

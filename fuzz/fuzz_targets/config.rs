@@ -31,8 +31,12 @@ fuzz_target!(|data: &[u8]| {
             path, line, column, ..
         }) => {
             assert_eq!(path, "fuzz.yml");
-            let lines = text.split('\n').count() as u64;
-            assert!(line <= lines + 1, "error line {line} past the end ({lines} lines)");
+            // YAML ends lines at `\n`, `\r\n` and a lone `\r`.
+            let lines = text.replace("\r\n", "\n").split(['\n', '\r']).count() as u64;
+            assert!(
+                line <= lines + 1,
+                "error line {line} past the end ({lines} lines)"
+            );
             let _ = column;
         }
         Err(ConfigError::Invalid { path, key, .. }) => {

@@ -88,7 +88,7 @@ fn fixture() -> &'static Fixture {
         let params = CoinbaseParams {
             payout_script: script.clone(),
             pool_tag: b"/powerpool/".to_vec(),
-            aux_commitment: None,
+            aux: None,
             extranonce1_size: 4,
             extranonce2_size: policy.extranonce2_size,
         };
@@ -357,7 +357,7 @@ impl Harness {
                 let fix = |s: String| if upper { s.to_uppercase() } else { s };
                 // Unknown worker names are credited to the first authorized worker.
                 let worker_name = match worker % 8 {
-                    w @ 0..5 => format!("{ADDRESS}.rig{w}"),
+                    w @ 0..=5 => format!("{ADDRESS}.rig{w}"),
                     6 => ADDRESS.to_owned(),
                     _ => "someone.else".to_owned(),
                 };
@@ -401,7 +401,8 @@ impl Harness {
                 none
             }
             Op::SetExtranonce1(en1) => {
-                let _ = self.s.set_extranonce1(en1.to_vec());
+                if self.s.set_extranonce1(en1.to_vec()) {
+                }
                 none
             }
             Op::Timeout { advance_ms } => {
@@ -468,6 +469,10 @@ impl Harness {
         while let Some(e) = self.s.poll_event() {
             match e {
                 SessionEvent::Block(b) => blocks.push(b.into_submission()),
+                SessionEvent::AuxBlock(b) => {
+                    let b = b.into_submission();
+                    panic!("aux block found with no aux chain configured: {b:?}");
+                }
                 SessionEvent::Close(_) => self.closed = true,
                 SessionEvent::Share(r) => {
                     assert!(r.difficulty.is_finite() && r.difficulty > 0.0, "{r:?}");
@@ -483,7 +488,10 @@ impl Harness {
         assert_eq!(self.closed, self.s.is_closed());
 
         if pending.id.is_some() && !self.closed {
-            assert_eq!(replies_to_us, 1, "exactly one reply to a well-formed request");
+            assert_eq!(
+                replies_to_us, 1,
+                "exactly one reply to a well-formed request"
+            );
         }
         let Some(facts) = pending.submit else {
             assert!(blocks.is_empty(), "a block without a submit");
@@ -513,7 +521,11 @@ impl Harness {
             let version = match (facts.version_bits, mask_before) {
                 (None, _) => job.version,
                 (Some(b), Some(m)) => (job.version & !m) | (b & m),
-                (Some(_), None) => panic!("version bits accepted without a negotiated mask"),
+                // All-zero bits roll nothing, so they need no negotiated mask.
+                (Some(b), None) => {
+                    assert_eq!(b, 0, "version bits accepted without a negotiated mask");
+                    job.version
+                }
             };
             let header = job.header(
                 &en1_before,
@@ -525,14 +537,21 @@ impl Harness {
             let hash = sha256d(&header);
             let is_block = meets_bits(&hash.0, job.bits);
             if is_block {
-                assert_eq!(blocks.len(), 1, "an accepted share meeting the network target");
+                assert_eq!(
+                    blocks.len(),
+                    1,
+                    "an accepted share meeting the network target"
+                );
                 let b = &blocks[0];
                 assert_eq!(b.hash, hash);
                 let raw = hex::decode(&*b.hex).expect("block hex");
                 let parsed = Block::parse(&raw).expect("found block parses");
                 assert_eq!(parsed.header.to_bytes(), header);
             } else {
-                assert!(blocks.is_empty(), "Block event for a share below the network target");
+                assert!(
+                    blocks.is_empty(),
+                    "Block event for a share below the network target"
+                );
                 let bar = Target::from_difficulty(self.min_announced, &Target::SHA256D_DIFF1)
                     .unwrap_or(Target::MAX);
                 assert!(
@@ -561,5 +580,17 @@ fuzz_target!(|ops: Vec<Op>| {
         let mask = h.s.version_mask();
         let p = h.apply(op);
         h.check(p, en1, mask);
+    }
+    // `FUZZ_STATS=1` with `-runs=0` over a corpus shows how deep the inputs reach.
+    static STATS: OnceLock<bool> = OnceLock::new();
+    if *STATS.get_or_init(|| std::env::var_os("FUZZ_STATS").is_some()) {
+        let st = h.s.stats();
+        eprintln!(
+            "FUZZ_STATS accepted={} rejected={} blocks={} notified={}",
+            st.accepted,
+            st.rejected,
+            st.blocks,
+            h.notified.len()
+        );
     }
 });

@@ -25,18 +25,27 @@ fuzz_target!(|data: &[u8]| {
     let Ok(tpl) = BlockTemplate::from_json(&v) else {
         return;
     };
-    assert!(tpl.txs.len() <= data.len(), "no more transactions than input bytes");
+    assert!(
+        tpl.txs.len() <= data.len(),
+        "no more transactions than input bytes"
+    );
     let params = CoinbaseParams {
         // P2PKH to a fixed key hash: the script's content does not matter here.
         payout_script: [&[0x76, 0xa9, 0x14][..], &[0x11; 20], &[0x88, 0xac]].concat(),
         pool_tag: b"/powerpool/".to_vec(),
-        aux_commitment: None,
+        aux: None,
         extranonce1_size: 4,
         extranonce2_size: 4,
     };
     let now = Now::new(Timestamp::from_millis(0), u64::from(tpl.curtime) * 1000);
-    let Ok(job) = Job::build(JobId(1), Arc::from("BTC"), Algorithm::Sha256d, &tpl, &params, now)
-    else {
+    let Ok(job) = Job::build(
+        JobId(1),
+        Arc::from("BTC"),
+        Algorithm::Sha256d,
+        &tpl,
+        &params,
+        now,
+    ) else {
         return;
     };
     for clean in [true, false] {
