@@ -12,12 +12,26 @@
 //!           [ push(aux commitment) ]  merged mining, when configured
 //!           [ push(pool tag) ]        optional, operator's text
 //!           push-opcode(n) extranonce1 ‖ extranonce2    n = their total size; coinb1 ends here
-//! outputs   = pool payout (coinbase value, any address type)
+//! outputs   = pool payout (coinbase value less the required payments, any address type)
+//!             [ required payments ]                     Dash masternode/superblock, as listed
 //!             [ witness commitment (value 0) ]          when the template is segwit
 //! witness   = one 32-byte zero item (the witness reserved value), only in the block
 //! ```
 //! The original used input sequence 0, P2PKH-only outputs and no witness commitment
 //! (§12.11); a modern node rejects such a block once it carries witness transactions.
+//!
+//! Other chains (see [`crate::template`] for the formats):
+//! - Dash: with a `coinbase_payload`, the coinbase is a DIP2 special transaction — version
+//!   field `3 | 5 << 16` — and `coinb2` ends with the payload (CompactSize length, bytes)
+//!   after the lock time, so the coinbase txid, hence the merkle root, covers it as Dash Core's
+//!   does. Masternode and superblock payments follow the pool output, the order Dash Core's
+//!   `FillBlockPayments` appends them in (the original put the payee first; consensus accepts
+//!   either, and following the node keeps the pool's blocks shaped like the node's own).
+//! - Litecoin: the block is `header | transactions (HogEx last, as the node gave it) | 0x01 |
+//!   mw::Block`. Litecoin's `CBlock` serializes `mweb_block` (a `WrapOptionalPtr`: presence
+//!   byte `01`, then the block) after `vtx` whenever the last transaction is the HogEx, and the
+//!   template's `mweb` is only the inner `mw::Block` (`m_block->Serialized()` in
+//!   `getblocktemplate`), so the presence byte is added here.
 
 use std::sync::Arc;
 
@@ -33,9 +47,11 @@ use crate::merkle::{
 use crate::pow::Algorithm;
 use crate::stratum::{NotifyParams, write_notify};
 use crate::target::Target;
-use crate::template::{BlockTemplate, TemplateTx};
+use crate::template::{
+    BlockTemplate, CoinBlock, CoinTx, DASH_SPECIAL_VERSION, DASH_TX_TYPE_COINBASE, RequiredPayment,
+    TemplateTx, TxFormat,
+};
 use crate::time::Now;
-use crate::tx::{Block, Transaction};
 
 /// Identifies a job within one pool instance; rendered as lowercase hex on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -105,6 +121,14 @@ pub struct Job {
     /// The aux work this job's coinbase commits to: shares on this job are checked against
     /// it, not against whatever aux work is current when they arrive.
     pub aux: Option<Arc<AuxCommitment>>,
+    /// How the chain serializes transactions and blocks.
+    pub format: TxFormat,
+    /// Payments the coinbase makes besides the pool's (Dash masternode/superblock).
+    pub required_payments: Vec<RequiredPayment>,
+    /// Dash: the coinbase's special-transaction payload (already at the end of `coinb2`).
+    pub coinbase_payload: Option<Vec<u8>>,
+    /// Litecoin: the `mw::Block` appended to every block built from this job.
+    pub mweb: Option<Arc<[u8]>>,
     /// SHA-256 state after absorbing `coinb1`: each share hashes only the tail of its coinbase.
     coinb1_state: Sha256,
     notify_clean: Arc<[u8]>,
@@ -136,8 +160,12 @@ impl Job {
             return Err(JobError::ScriptSigTooLong(script_len));
         }
 
+        let tx_version = match tpl.coinbase_payload {
+            Some(_) => i32::from(DASH_SPECIAL_VERSION) | (i32::from(DASH_TX_TYPE_COINBASE) << 16),
+            None => 2,
+        };
         let mut coinb1 = Vec::with_capacity(64 + script_sig.len());
-        coinb1.extend_from_slice(&2i32.to_le_bytes());
+        coinb1.extend_from_slice(&tx_version.to_le_bytes());
         coinb1.push(1);
         coinb1.extend_from_slice(&[0u8; 32]);
         coinb1.extend_from_slice(&0xffff_ffffu32.to_le_bytes());
@@ -146,17 +174,27 @@ impl Job {
 
         let mut coinb2 = Vec::with_capacity(128);
         coinb2.extend_from_slice(&0xffff_ffffu32.to_le_bytes());
-        let n_outputs = 1 + usize::from(tpl.witness_commitment_script.is_some());
+        let n_outputs =
+            1 + tpl.required_payments.len() + usize::from(tpl.witness_commitment_script.is_some());
         write_varint(&mut coinb2, n_outputs as u64);
-        coinb2.extend_from_slice(&tpl.coinbase_value.to_le_bytes());
+        coinb2.extend_from_slice(&tpl.pool_value().to_le_bytes());
         write_varint(&mut coinb2, params.payout_script.len() as u64);
         coinb2.extend_from_slice(&params.payout_script);
+        for p in &tpl.required_payments {
+            coinb2.extend_from_slice(&p.amount.to_le_bytes());
+            write_varint(&mut coinb2, p.script.len() as u64);
+            coinb2.extend_from_slice(&p.script);
+        }
         if let Some(wc) = &tpl.witness_commitment_script {
             coinb2.extend_from_slice(&0u64.to_le_bytes());
             write_varint(&mut coinb2, wc.len() as u64);
             coinb2.extend_from_slice(wc);
         }
         coinb2.extend_from_slice(&0u32.to_le_bytes());
+        if let Some(payload) = &tpl.coinbase_payload {
+            write_varint(&mut coinb2, payload.len() as u64);
+            coinb2.extend_from_slice(payload);
+        }
 
         let merkle_branch = coinbase_branch(&tpl.txids());
         let id_hex = id.to_hex();
@@ -209,6 +247,10 @@ impl Job {
             segwit: tpl.witness_commitment_script.is_some(),
             created,
             aux: params.aux.clone(),
+            format: tpl.format,
+            required_payments: tpl.required_payments.clone(),
+            coinbase_payload: tpl.coinbase_payload.clone(),
+            mweb: tpl.mweb.clone(),
             coinb1_state,
             notify_clean,
             notify_update,
@@ -278,11 +320,13 @@ impl Job {
 
     /// The full block for `submitblock`: header, transaction count, the coinbase (with its
     /// witness reserved value when the block commits to witnesses), then the template's
-    /// transactions as the node gave them.
+    /// transactions as the node gave them, then (Litecoin) the MWEB block behind its
+    /// presence byte.
     pub fn block(&self, header: &[u8; 80], extranonce1: &[u8], extranonce2: &[u8]) -> Vec<u8> {
         let cb = self.coinbase(extranonce1, extranonce2);
         let tx_bytes: usize = self.txs.iter().map(|t| t.data.len()).sum();
-        let mut out = Vec::with_capacity(80 + 9 + cb.len() + 40 + tx_bytes);
+        let mweb_len = self.mweb.as_ref().map_or(0, |m| 1 + m.len());
+        let mut out = Vec::with_capacity(80 + 9 + cb.len() + 40 + tx_bytes + mweb_len);
         out.extend_from_slice(header);
         write_varint(&mut out, 1 + self.txs.len() as u64);
         if self.segwit {
@@ -298,6 +342,10 @@ impl Job {
         }
         for t in self.txs.iter() {
             out.extend_from_slice(&t.data);
+        }
+        if let Some(m) = &self.mweb {
+            out.push(1);
+            out.extend_from_slice(m);
         }
         out
     }
@@ -338,6 +386,12 @@ pub enum BlockCheckError {
     Transactions,
     #[error("coinbase does not pay the pool's payout script")]
     Payout,
+    #[error("bad-cb-payee: coinbase lacks a payment the template requires")]
+    RequiredPayment,
+    #[error("bad-cbtx-payload: coinbase special-transaction payload differs from the template")]
+    CoinbasePayload,
+    #[error("mweb-mismatch: the block's MWEB extension differs from the template's")]
+    Mweb,
 }
 
 impl BlockCheckError {
@@ -355,6 +409,9 @@ impl BlockCheckError {
             BlockCheckError::WitnessCommitmentMissing => "bad-witness-commitment-missing",
             BlockCheckError::Transactions => "bad-txns-template-mismatch",
             BlockCheckError::Payout => "bad-cb-payout",
+            BlockCheckError::RequiredPayment => "bad-cb-payee",
+            BlockCheckError::CoinbasePayload => "bad-cbtx-payload",
+            BlockCheckError::Mweb => "mweb-mismatch",
         }
     }
 }
@@ -375,6 +432,13 @@ pub struct BlockExpectation<'a> {
     pub payout_script: Option<&'a [u8]>,
     pub algo: Algorithm,
     pub target: &'a Target,
+    pub format: TxFormat,
+    /// Outputs (script and amount) the coinbase must contain.
+    pub required_payments: &'a [RequiredPayment],
+    /// The coinbase's special-transaction payload (Dash).
+    pub coinbase_payload: Option<&'a [u8]>,
+    /// The MWEB block that must follow the transactions (Litecoin).
+    pub mweb: Option<&'a [u8]>,
 }
 
 impl<'a> BlockExpectation<'a> {
@@ -391,6 +455,10 @@ impl<'a> BlockExpectation<'a> {
             payout_script,
             algo,
             target: &tpl.target,
+            format: tpl.format,
+            required_payments: &tpl.required_payments,
+            coinbase_payload: tpl.coinbase_payload.as_deref(),
+            mweb: tpl.mweb.as_deref(),
         }
     }
 }
@@ -404,18 +472,24 @@ pub fn check_block(exp: &BlockExpectation<'_>, block_bytes: &[u8]) -> Result<(),
         payout_script,
         algo,
         target,
+        format,
+        required_payments,
+        coinbase_payload,
+        mweb,
     } = *exp;
-    let block = Block::parse(block_bytes).map_err(|e| BlockCheckError::Parse(e.to_string()))?;
+    let block =
+        CoinBlock::parse(format, block_bytes).map_err(|e| BlockCheckError::Parse(e.to_string()))?;
     let header = block.header.to_bytes();
     if !target.is_met_by(&algo.pow_hash(&header)) {
         return Err(BlockCheckError::HighHash);
     }
-    let cb = block
+    let cb_full = block
         .txs
         .first()
-        .filter(|t| t.is_coinbase())
+        .filter(|t| t.tx.is_coinbase())
         .ok_or(BlockCheckError::CoinbaseMissing)?;
-    let txids: Vec<Hash256> = block.txs.iter().map(Transaction::txid).collect();
+    let cb = &cb_full.tx;
+    let txids = block.txids();
     if merkle_root(&txids) != block.header.merkle_root {
         return Err(BlockCheckError::MerkleRoot);
     }
@@ -438,12 +512,22 @@ pub fn check_block(exp: &BlockExpectation<'_>, block_bytes: &[u8]) -> Result<(),
         });
     }
     if block.txs.len() != tpl_txs.len() + 1
-        || block.txs[1..]
-            .iter()
-            .zip(tpl_txs)
-            .any(|(b, t)| b.txid() != t.txid)
+        || txids[1..].iter().zip(tpl_txs).any(|(b, t)| *b != t.txid)
     {
         return Err(BlockCheckError::Transactions);
+    }
+    if required_payments.iter().any(|p| {
+        !cb.outputs
+            .iter()
+            .any(|o| o.value == p.amount && o.script_pubkey == p.script)
+    }) {
+        return Err(BlockCheckError::RequiredPayment);
+    }
+    if cb_full.extra_payload.as_deref() != coinbase_payload {
+        return Err(BlockCheckError::CoinbasePayload);
+    }
+    if block.mweb.as_deref() != mweb {
+        return Err(BlockCheckError::Mweb);
     }
     if let Some(script) = payout_script
         && !cb.outputs.iter().any(|o| o.script_pubkey == script)
@@ -463,7 +547,7 @@ pub fn check_block(exp: &BlockExpectation<'_>, block_bytes: &[u8]) -> Result<(),
             }
             let mut reserved = [0u8; 32];
             reserved.copy_from_slice(&w[0]);
-            let wtxids: Vec<Hash256> = block.txs[1..].iter().map(Transaction::wtxid).collect();
+            let wtxids: Vec<Hash256> = block.txs[1..].iter().map(CoinTx::wtxid).collect();
             let expected = witness_commitment(&witness_root(&wtxids), &reserved);
             if out.script_pubkey[6..38] != expected.0 {
                 return Err(BlockCheckError::WitnessMerkleMatch);
@@ -491,6 +575,10 @@ impl Job {
                 payout_script,
                 algo: self.algo,
                 target: &self.network_target,
+                format: self.format,
+                required_payments: &self.required_payments,
+                coinbase_payload: self.coinbase_payload.as_deref(),
+                mweb: self.mweb.as_deref(),
             },
             block_bytes,
         )
@@ -499,5 +587,14 @@ impl Job {
     /// Block hash as explorers show it (sha256d of the header, whatever the PoW algorithm).
     pub fn block_hash(header: &[u8; 80]) -> Hash256 {
         sha256d(header)
+    }
+
+    /// The id the chain gives this block: Dash-format chains name blocks by their X11 hash,
+    /// every other supported chain by sha256d.
+    pub fn block_id(&self, header: &[u8; 80]) -> Hash256 {
+        match (self.format, self.algo) {
+            (TxFormat::Dash, Algorithm::X11) => Algorithm::X11.pow_hash(header),
+            _ => sha256d(header),
+        }
     }
 }

@@ -861,7 +861,7 @@ impl Session {
         ShareOutcome::Block {
             difficulty: credited,
             block: FoundBlock::new(BlockSubmission {
-                hash: Job::block_hash(&header),
+                hash: job.block_id(&header),
                 height: job.height,
                 hex: hex::encode(&block).into(),
                 currency: job.currency.clone(),
