@@ -366,6 +366,8 @@ impl AuxCommitment {
                 target: w.target,
                 parent_hash: aux.parent_block_hash(),
                 auxpow_hex: hex::encode(aux.serialize()),
+                address: Arc::from(""),
+                worker: Arc::from(""),
             }));
         }
         Ok(out)
@@ -497,6 +499,9 @@ pub struct AuxBlockSubmission {
     /// sha256d of the parent header (the parent's block id).
     pub parent_hash: Hash256,
     pub auxpow_hex: String,
+    /// The miner whose share found it (set by the session that judged the share).
+    pub address: Arc<str>,
+    pub worker: Arc<str>,
 }
 
 impl AuxBlockSubmission {
@@ -526,6 +531,14 @@ impl FoundAuxBlock {
         self.inner
             .as_ref()
             .expect("a FoundAuxBlock holds its submission until consumed")
+    }
+
+    /// Names the miner whose share found this block.
+    pub fn set_finder(&mut self, address: Arc<str>, worker: Arc<str>) {
+        if let Some(s) = self.inner.as_mut() {
+            s.address = address;
+            s.worker = worker;
+        }
     }
 
     pub fn into_submission(mut self) -> AuxBlockSubmission {

@@ -932,8 +932,8 @@ impl Session {
             },
             unix_ms: now.unix_ms,
             kind,
-            address,
-            worker,
+            address: address.clone(),
+            worker: worker.clone(),
             difficulty,
             currency: self.ctx.currency.clone(),
             algo: Arc::from(self.ctx.algo.name()),
@@ -949,7 +949,8 @@ impl Session {
                 self.stats.blocks += 1;
                 self.events.push_back(SessionEvent::Block(b));
             }
-            for a in aux {
+            for mut a in aux {
+                a.set_finder(address.clone(), worker.clone());
                 self.events.push_back(SessionEvent::AuxBlock(a));
             }
             self.maybe_retarget(now);

@@ -11,9 +11,10 @@ use powerpool_core::coinserver::PushSignal;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::config::CoinserverEntry;
 use crate::config::{Config, StoreBackend};
 use crate::net::{Net, TokioNet};
-use crate::pool::{PoolHandle, PoolIo, PoolReport, PushSeen, start};
+use crate::pool::{PoolHandle, PoolIo, PoolReport, PushSeen, start_merged};
 use crate::push::{UdpPushConfig, run_udp, run_zmq};
 use crate::rpc::{ReqwestTransport, RpcAuth, RpcClient};
 use crate::status::PoolMonitor;
@@ -46,17 +47,19 @@ pub async fn launch(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     let timeout = Duration::from_millis(cfg.new_blocks.rpc_timeout_ms);
     let mut clients = Vec::new();
     for c in &cfg.coinservers {
-        let auth = match (&c.cookie_file, &c.username, &c.password) {
-            (Some(path), _, _) => RpcAuth::Cookie(path.clone()),
-            (None, Some(user), Some(password)) => RpcAuth::UserPass {
-                user: user.clone(),
-                password: password.clone(),
-            },
-            _ => RpcAuth::None,
-        };
-        let transport = ReqwestTransport::new(c.url.clone())
-            .with_context(|| format!("coinserver {:?}", c.name))?;
-        clients.push(Arc::new(RpcClient::new(transport, auth, timeout)));
+        clients.push(rpc_client(c, timeout).with_context(|| format!("coinserver {:?}", c.name))?);
+    }
+    let mut aux_clients = Vec::new();
+    for a in &cfg.aux_chains {
+        let mut chain = Vec::new();
+        for c in &a.coinservers {
+            chain.push(
+                rpc_client(c, timeout).with_context(|| {
+                    format!("aux chain {:?} coinserver {:?}", a.currency, c.name)
+                })?,
+            );
+        }
+        aux_clients.push(chain);
     }
 
     let store: Arc<dyn ShareStore> = match cfg.store.backend {
@@ -129,7 +132,7 @@ pub async fn launch(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         "starting pool instance"
     );
     let monitor_cfg = cfg.monitor.clone();
-    let (handle, task) = start(
+    let (handle, task) = start_merged(
         cfg,
         PoolIo {
             net,
@@ -141,6 +144,7 @@ pub async fn launch(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             boot,
             seed,
         },
+        aux_clients,
         shutdown.clone(),
     )?;
     let counter = handle.metrics.clone();
@@ -187,4 +191,20 @@ pub async fn launch(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         stratum_addrs,
         monitor_addr,
     })
+}
+
+fn rpc_client(
+    c: &CoinserverEntry,
+    timeout: Duration,
+) -> Result<Arc<RpcClient<ReqwestTransport>>, crate::rpc::RpcError> {
+    let auth = match (&c.cookie_file, &c.username, &c.password) {
+        (Some(path), _, _) => RpcAuth::Cookie(path.clone()),
+        (None, Some(user), Some(password)) => RpcAuth::UserPass {
+            user: user.clone(),
+            password: password.clone(),
+        },
+        _ => RpcAuth::None,
+    };
+    let transport = ReqwestTransport::new(c.url.clone())?;
+    Ok(Arc::new(RpcClient::new(transport, auth, timeout)))
 }

@@ -27,6 +27,8 @@ pub struct Config {
     pub seed: Option<u64>,
     pub coin: CoinConfig,
     pub coinservers: Vec<CoinserverEntry>,
+    /// Merge-mined (AuxPoW) chains; empty for none.
+    pub aux_chains: Vec<AuxChainConfig>,
     pub new_blocks: NewBlockConfig,
     pub stratum: Vec<StratumPortConfig>,
     pub limits: Limits,
@@ -42,6 +44,7 @@ impl Default for Config {
             seed: None,
             coin: CoinConfig::default(),
             coinservers: Vec::new(),
+            aux_chains: Vec::new(),
             new_blocks: NewBlockConfig::default(),
             stratum: vec![StratumPortConfig::default()],
             limits: Limits::default(),
@@ -129,6 +132,26 @@ pub struct CoinserverEntry {
     /// Lower is preferred.
     #[serde(default)]
     pub priority: u32,
+}
+
+/// One merge-mined chain: its nodes, where its rewards go, how often its work is fetched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuxChainConfig {
+    /// Currency code of the aux chain (block records, share records' `aux_currencies`).
+    pub currency: String,
+    /// Address on the aux chain that `createauxblock` pays. The aux node checks it.
+    pub payout_address: String,
+    /// `createauxblock` on the chain's preferred live node this often (and right after one of
+    /// its blocks was accepted).
+    #[serde(default = "default_aux_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// The chain's nodes; lower priority is preferred. Aux blocks go to all of them.
+    pub coinservers: Vec<CoinserverEntry>,
+}
+
+fn default_aux_poll_ms() -> u64 {
+    1000
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -457,6 +480,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_aux_chains()?;
         if self.stratum.is_empty() {
             return err("stratum", "configure at least one port");
         }
@@ -484,6 +508,73 @@ impl Config {
                     format!("{e}: use a level such as info or debug"),
                 )
             })?;
+        }
+        Ok(())
+    }
+
+    fn validate_aux_chains(&self) -> Result<(), (String, String)> {
+        for (i, a) in self.aux_chains.iter().enumerate() {
+            let key = |k: &str| format!("aux_chains[{i}].{k}");
+            if a.currency.is_empty() || a.currency.contains(['_', ' ']) {
+                return Err((
+                    key("currency"),
+                    "a non-empty code without '_' or spaces (SimpleCoin splits Redis keys on '_')"
+                        .into(),
+                ));
+            }
+            if a.currency == self.coin.currency {
+                return Err((
+                    key("currency"),
+                    format!(
+                        "{} is the parent chain (coin.currency): give the aux chain its own code",
+                        a.currency
+                    ),
+                ));
+            }
+            if self.aux_chains[..i]
+                .iter()
+                .any(|o| o.currency == a.currency)
+            {
+                return Err((
+                    key("currency"),
+                    "listed twice: merge one chain's nodes into one entry".into(),
+                ));
+            }
+            if a.payout_address.is_empty() {
+                return Err((
+                    key("payout_address"),
+                    "required: the aux chain address its block rewards are paid to".into(),
+                ));
+            }
+            if a.poll_interval_ms == 0 {
+                return Err((key("poll_interval_ms"), "must be above 0 ms".into()));
+            }
+            if a.coinservers.is_empty() {
+                return Err((
+                    key("coinservers"),
+                    "list at least one node of the chain: - {name: nmc1, url: \"http://127.0.0.1:8336\", username: u, password: p}".into(),
+                ));
+            }
+            for (j, c) in a.coinservers.iter().enumerate() {
+                if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
+                    return Err((
+                        key(&format!("coinservers[{j}].url")),
+                        "must start with http:// or https://".into(),
+                    ));
+                }
+                if c.cookie_file.is_some() && (c.username.is_some() || c.password.is_some()) {
+                    return Err((
+                        key(&format!("coinservers[{j}]")),
+                        "give either cookie_file or username/password, not both".into(),
+                    ));
+                }
+                if a.coinservers[..j].iter().any(|o| o.name == c.name) {
+                    return Err((
+                        key(&format!("coinservers[{j}].name")),
+                        "names must be unique within the chain".into(),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -596,6 +687,60 @@ coinservers:
         want.coin.payout_address = "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa".into();
         want.coinservers = parsed.coinservers.clone();
         assert_eq!(parsed, want);
+    }
+
+    const AUX: &str = r#"
+aux_chains:
+  - currency: NMC
+    payout_address: bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080
+    coinservers:
+      - {name: nmc1, url: "http://127.0.0.1:18336", username: u, password: p}
+  - currency: DOGE
+    payout_address: bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080
+    poll_interval_ms: 250
+    coinservers:
+      - {name: doge1, url: "http://127.0.0.1:18332", priority: 1}
+      - {name: doge2, url: "http://127.0.0.1:18333"}
+"#;
+
+    #[test]
+    fn aux_chains_parse_with_defaults() {
+        assert!(Config::parse(MIN, "t").unwrap().aux_chains.is_empty());
+        let c = Config::parse(&format!("{MIN}{AUX}"), "t").unwrap();
+        assert_eq!(c.aux_chains.len(), 2);
+        assert_eq!(c.aux_chains[0].poll_interval_ms, 1000);
+        assert_eq!(c.aux_chains[1].poll_interval_ms, 250);
+        assert_eq!(c.aux_chains[1].coinservers[0].priority, 1);
+        assert_eq!(c.aux_chains[1].coinservers[1].priority, 0);
+    }
+
+    #[test]
+    fn aux_chain_mistakes_name_the_key() {
+        let bad = |from: &str, to: &str| {
+            let text = format!("{MIN}{AUX}").replacen(from, to, 1);
+            Config::parse(&text, "p.yml").unwrap_err().to_string()
+        };
+        let e = bad("currency: DOGE", "currency: NMC");
+        assert!(
+            e.contains("aux_chains[1].currency") && e.contains("twice"),
+            "{e}"
+        );
+        let e = bad("currency: NMC", "currency: BTC");
+        assert!(
+            e.contains("aux_chains[0].currency") && e.contains("coin.currency"),
+            "{e}"
+        );
+        let e = bad(
+            "    coinservers:\n      - {name: nmc1, url: \"http://127.0.0.1:18336\", username: u, password: p}",
+            "    coinservers: []",
+        );
+        assert!(e.contains("aux_chains[0].coinservers"), "{e}");
+        let e = bad("name: doge2", "name: doge1");
+        assert!(e.contains("aux_chains[1].coinservers[1].name"), "{e}");
+        let e = bad("poll_interval_ms: 250", "poll_interval_ms: 0");
+        assert!(e.contains("aux_chains[1].poll_interval_ms"), "{e}");
+        let e = bad("poll_interval_ms: 250", "poll_interval: 250");
+        assert!(e.contains("poll_interval"), "{e}");
     }
 
     #[test]

@@ -7,11 +7,14 @@
 //! ## Layout
 //! - [`store`]: the share/block log — Redis (SimpleCoin layout + stream), embedded redb, and the
 //!   local spool that covers Redis outages.
+//! - [`aux`]: merged mining's aux chains — work polled from each chain's best live node, aux
+//!   blocks submitted to every node of their chain.
 //! - [`rpc`]: JSON-RPC to coinservers over a small transport trait (reqwest in production).
 //! - [`node`]: a self-contained chain with real block rules served over JSON-RPC: the demo
 //!   chain of `powerpool demo` and the coinserver of the integration tests.
 
 pub mod app;
+pub mod aux;
 pub mod client;
 pub mod coind;
 pub mod config;

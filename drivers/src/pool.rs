@@ -11,6 +11,12 @@
 //! The router is the only owner of the core's `Work`; it turns coinserver events into jobs and
 //! session events into records and submissions. It makes no decisions of its own.
 //!
+//! Merged mining: the router also owns the core's `MergedWork`. Aux work from the aux chain
+//! drivers ([`crate::aux`]) rebuilds the current job with the new commitment as an update
+//! (`clean_jobs` false: the parent did not change); found aux blocks go to their chain's
+//! driver and are recorded like parent blocks (`merged: true`, the aux chain as currency),
+//! followed by their status once the chain's nodes have answered.
+//!
 //! Shutdown: stop accepting; every connection handles what it has read and forwards its
 //! events; the router forwards the last of them; the share log persists everything (primary or
 //! spool); then the coinserver driver stops.
@@ -27,6 +33,7 @@ use powerpool_core::coinserver::{
 };
 use powerpool_core::extranonce::ExtranonceAllocator;
 use powerpool_core::job::CoinbaseParams;
+use powerpool_core::merged::{AuxBlockSubmission, MergedWork};
 use powerpool_core::record::{BlockRecord, BlockStatus, RecordId};
 use powerpool_core::session::SessionContext;
 use powerpool_core::sharelog::{LogRecord, ShareLogConfig, ShareLogStatus};
@@ -37,6 +44,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::aux::{AuxChainSpec, AuxEvent, AuxSubmitMsg, run_chain};
 use crate::coind::{self, FoundBlockMsg};
 use crate::config::Config;
 use crate::metrics::{Metrics, MetricsSetup, Statsd, run_ticker};
@@ -66,6 +74,24 @@ pub struct PoolState {
     pub last_push: Option<PushSeen>,
     pub connections: u64,
     pub refused_connections: u64,
+    /// Merge-mined chains by currency.
+    pub aux: HashMap<String, AuxChainState>,
+}
+
+/// What the pool knows of one aux chain.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct AuxChainState {
+    /// Height of the aux block being mined.
+    pub height: Option<u64>,
+    /// Display-order hash of the aux block being mined.
+    pub hash: Option<String>,
+    /// The node the current work came from.
+    pub work_from: Option<String>,
+    pub works: u64,
+    pub nodes: HashMap<String, NodeState>,
+    pub blocks_found: u64,
+    pub blocks_accepted: u64,
+    pub blocks_rejected: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -84,6 +110,9 @@ pub struct NodeState {
 #[derive(Debug, Clone, Serialize)]
 pub struct BlockState {
     pub id: String,
+    /// The chain the block belongs to (an aux chain's code for merge-mined blocks).
+    pub currency: String,
+    pub merged: bool,
     pub height: u64,
     pub hash: String,
     pub worker: String,
@@ -127,12 +156,31 @@ pub struct PoolIo<N: Net, T: RpcTransport> {
 }
 
 /// Starts the pool; it runs until `shutdown` turns true, then the returned task completes
-/// with the report.
+/// with the report. A config with `aux_chains` needs [`start_merged`].
 pub fn start<N: Net, T: RpcTransport>(
     cfg: Config,
     io: PoolIo<N, T>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<(PoolHandle, JoinHandle<PoolReport>)> {
+    start_merged(cfg, io, Vec::new(), shutdown)
+}
+
+/// [`start`] with merged mining: `aux_clients[i][j]` is the RPC client of node `j` of
+/// `cfg.aux_chains[i]`.
+pub fn start_merged<N: Net, T: RpcTransport>(
+    cfg: Config,
+    io: PoolIo<N, T>,
+    aux_clients: Vec<Vec<Arc<RpcClient<T>>>>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(PoolHandle, JoinHandle<PoolReport>)> {
+    anyhow::ensure!(
+        aux_clients.len() == cfg.aux_chains.len()
+            && aux_clients
+                .iter()
+                .zip(&cfg.aux_chains)
+                .all(|(c, a)| c.len() == a.coinservers.len()),
+        "one RPC client per node of every aux chain"
+    );
     let cfg = Arc::new(cfg);
     let params = cfg.coin.network.address_params();
     let payout_script = parse_address(&cfg.coin.payout_address, &params)
@@ -221,6 +269,11 @@ pub fn start<N: Net, T: RpcTransport>(
             .iter()
             .map(|c| (c.name.clone(), NodeState::default()))
             .collect(),
+        aux: cfg
+            .aux_chains
+            .iter()
+            .map(|a| (a.currency.clone(), AuxChainState::default()))
+            .collect(),
         ..PoolState::default()
     }));
     let (store_tx, store_status) = watch::channel(ShareLogStatus::default());
@@ -276,6 +329,7 @@ pub fn start<N: Net, T: RpcTransport>(
         ev_rx,
         store_tx,
         shutdown,
+        aux_clients,
     ));
     Ok((handle, task))
 }
@@ -292,6 +346,7 @@ async fn run<N: Net, T: RpcTransport>(
     mut ev_rx: mpsc::Receiver<PoolEvent>,
     store_tx: watch::Sender<ShareLogStatus>,
     mut shutdown: watch::Receiver<bool>,
+    aux_clients: Vec<Vec<Arc<RpcClient<T>>>>,
 ) -> PoolReport {
     let PoolIo {
         net,
@@ -345,6 +400,39 @@ async fn run<N: Net, T: RpcTransport>(
         },
     ));
 
+    // Aux chains: one driver each. The sender kept here keeps the event channel open even
+    // without aux chains.
+    let (aux_ev_tx, mut aux_rx) = mpsc::channel::<AuxEvent>(1024);
+    let (aux_stop_tx, aux_stop_rx) = watch::channel(false);
+    let mut aux_submit: HashMap<String, mpsc::Sender<AuxSubmitMsg>> = HashMap::new();
+    let mut aux_tasks = Vec::new();
+    for (a, clients) in cfg.aux_chains.iter().zip(aux_clients) {
+        let (tx, rx) = mpsc::channel::<AuxSubmitMsg>(256);
+        aux_submit.insert(a.currency.clone(), tx);
+        let spec = AuxChainSpec {
+            currency: a.currency.clone(),
+            payout_address: a.payout_address.clone(),
+            poll_interval: Duration::from_millis(a.poll_interval_ms),
+            nodes: a
+                .coinservers
+                .iter()
+                .map(|c| (c.name.clone(), c.priority))
+                .collect(),
+        };
+        let mut stop = aux_stop_rx.clone();
+        let chain = a.currency.clone();
+        let events = aux_ev_tx.clone();
+        aux_tasks.push(tokio::spawn(async move {
+            let r = run_chain(spec, clients, rx, events, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+            if let Err(e) = r {
+                tracing::error!(%chain, error = %e, "aux chain driver did not start");
+            }
+        }));
+    }
+
     // Stratum ports.
     let mut port_tasks = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
@@ -380,12 +468,17 @@ async fn run<N: Net, T: RpcTransport>(
         block_seq: &block_seq,
         names: &names,
         boot,
+        merged: MergedWork::new(),
+        aux_submit: &aux_submit,
+        aux_values: HashMap::new(),
+        aux_seen: HashMap::new(),
     };
     loop {
         tokio::select! {
             _ = stopped(&mut shutdown) => break,
             Some(ev) = ev_rx.recv() => router.pool_event(now(), ev).await,
             Some(ev) = cs_rx.recv() => router.coin_event(now(), &mut work, ev).await,
+            Some(ev) = aux_rx.recv() => router.aux_event(now(), &mut work, ev).await,
         }
     }
     // Connections finish their in-flight submits; their events are forwarded as they come.
@@ -406,8 +499,10 @@ async fn run<N: Net, T: RpcTransport>(
         tokio::select! {
             _ = &mut grace => break,
             Some(ev) = cs_rx.recv() => router.coin_event(now(), &mut work, ev).await,
+            Some(ev) = aux_rx.recv() => router.aux_event(now(), &mut work, ev).await,
         }
     }
+    drop(aux_ev_tx);
     drop(log_tx);
     let _ = log_stop_tx.send(());
     let share_log = log_task.await.unwrap_or_else(|e| {
@@ -419,6 +514,11 @@ async fn run<N: Net, T: RpcTransport>(
     });
     let _ = cs_stop_tx.send(());
     let _ = cs_task.await;
+    aux_stop_tx.send_replace(true);
+    drop(aux_rx);
+    for t in aux_tasks {
+        let _ = t.await;
+    }
     let state = state.lock().map(|s| s.clone()).unwrap_or_default();
     PoolReport { share_log, state }
 }
@@ -450,6 +550,13 @@ struct Router<'a> {
     block_seq: &'a AtomicU64,
     names: &'a [String],
     boot: u32,
+    merged: MergedWork,
+    aux_submit: &'a HashMap<String, mpsc::Sender<AuxSubmitMsg>>,
+    /// `coinbasevalue` of recent aux work by aux block hash, for the block records.
+    aux_values: HashMap<powerpool_core::hash::Hash256, u64>,
+    /// Aux blocks (display-order hash) handed to their driver: `false` while the nodes have
+    /// not answered, `true` once accepted.
+    aux_seen: HashMap<String, bool>,
 }
 
 impl Router<'_> {
@@ -481,12 +588,7 @@ impl Router<'_> {
                 self.log(LogRecord::Share(r)).await;
             }
             PoolEvent::Block(b) => {
-                let id = RecordId {
-                    server: self.cfg.server_number,
-                    boot: self.boot,
-                    // Blocks get their own id space above every share id.
-                    seq: u64::MAX - self.block_seq.fetch_add(1, Ordering::Relaxed),
-                };
+                let id = self.next_block_id();
                 let rec = BlockRecord {
                     id,
                     unix_ms: now.unix_ms,
@@ -508,6 +610,8 @@ impl Router<'_> {
                 self.with_state(|s| {
                     s.blocks.push(BlockState {
                         id: id.to_string(),
+                        currency: b.currency.to_string(),
+                        merged: false,
                         height: b.height,
                         hash: rec.hash.clone(),
                         worker: format!("{}.{}", b.address, b.worker),
@@ -531,9 +635,7 @@ impl Router<'_> {
                 }
                 self.log(LogRecord::Block(rec)).await;
             }
-            PoolEvent::AuxBlock(a) => {
-                tracing::error!(chain = %a.chain, height = a.height, "aux block found but no aux chain driver is configured");
-            }
+            PoolEvent::AuxBlock(a) => self.aux_block(now, a).await,
             PoolEvent::Connected { port, .. } => {
                 self.metrics.connection_opened(self.ports[port]);
                 self.with_state(|s| s.connections += 1);
@@ -562,19 +664,7 @@ impl Router<'_> {
                         .target
                         .difficulty(&powerpool_core::target::Target::SHA256D_DIFF1);
                     match work.handle_template(now, tpl) {
-                        Ok(_) => {
-                            while let Some(u) = work.poll_job() {
-                                let clean = u.clean;
-                                self.metrics.job_published(clean);
-                                let id = u.job.id_hex.clone();
-                                self.shared.publish(u);
-                                self.with_state(|s| {
-                                    s.jobs_published += 1;
-                                    s.clean_jobs += u64::from(clean);
-                                    s.current_job = Some(id);
-                                });
-                            }
-                        }
+                        Ok(_) => self.publish_jobs(work),
                         Err(e) => tracing::error!(error = %e, "cannot build a job"),
                     }
                     self.metrics.set_network(height, diff);
@@ -650,6 +740,205 @@ impl Router<'_> {
                     Some(format!("replaced by {replaced_by}")),
                 )
                 .await
+            }
+        }
+    }
+
+    fn next_block_id(&self) -> RecordId {
+        RecordId {
+            server: self.cfg.server_number,
+            boot: self.boot,
+            // Blocks get their own id space above every share id.
+            seq: u64::MAX - self.block_seq.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Hands every job the job manager made to the stratum ports, in order.
+    fn publish_jobs(&self, work: &mut Work) {
+        while let Some(u) = work.poll_job() {
+            let clean = u.clean;
+            self.metrics.job_published(clean);
+            let id = u.job.id_hex.clone();
+            self.shared.publish(u);
+            self.with_state(|s| {
+                s.jobs_published += 1;
+                s.clean_jobs += u64::from(clean);
+                s.current_job = Some(id);
+            });
+        }
+    }
+
+    /// A found aux block: to its chain's driver, then into the log like a parent block.
+    ///
+    /// Every share meeting an aux target proves the same aux block until the chain's work
+    /// changes, so later proofs of a block already submitted (and not refused) are dropped:
+    /// one aux block is one record and one submission per node. A refused block can be proven
+    /// again by a later share.
+    async fn aux_block(&mut self, now: Now, a: AuxBlockSubmission) {
+        let hash = a.aux_hash.to_display_hex();
+        if let Some(&accepted) = self.aux_seen.get(&hash) {
+            tracing::debug!(chain = %a.chain, %hash, accepted, "aux block already submitted");
+            return;
+        }
+        if self.aux_seen.len() >= 4096 {
+            self.aux_seen.retain(|_, accepted| !*accepted);
+        }
+        self.aux_seen.insert(hash, false);
+        let id = self.next_block_id();
+        let rec = BlockRecord {
+            id,
+            unix_ms: now.unix_ms,
+            currency: Arc::from(a.chain.as_str()),
+            algo: Arc::from(self.cfg.coin.algo.name()),
+            height: a.height,
+            hash: a.aux_hash.to_display_hex(),
+            address: a.address.clone(),
+            worker: a.worker.clone(),
+            total_subsidy: self.aux_values.get(&a.aux_hash).copied().unwrap_or(0),
+            fees: 0,
+            bits: format!("{:08x}", a.target.to_compact()),
+            merged: true,
+            status: BlockStatus::Submitted,
+            reject_reason: None,
+        };
+        tracing::info!(chain = %a.chain, height = a.height, hash = %rec.hash, "aux block found");
+        self.metrics.block_found();
+        self.with_state(|s| {
+            s.blocks.push(BlockState {
+                id: id.to_string(),
+                currency: a.chain.clone(),
+                merged: true,
+                height: a.height,
+                hash: rec.hash.clone(),
+                worker: format!("{}.{}", a.address, a.worker),
+                status: BlockStatus::Submitted,
+                reason: None,
+            });
+            if s.blocks.len() > 100 {
+                s.blocks.remove(0);
+            }
+            s.aux.entry(a.chain.clone()).or_default().blocks_found += 1;
+        });
+        match self.aux_submit.get(&a.chain) {
+            Some(tx) => {
+                self.blocks.insert(id, rec.clone());
+                let chain = a.chain.clone();
+                let msg = AuxSubmitMsg {
+                    block_id: id,
+                    submission: a,
+                };
+                if tx.send(msg).await.is_err() {
+                    tracing::error!(%chain, "aux chain driver is gone: aux block not submitted");
+                }
+                self.log(LogRecord::Block(rec)).await;
+            }
+            None => {
+                // Only a job built before a chain was removed can name an unknown chain.
+                tracing::error!(chain = %a.chain, "aux block for a chain without a driver");
+                let mut rec = rec;
+                rec.status = BlockStatus::Rejected;
+                rec.reject_reason = Some("no driver for this aux chain".into());
+                self.log(LogRecord::Block(rec)).await;
+            }
+        }
+    }
+
+    async fn aux_event(&mut self, now: Now, work: &mut Work, ev: AuxEvent) {
+        match ev {
+            AuxEvent::Work {
+                node,
+                work: aux,
+                coinbase_value,
+            } => {
+                let chain = aux.chain.clone();
+                let (height, hash) = (aux.height, aux.hash);
+                if let Some(v) = coinbase_value {
+                    if self.aux_values.len() >= 4096 {
+                        self.aux_values.clear();
+                    }
+                    self.aux_values.insert(hash, v);
+                }
+                match self.merged.handle_aux_work(aux) {
+                    Ok(u) => {
+                        if u.commitment_changed {
+                            match work.set_aux(now, self.merged.current().cloned()) {
+                                Ok(_) => self.publish_jobs(work),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "cannot build a job with new aux work")
+                                }
+                            }
+                        }
+                        if u.new_aux_block {
+                            tracing::info!(%chain, height, "new aux block to mine");
+                        }
+                        self.with_state(|s| {
+                            let st = s.aux.entry(chain).or_default();
+                            st.height = Some(height);
+                            st.hash = Some(hash.to_display_hex());
+                            st.work_from = Some(node);
+                            st.works += 1;
+                        });
+                    }
+                    Err(e) => {
+                        tracing::error!(%chain, error = %e, "aux work cannot be merge-mined with the other chains");
+                    }
+                }
+            }
+            AuxEvent::NodeDown {
+                chain,
+                node,
+                reason,
+            } => self.with_state(|s| {
+                let n = s
+                    .aux
+                    .entry(chain)
+                    .or_default()
+                    .nodes
+                    .entry(node)
+                    .or_default();
+                n.up = false;
+                n.last_error = Some(reason);
+            }),
+            AuxEvent::NodeUp { chain, node } => self.with_state(|s| {
+                let n = s
+                    .aux
+                    .entry(chain)
+                    .or_default()
+                    .nodes
+                    .entry(node)
+                    .or_default();
+                n.up = true;
+            }),
+            AuxEvent::Submitted { .. } => {}
+            AuxEvent::Outcome {
+                block_id,
+                chain,
+                accepted,
+                reason,
+            } => {
+                let status = if accepted {
+                    BlockStatus::Accepted
+                } else {
+                    BlockStatus::Rejected
+                };
+                self.with_state(|s| {
+                    let st = s.aux.entry(chain).or_default();
+                    if accepted {
+                        st.blocks_accepted += 1;
+                    } else {
+                        st.blocks_rejected += 1;
+                    }
+                });
+                if let Some(rec) = self.blocks.get(&block_id) {
+                    if accepted {
+                        self.aux_seen.insert(rec.hash.clone(), true);
+                    } else {
+                        self.aux_seen.remove(&rec.hash);
+                    }
+                }
+                self.block_status(block_id, status, reason).await;
+                // Aux blocks are not followed to confirmation.
+                self.blocks.remove(&block_id);
             }
         }
     }

@@ -22,6 +22,7 @@
 //! transactions, `rpc` the method table, `http` the server and its fault injection. [`Node`]
 //! holds the chain behind a mutex together with the test controls.
 
+mod aux;
 pub mod chain;
 mod http;
 mod mempool;
@@ -36,6 +37,7 @@ use powerpool_core::target::CompactError;
 use powerpool_core::tx::Block;
 use tokio::sync::{broadcast, watch};
 
+pub use aux::{AuxBlock, SubmittedAux};
 pub use chain::{
     Accepted, BlockRejection, BlockTemplate, Chain, ChainParams, ReorgError, TemplateTx, Tip,
 };
@@ -64,6 +66,10 @@ pub struct NodeConfig {
     pub block_interval: Option<Duration>,
     /// How long a `getblocktemplate` long poll waits for a new tip before answering anyway.
     pub longpoll_timeout: Duration,
+    /// `Some(id)` runs the node as a merge-mined chain with that chain id (see `aux`):
+    /// `createauxblock`, `submitauxblock` and `getauxblock` are served, with `chain.bits` as
+    /// the aux target.
+    pub aux_chain_id: Option<u32>,
 }
 
 impl NodeConfig {
@@ -75,6 +81,7 @@ impl NodeConfig {
             auth: None,
             block_interval: Some(Duration::from_secs(600)),
             longpoll_timeout: Duration::from_secs(60),
+            aux_chain_id: None,
         }
     }
 
@@ -88,6 +95,7 @@ impl NodeConfig {
             auth: None,
             block_interval: None,
             longpoll_timeout: Duration::from_secs(5),
+            aux_chain_id: None,
         }
     }
 }
@@ -128,6 +136,7 @@ pub struct Node {
     answering: watch::Sender<Answering>,
     latency_ms: AtomicU64,
     submitted: Mutex<Vec<SubmittedBlock>>,
+    aux: Option<Mutex<aux::AuxChain>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -152,6 +161,10 @@ impl Node {
         let chain = Chain::new(config.chain.clone(), now)?;
         let tip = chain.tip().hash;
         let (tips, _) = broadcast::channel(64);
+        let aux = match config.aux_chain_id {
+            Some(id) => Some(Mutex::new(aux::AuxChain::new(id, config.chain.clone())?)),
+            None => None,
+        };
         Ok(Arc::new(Node {
             config,
             chain: Mutex::new(chain),
@@ -162,6 +175,7 @@ impl Node {
             answering: watch::Sender::new(Answering::Normal),
             latency_ms: AtomicU64::new(0),
             submitted: Mutex::new(Vec::new()),
+            aux,
         }))
     }
 

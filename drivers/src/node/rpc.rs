@@ -109,6 +109,9 @@ pub(crate) async fn dispatch(
     method: &str,
     params: &Value,
 ) -> Result<Value, RpcError> {
+    if let Some(reply) = super::aux::dispatch(node, method, params) {
+        return reply;
+    }
     let p = Params(params);
     match method {
         "getblocktemplate" => getblocktemplate(node, &p).await,
