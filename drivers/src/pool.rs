@@ -560,6 +560,27 @@ struct Router<'a> {
 }
 
 impl Router<'_> {
+    /// A found block (parent or aux) enters the monitor's recent blocks and the metrics.
+    fn found(&self, rec: &BlockRecord, also: impl FnOnce(&mut PoolState)) {
+        self.metrics.block_found();
+        self.with_state(|s| {
+            s.blocks.push(BlockState {
+                id: rec.id.to_string(),
+                currency: rec.currency.to_string(),
+                merged: rec.merged,
+                height: rec.height,
+                hash: rec.hash.clone(),
+                worker: format!("{}.{}", rec.address, rec.worker),
+                status: BlockStatus::Submitted,
+                reason: None,
+            });
+            if s.blocks.len() > 100 {
+                s.blocks.remove(0);
+            }
+            also(s);
+        });
+    }
+
     fn with_state(&self, f: impl FnOnce(&mut PoolState)) {
         if let Ok(mut s) = self.state.lock() {
             f(&mut s);
@@ -606,22 +627,7 @@ impl Router<'_> {
                     reject_reason: None,
                 };
                 tracing::info!(height = b.height, hash = %b.hash, worker = %b.worker, "block found");
-                self.metrics.block_found();
-                self.with_state(|s| {
-                    s.blocks.push(BlockState {
-                        id: id.to_string(),
-                        currency: b.currency.to_string(),
-                        merged: false,
-                        height: b.height,
-                        hash: rec.hash.clone(),
-                        worker: format!("{}.{}", b.address, b.worker),
-                        status: BlockStatus::Submitted,
-                        reason: None,
-                    });
-                    if s.blocks.len() > 100 {
-                        s.blocks.remove(0);
-                    }
-                });
+                self.found(&rec, |_| {});
                 self.blocks.insert(id, rec.clone());
                 // Submission first: a block notice is worth more than its record.
                 let msg = FoundBlockMsg {
@@ -802,22 +808,8 @@ impl Router<'_> {
             reject_reason: None,
         };
         tracing::info!(chain = %a.chain, height = a.height, hash = %rec.hash, "aux block found");
-        self.metrics.block_found();
-        self.with_state(|s| {
-            s.blocks.push(BlockState {
-                id: id.to_string(),
-                currency: a.chain.clone(),
-                merged: true,
-                height: a.height,
-                hash: rec.hash.clone(),
-                worker: format!("{}.{}", a.address, a.worker),
-                status: BlockStatus::Submitted,
-                reason: None,
-            });
-            if s.blocks.len() > 100 {
-                s.blocks.remove(0);
-            }
-            s.aux.entry(a.chain.clone()).or_default().blocks_found += 1;
+        self.found(&rec, |s| {
+            s.aux.entry(a.chain.clone()).or_default().blocks_found += 1
         });
         match self.aux_submit.get(&a.chain) {
             Some(tx) => {
