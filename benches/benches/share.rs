@@ -98,7 +98,7 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new(tpl: &BlockTemplate, expected_branch: usize) -> Self {
+    fn new(tpl: &BlockTemplate, expected_branch: usize, algo: Algorithm) -> Self {
         let payout_script = parse_address(ADDRESS, &AddressParams::REGTEST)
             .expect("regtest address")
             .script_pubkey;
@@ -112,7 +112,7 @@ impl Fixture {
         let ctx = Arc::new(SessionContext {
             policy,
             address_params: AddressParams::REGTEST,
-            algo: Algorithm::Sha256d,
+            algo,
             currency: Arc::from("BTC"),
             server: 1,
             boot: 1,
@@ -131,15 +131,8 @@ impl Fixture {
         };
         let jobs: Vec<Arc<Job>> = (0..JOB_CYCLE)
             .map(|i| {
-                let job = Job::build(
-                    JobId(0x100 + i),
-                    Arc::from("BTC"),
-                    Algorithm::Sha256d,
-                    tpl,
-                    &params,
-                    now,
-                )
-                .expect("job builds");
+                let job = Job::build(JobId(0x100 + i), Arc::from("BTC"), algo, tpl, &params, now)
+                    .expect("job builds");
                 Arc::new(job)
             })
             .collect();
@@ -304,7 +297,7 @@ fn bench_case(c: &mut Criterion, name: &str, tpl: &BlockTemplate, branch_len: us
     group.warm_up_time(Duration::from_secs(1));
 
     // The whole path a driver takes: bytes → framing → JSON → checks → hash → reply + record.
-    let mut f = Fixture::new(tpl, branch_len);
+    let mut f = Fixture::new(tpl, branch_len, Algorithm::Sha256d);
     let shares = ShareGen::new(&f);
     let mut next = 0u64;
     group.bench_function("session handle_input (line bytes)", |b| {
@@ -325,7 +318,7 @@ fn bench_case(c: &mut Criterion, name: &str, tpl: &BlockTemplate, branch_len: us
     f.assert_all_accepted("handle_input");
 
     // Already-parsed requests: the checks, hashing, reply and record without framing and JSON.
-    let mut f = Fixture::new(tpl, branch_len);
+    let mut f = Fixture::new(tpl, branch_len, Algorithm::Sha256d);
     let shares = ShareGen::new(&f);
     let mut next = 0u64;
     group.bench_function("session handle_request (parsed)", |b| {
@@ -346,7 +339,7 @@ fn bench_case(c: &mut Criterion, name: &str, tpl: &BlockTemplate, branch_len: us
     f.assert_all_accepted("handle_request");
 
     // The pool's hashing path alone: midstate coinbase txid, branch fold, header, pow hash.
-    let job = Fixture::new(tpl, branch_len).jobs[0].clone();
+    let job = Fixture::new(tpl, branch_len, Algorithm::Sha256d).jobs[0].clone();
     let mut n = 0u32;
     group.bench_function("job header + pow hash", |b| {
         b.iter(|| {
@@ -373,6 +366,50 @@ fn bench_case(c: &mut Criterion, name: &str, tpl: &BlockTemplate, branch_len: us
     group.finish();
 }
 
+/// Share validation on each proof of work beside the raw hash function alone: for the
+/// memory-hard and chained hashes the hash is nearly all of a share's cost.
+fn per_algorithm(c: &mut Criterion) {
+    let tpl = regtest_template();
+    for algo in [Algorithm::Scrypt, Algorithm::ScryptN, Algorithm::X11] {
+        let mut group = c.benchmark_group(format!("validate share, {}", algo.name()));
+        group.sample_size(20);
+        group.measurement_time(Duration::from_secs(3));
+        group.warm_up_time(Duration::from_secs(1));
+        let mut f = Fixture::new(&tpl, 0, algo);
+        let shares = ShareGen::new(&f);
+        let mut next = 0u64;
+        group.bench_function("session handle_input (line bytes)", |b| {
+            b.iter_batched(
+                || {
+                    let l = shares.line(next);
+                    next += 1;
+                    l
+                },
+                |(job, line)| {
+                    f.ensure_job(job);
+                    f.session.handle_input(f.now, &line);
+                    f.drain();
+                },
+                BatchSize::SmallInput,
+            );
+        });
+        f.assert_all_accepted(algo.name());
+        let job = f.jobs[0].clone();
+        let mut n = 0u32;
+        group.bench_function("raw pow hash of a header", |b| {
+            b.iter(|| {
+                n = n.wrapping_add(1);
+                let mut header = [0u8; 80];
+                header[..4].copy_from_slice(&job.version.to_le_bytes());
+                header[68..72].copy_from_slice(&job.ntime.to_le_bytes());
+                header[76..80].copy_from_slice(&n.to_le_bytes());
+                black_box(algo.pow_hash(black_box(&header)))
+            });
+        });
+        group.finish();
+    }
+}
+
 fn validation(c: &mut Criterion) {
     let empty = regtest_template();
     assert!(empty.txs.is_empty());
@@ -388,7 +425,7 @@ fn check_raw_matches_pool(_: &mut Criterion) {
         (regtest_template(), 0),
         (with_transactions(regtest_template(), 4000), 12),
     ] {
-        let job = Fixture::new(&tpl, branch).jobs[0].clone();
+        let job = Fixture::new(&tpl, branch, Algorithm::Sha256d).jobs[0].clone();
         let mut raw = RawBytes::new(&job);
         let ours = raw_share_hash(&mut raw, 7);
         let pools = Algorithm::Sha256d.pow_hash(&job.header(
@@ -402,5 +439,5 @@ fn check_raw_matches_pool(_: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, check_raw_matches_pool, validation);
+criterion_group!(benches, check_raw_matches_pool, validation, per_algorithm);
 criterion_main!(benches);
