@@ -27,13 +27,25 @@
 //! - pool instances: [`powerpool_drivers::pool::start`] over [`net::TurmoilNet`], RPC over
 //!   [`transport::TurmoilHttp`];
 //! - coinservers: [`powerpool_drivers::node::Node`] on the simulated clock, served over
-//!   simulated TCP;
+//!   simulated TCP; merge-mined chains' nodes (aux mode) likewise, one host each, reached by
+//!   the pool through [`powerpool_drivers::pool::start_merged`];
 //! - the share store: [`store::FaultyStore`] around a real embedded store;
 //! - miners: [`miner`];
 //! - block notifications: datagrams over simulated UDP decoded by the drivers' own parser
 //!   (the drivers' UDP listener takes a tokio socket, so the simulator runs its own loop).
+//!
+//! ## Network faults
+//! Partitions, hold/release and per-link message loss come from turmoil. Turmoil's TCP has no
+//! retransmission: a dropped segment leaves a gap the receiver waits on forever, so loss on a
+//! TCP link is modelled faithfully only as a connection going silent (what a stateful
+//! middlebox dropping a flow looks like), not as a stream with holes or a slower link.
+//!
+//! ## Memory
+//! [`mem`] reads the process's resident size; the storm scenario bounds its growth per
+//! churned session in its own test binary (`tests/storm_memory.rs`), where nothing else runs.
 
 pub mod invariant;
+pub mod mem;
 pub mod miner;
 pub mod net;
 pub mod obs;

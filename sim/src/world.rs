@@ -9,7 +9,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use powerpool_core::coinserver::{PushSignal, PushSource};
 use powerpool_core::session::PortPolicy;
-use powerpool_drivers::config::{CoinserverEntry, Config, Network, StratumPortConfig};
+use powerpool_drivers::config::{
+    AuxChainConfig, CoinserverEntry, Config, Network, StratumPortConfig,
+};
 use powerpool_drivers::node::{Node, NodeConfig};
 use powerpool_drivers::pool::{self, PoolHandle, PoolIo, PoolReport};
 use powerpool_drivers::push::{PushCommand, parse_datagram};
@@ -50,6 +52,19 @@ pub struct WorldConfig {
     /// The share log's batching delay (the share log runs on tokio's clock, so any value is
     /// deterministic under simulation).
     pub store_max_delay_ms: u64,
+    /// Merge-mined chains, each served by its own nodes (`aux{chain}n{node}` hosts).
+    pub aux: Vec<AuxSpec>,
+}
+
+/// One merge-mined chain of the world.
+#[derive(Debug, Clone)]
+pub struct AuxSpec {
+    pub currency: String,
+    pub chain_id: u32,
+    /// The aux target, as compact bits.
+    pub bits: u32,
+    /// Nodes of the chain, all built from one chain seed (one genesis).
+    pub nodes: usize,
 }
 
 impl WorldConfig {
@@ -71,6 +86,7 @@ impl WorldConfig {
             duration: Duration::from_secs(120),
             max_connections_per_ip: 1_000,
             store_max_delay_ms: 20,
+            aux: Vec::new(),
         }
     }
 }
@@ -88,6 +104,8 @@ pub struct Ctl {
     pub cfg: WorldConfig,
     pub obs: Obs,
     pub nodes: Vec<Arc<Node>>,
+    /// `aux_nodes[c][j]`: node `j` of `cfg.aux[c]`.
+    pub aux_nodes: Vec<Vec<Arc<Node>>>,
     pub pools: Vec<Rc<RefCell<PoolSlot>>>,
     pub shutdown: Vec<watch::Sender<bool>>,
     pub store: Arc<FaultyStore>,
@@ -98,6 +116,10 @@ pub struct Ctl {
 
 pub fn node_host(i: usize) -> String {
     format!("node{i}")
+}
+
+pub fn aux_host(chain: usize, node: usize) -> String {
+    format!("aux{chain}n{node}")
 }
 
 pub fn pool_host(i: usize) -> String {
@@ -165,6 +187,26 @@ fn pool_config(w: &WorldConfig, i: usize, dir: &std::path::Path) -> Config {
             priority: n as u32,
         })
         .collect();
+    c.aux_chains = w
+        .aux
+        .iter()
+        .enumerate()
+        .map(|(ci, a)| AuxChainConfig {
+            currency: a.currency.clone(),
+            payout_address: PAYOUT.into(),
+            poll_interval_ms: 100,
+            coinservers: (0..a.nodes)
+                .map(|j| CoinserverEntry {
+                    name: aux_host(ci, j),
+                    url: format!("http://{}:{RPC_PORT}", aux_host(ci, j)),
+                    username: None,
+                    password: None,
+                    cookie_file: None,
+                    priority: j as u32,
+                })
+                .collect(),
+        })
+        .collect();
     c.new_blocks.poll_interval_ms = w.poll_interval_ms;
     c.new_blocks.rpc_timeout_ms = w.rpc_timeout_ms;
     c.new_blocks.udp.enabled = w.push;
@@ -211,6 +253,9 @@ impl World {
             .simulation_duration(w.duration)
             .min_message_latency(Duration::from_millis(1))
             .max_message_latency(w.max_latency)
+            // A randomly broken link (per-link loss, off unless a scenario sets it) heals with
+            // this chance per message sent over it.
+            .repair_rate(0.3)
             .tcp_capacity(8192)
             .udp_capacity(1024)
             .rng_seed(rng.fork(1).next_u64())
@@ -265,6 +310,36 @@ impl World {
             });
         }
 
+        let mut aux_nodes = Vec::new();
+        for (ci, a) in w.aux.iter().enumerate() {
+            let mut chain = Vec::new();
+            for j in 0..a.nodes {
+                let mut nc = NodeConfig::test(w.seed ^ (0xa0 + ci as u64));
+                nc.chain.bits = a.bits;
+                nc.aux_chain_id = Some(a.chain_id);
+                let node = Node::with_clock(nc, Arc::new(sim_unix_secs))?;
+                chain.push(node.clone());
+                sim.host(aux_host(ci, j), move || {
+                    let node = node.clone();
+                    async move {
+                        let l = turmoil::net::TcpListener::bind((
+                            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                            RPC_PORT,
+                        ))
+                        .await?;
+                        powerpool_drivers::node::serve_listener(
+                            node,
+                            crate::net::TurmoilListener(l),
+                            std::future::pending(),
+                        )
+                        .await;
+                        Ok(())
+                    }
+                });
+            }
+            aux_nodes.push(chain);
+        }
+
         let embedded = EmbeddedStore::open(&dir.path().join("shared.redb"))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let store = FaultyStore::new(embedded);
@@ -282,6 +357,7 @@ impl World {
             let spool_dir = cfg.store.spool_path.clone();
             let push = w.push;
             let nodes = w.nodes;
+            let aux_sizes: Vec<usize> = w.aux.iter().map(|a| a.nodes).collect();
             let boot = 0x5100_0000 + i as u32;
             let seed = cfg.seed.unwrap_or(0);
             sim.host(pool_host(i), move || {
@@ -290,6 +366,7 @@ impl World {
                 let rx = rx.clone();
                 let store: Arc<dyn ShareStore> = store.clone();
                 let spool_dir = spool_dir.clone();
+                let aux_sizes = aux_sizes.clone();
                 async move {
                     let net = TurmoilNet;
                     let l = powerpool_drivers::net::Net::bind(
@@ -307,6 +384,21 @@ impl World {
                             ))
                         })
                         .collect();
+                    let aux_clients = aux_sizes
+                        .iter()
+                        .enumerate()
+                        .map(|(ci, n)| {
+                            (0..*n)
+                                .map(|j| {
+                                    Arc::new(RpcClient::new(
+                                        TurmoilHttp::new(aux_host(ci, j), RPC_PORT),
+                                        RpcAuth::None,
+                                        timeout,
+                                    ))
+                                })
+                                .collect()
+                        })
+                        .collect();
                     let spool = Spool::open(&spool_dir, cfg.store.spool_max_bytes)?;
                     let (push_tx, push_rx) = mpsc::channel::<PushSignal>(256);
                     if push {
@@ -320,7 +412,7 @@ impl World {
                     } else {
                         drop(push_tx);
                     }
-                    let (handle, task) = pool::start(
+                    let (handle, task) = pool::start_merged(
                         cfg,
                         PoolIo {
                             net,
@@ -332,6 +424,7 @@ impl World {
                             boot,
                             seed,
                         },
+                        aux_clients,
                         rx,
                     )?;
                     slot.borrow_mut().handle = Some(handle);
@@ -345,6 +438,7 @@ impl World {
             cfg: w,
             obs,
             nodes,
+            aux_nodes,
             pools,
             shutdown,
             store,
@@ -392,6 +486,22 @@ impl World {
 
     pub fn run(&mut self) -> turmoil::Result {
         self.sim.run()
+    }
+
+    /// [`World::run`], calling `hook` with the simulation and its elapsed time before every
+    /// step. For faults only the `Sim` can set (per-link message loss), which the director,
+    /// running inside the simulation, cannot reach.
+    pub fn run_with(
+        &mut self,
+        mut hook: impl FnMut(&mut turmoil::Sim<'static>, Duration),
+    ) -> turmoil::Result {
+        loop {
+            let now = self.sim.elapsed();
+            hook(&mut self.sim, now);
+            if self.sim.step()? {
+                return Ok(());
+            }
+        }
     }
 }
 

@@ -21,6 +21,12 @@ fn run(name: &str, f: ScenarioFn, pinned: u64) -> RunResult {
     for n in &r.notes {
         println!("  {n}");
     }
+    // SIM_GREP=text prints the event log lines containing it (for replaying a failure).
+    if let Ok(pat) = std::env::var("SIM_GREP") {
+        for l in r.log.iter().filter(|l| l.contains(&pat)) {
+            println!("  log: {l}");
+        }
+    }
     if !r.violations.is_empty() {
         for v in &r.violations {
             eprintln!("  VIOLATION: {v}");
@@ -86,4 +92,14 @@ fn determinism() {
         (b.digest.as_str(), b.log_lines),
         "two runs of seed {seed} diverged\nreplay: SIM_SEED={seed} cargo test -p powerpool-sim --test scenarios determinism"
     );
+}
+
+#[test]
+fn net_faults() {
+    run("net_faults", scenario::net_faults, 8);
+}
+
+#[test]
+fn merged() {
+    run("merged", scenario::merged, 10);
 }

@@ -2,6 +2,7 @@
 //! and the nodes hold afterwards) and returns every violation it finds, as sentences naming
 //! the share, block or session concerned.
 
+pub mod aux_submitted;
 pub mod blocks_submitted;
 pub mod difficulty_bounds;
 pub mod extranonce_unique;
