@@ -18,7 +18,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use powerpool_core::address::{AddressParams, parse_address};
 use powerpool_core::hash::Hash256;
 use powerpool_core::job::{CoinbaseParams, Job, JobId};
@@ -290,15 +291,9 @@ fn raw_share_hash(raw: &mut RawBytes, n: u32) -> [u8; 32] {
     sha256d(&raw.header)
 }
 
-fn bench_case(c: &mut Criterion, name: &str, tpl: &BlockTemplate, branch_len: usize) {
-    let mut group = c.benchmark_group(format!("validate share, {name}"));
-    group.sample_size(25);
-    group.measurement_time(Duration::from_secs(3));
-    group.warm_up_time(Duration::from_secs(1));
-
-    // The whole path a driver takes: bytes → framing → JSON → checks → hash → reply + record.
-    let mut f = Fixture::new(tpl, branch_len, Algorithm::Sha256d);
-    let shares = ShareGen::new(&f);
+/// One never-seen share per iteration, as line bytes through `Session::handle_input`.
+fn bench_handle_input(group: &mut BenchmarkGroup<'_, WallTime>, f: &mut Fixture) {
+    let shares = ShareGen::new(f);
     let mut next = 0u64;
     group.bench_function("session handle_input (line bytes)", |b| {
         b.iter_batched(
@@ -315,6 +310,17 @@ fn bench_case(c: &mut Criterion, name: &str, tpl: &BlockTemplate, branch_len: us
             BatchSize::SmallInput,
         );
     });
+}
+
+fn bench_case(c: &mut Criterion, name: &str, tpl: &BlockTemplate, branch_len: usize) {
+    let mut group = c.benchmark_group(format!("validate share, {name}"));
+    group.sample_size(25);
+    group.measurement_time(Duration::from_secs(3));
+    group.warm_up_time(Duration::from_secs(1));
+
+    // The whole path a driver takes: bytes → framing → JSON → checks → hash → reply + record.
+    let mut f = Fixture::new(tpl, branch_len, Algorithm::Sha256d);
+    bench_handle_input(&mut group, &mut f);
     f.assert_all_accepted("handle_input");
 
     // Already-parsed requests: the checks, hashing, reply and record without framing and JSON.
@@ -376,23 +382,7 @@ fn per_algorithm(c: &mut Criterion) {
         group.measurement_time(Duration::from_secs(3));
         group.warm_up_time(Duration::from_secs(1));
         let mut f = Fixture::new(&tpl, 0, algo);
-        let shares = ShareGen::new(&f);
-        let mut next = 0u64;
-        group.bench_function("session handle_input (line bytes)", |b| {
-            b.iter_batched(
-                || {
-                    let l = shares.line(next);
-                    next += 1;
-                    l
-                },
-                |(job, line)| {
-                    f.ensure_job(job);
-                    f.session.handle_input(f.now, &line);
-                    f.drain();
-                },
-                BatchSize::SmallInput,
-            );
-        });
+        bench_handle_input(&mut group, &mut f);
         f.assert_all_accepted(algo.name());
         let job = f.jobs[0].clone();
         let mut n = 0u32;
