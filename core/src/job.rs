@@ -121,6 +121,8 @@ pub struct Job {
     /// The aux work this job's coinbase commits to: shares on this job are checked against
     /// it, not against whatever aux work is current when they arrive.
     pub aux: Option<Arc<AuxCommitment>>,
+    /// The aux chains' names, for share records (built once per job, not per share).
+    pub aux_chains: Vec<Arc<str>>,
     /// How the chain serializes transactions and blocks.
     pub format: TxFormat,
     /// Payments the coinbase makes besides the pool's (Dash masternode/superblock).
@@ -247,6 +249,11 @@ impl Job {
             segwit: tpl.witness_commitment_script.is_some(),
             created,
             aux: params.aux.clone(),
+            aux_chains: params
+                .aux
+                .as_ref()
+                .map(|a| a.works().map(|w| Arc::from(w.chain.as_str())).collect())
+                .unwrap_or_default(),
             format: tpl.format,
             required_payments: tpl.required_payments.clone(),
             coinbase_payload: tpl.coinbase_payload.clone(),

@@ -254,6 +254,8 @@ pub struct Session {
     closed: bool,
     /// Difficulty of the job the last judged share was for (rejects are recorded at it).
     judged_difficulty: Option<f64>,
+    /// The algorithm's name as records carry it, made once rather than per share.
+    algo_name: Arc<str>,
     connected_at: Now,
     stats: SessionStats,
 }
@@ -263,6 +265,7 @@ impl Session {
     /// record ids); `extranonce1` comes from the instance's allocator.
     pub fn new(ctx: Arc<SessionContext>, serial: u64, extranonce1: Vec<u8>, now: Now) -> Self {
         let reader = LineReader::new(ctx.policy.max_line_bytes);
+        let algo_name = Arc::from(ctx.algo.name());
         let difficulty = ctx.policy.start_difficulty;
         let floor = ctx.policy.min_difficulty;
         Session {
@@ -287,6 +290,7 @@ impl Session {
             events: VecDeque::new(),
             closed: false,
             judged_difficulty: None,
+            algo_name,
             connected_at: now,
             stats: SessionStats::default(),
         }
@@ -920,8 +924,7 @@ impl Session {
         let aux_currencies = self
             .latest
             .as_ref()
-            .and_then(|j| j.aux.as_ref())
-            .map(|a| a.works().map(|w| Arc::from(w.chain.as_str())).collect())
+            .map(|j| j.aux_chains.clone())
             .unwrap_or_default();
         self.share_seq = self.share_seq.wrapping_add(1);
         self.events.push_back(SessionEvent::Share(ShareRecord {
@@ -936,7 +939,7 @@ impl Session {
             worker: worker.clone(),
             difficulty,
             currency: self.ctx.currency.clone(),
-            algo: Arc::from(self.ctx.algo.name()),
+            algo: self.algo_name.clone(),
             height,
             aux_currencies,
         }));
