@@ -1128,6 +1128,15 @@ mod tests {
     }
 
     impl Harness {
+        /// The `BlockOutcome` events emitted so far, in order.
+        fn outcomes(&self) -> Vec<&Event> {
+            self.events
+                .iter()
+                .map(|(_, e)| e)
+                .filter(|e| matches!(e, Event::BlockOutcome { .. }))
+                .collect()
+        }
+
         fn new(cfg: CoinserverConfig, nodes: Vec<FakeNode>) -> Self {
             let now = Now::new(Timestamp(1_000), 1_700_000_000_000);
             let cs = Coinservers::new(cfg, now).expect("valid config");
@@ -1582,12 +1591,7 @@ mod tests {
         h.run(5_000);
         assert_eq!(h.nodes[0].submits, 3);
         assert_eq!(h.nodes[1].submits, 1);
-        let outcomes: Vec<&Event> = h
-            .events
-            .iter()
-            .map(|(_, e)| e)
-            .filter(|e| matches!(e, Event::BlockOutcome { .. }))
-            .collect();
+        let outcomes = h.outcomes();
         assert_eq!(
             outcomes,
             vec![&Event::BlockOutcome {
@@ -1607,12 +1611,7 @@ mod tests {
         h.cs.handle_found_block(h.now, id(2), "beef".into(), chain_hash(11), 11);
         h.drain();
         h.run(5_000);
-        let outcomes: Vec<&Event> = h
-            .events
-            .iter()
-            .map(|(_, e)| e)
-            .filter(|e| matches!(e, Event::BlockOutcome { .. }))
-            .collect();
+        let outcomes = h.outcomes();
         assert_eq!(
             outcomes,
             vec![&Event::BlockOutcome {

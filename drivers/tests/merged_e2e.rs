@@ -4,11 +4,16 @@
 //! check every AuxPoW with Namecoin Core's rules, so an aux block only advances its chain when
 //! the pool's commitment, branches and parent header are right.
 
+mod common {
+    pub mod wait;
+}
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::wait::wait_until;
 use powerpool_core::pow::Algorithm;
 use powerpool_core::record::{BlockRecord, BlockStatus};
 use powerpool_core::session::PortPolicy;
@@ -90,16 +95,6 @@ async fn drain(m: &mut StratumClient, seen: &mut Vec<Seen>) {
             });
         }
     }
-}
-
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..400 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,7 +206,7 @@ async fn aux_blocks_reach_every_node_of_their_chain_and_only_theirs() {
     drain(&mut m, &mut seen).await;
 
     let state = pool.handle.state.clone();
-    wait_until("every block answered", || {
+    wait_until("every block answered", Duration::from_secs(4), || {
         let s = state.lock().unwrap();
         s.blocks.iter().all(|b| b.status != BlockStatus::Submitted)
     })

@@ -4,6 +4,7 @@
 
 mod common {
     pub mod redis;
+    pub mod wait;
 }
 
 use std::collections::HashSet;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::redis::RedisServer;
+use common::wait::wait_until;
 use powerpool_core::pow::Algorithm;
 use powerpool_core::session::PortPolicy;
 use powerpool_drivers::app::{Launched, launch};
@@ -115,16 +117,6 @@ async fn stop(l: Launched, tx: watch::Sender<bool>) -> powerpool_drivers::pool::
         .unwrap()
 }
 
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..400 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shares_reach_redis_and_blocks_reach_every_live_node() {
     let redis = RedisServer::start();
@@ -149,7 +141,7 @@ async fn shares_reach_redis_and_blocks_reach_every_live_node() {
     }
     // Some of those shares were blocks; wait for the nodes to have seen them.
     let state = pool.handle.state.clone();
-    wait_until("block outcomes", || {
+    wait_until("block outcomes", Duration::from_secs(10), || {
         let s = state.lock().unwrap();
         !s.blocks.is_empty()
             && s.blocks
@@ -222,7 +214,7 @@ async fn primary_stops_and_work_continues_from_the_secondary() {
         .await
         .unwrap();
     let state = pool.handle.state.clone();
-    wait_until("node0 primary", || {
+    wait_until("node0 primary", Duration::from_secs(10), || {
         state.lock().unwrap().primary.as_deref() == Some("node0")
     })
     .await;
@@ -230,7 +222,7 @@ async fn primary_stops_and_work_continues_from_the_secondary() {
     assert_eq!(share(&mut m, 1).await["result"], serde_json::json!(true));
 
     a.set_answering(Answering::Down);
-    wait_until("failover to node1", || {
+    wait_until("failover to node1", Duration::from_secs(10), || {
         state.lock().unwrap().primary.as_deref() == Some("node1")
     })
     .await;
@@ -252,7 +244,7 @@ async fn primary_stops_and_work_continues_from_the_secondary() {
     assert_eq!(share(&mut m, 2).await["result"], serde_json::json!(true));
 
     a.set_answering(Answering::Normal);
-    wait_until("node0 preferred again", || {
+    wait_until("node0 preferred again", Duration::from_secs(10), || {
         state.lock().unwrap().primary.as_deref() == Some("node0")
     })
     .await;

@@ -359,9 +359,7 @@ pub fn failover_with(seed: u64, store_max_delay_ms: u64) -> anyhow::Result<RunRe
     let crash_ms = 2_000 + SimRng::new(seed).fork(4).range(0, 1_000);
     w.director(move |ctl| async move {
         if !ctl
-            .wait_until(Duration::from_secs(2), |c| {
-                c.primary(0).as_deref() == Some("node0")
-            })
+            .wait_for_primary(0, "node0", Duration::from_secs(2))
             .await
         {
             o2.borrow_mut().push("node0 never became primary".into());
@@ -374,9 +372,7 @@ pub fn failover_with(seed: u64, store_max_delay_ms: u64) -> anyhow::Result<RunRe
         ctl.event("node0 crashes");
         // Bound: one RPC timeout plus a few poll intervals.
         if ctl
-            .wait_until(Duration::from_secs(3), |c| {
-                c.primary(0).as_deref() == Some("node1")
-            })
+            .wait_for_primary(0, "node1", Duration::from_secs(3))
             .await
         {
             o2.borrow_mut()
@@ -397,9 +393,7 @@ pub fn failover_with(seed: u64, store_max_delay_ms: u64) -> anyhow::Result<RunRe
         let t1 = sim_ms();
         ctl.event("node0 back");
         if ctl
-            .wait_until(Duration::from_secs(5), |c| {
-                c.primary(0).as_deref() == Some("node0")
-            })
+            .wait_for_primary(0, "node0", Duration::from_secs(5))
             .await
         {
             o2.borrow_mut()
@@ -859,9 +853,7 @@ pub fn net_faults(seed: u64) -> anyhow::Result<RunResult> {
                 .is_ok_and(|s| s.nodes.get(&node_host(n)).is_some_and(|n| n.up))
         };
         if !ctl
-            .wait_until(Duration::from_secs(2), |c| {
-                c.primary(0).as_deref() == Some("node0")
-            })
+            .wait_for_primary(0, "node0", Duration::from_secs(2))
             .await
         {
             o2.borrow_mut().push("node0 never became primary".into());
@@ -874,9 +866,7 @@ pub fn net_faults(seed: u64) -> anyhow::Result<RunResult> {
         let t0 = sim_ms();
         ctl.event("hold pool0 <-> node0");
         if ctl
-            .wait_until(Duration::from_secs(3), |c| {
-                c.primary(0).as_deref() == Some("node1")
-            })
+            .wait_for_primary(0, "node1", Duration::from_secs(3))
             .await
         {
             o2.borrow_mut().push(format!(
@@ -895,9 +885,7 @@ pub fn net_faults(seed: u64) -> anyhow::Result<RunResult> {
         let t1 = sim_ms();
         ctl.event("release pool0 <-> node0");
         if ctl
-            .wait_until(Duration::from_secs(5), |c| {
-                c.primary(0).as_deref() == Some("node0")
-            })
+            .wait_for_primary(0, "node0", Duration::from_secs(5))
             .await
         {
             o2.borrow_mut().push(format!(

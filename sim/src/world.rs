@@ -147,6 +147,12 @@ impl Ctl {
         f(self)
     }
 
+    /// Waits up to `limit` for pool `pool`'s primary coinserver to be `node`.
+    pub async fn wait_for_primary(&self, pool: usize, node: &str, limit: Duration) -> bool {
+        self.wait_until(limit, |c| c.primary(pool).as_deref() == Some(node))
+            .await
+    }
+
     pub fn primary(&self, pool: usize) -> Option<String> {
         self.handle(pool).state.lock().ok()?.primary.clone()
     }
