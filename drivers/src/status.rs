@@ -16,12 +16,7 @@ pub struct PoolMonitor {
 
 impl PoolMonitor {
     fn clients_snapshot(&self) -> Vec<ClientInfo> {
-        self.pool
-            .stratum
-            .clients
-            .lock()
-            .map(|c| c.values().cloned().collect())
-            .unwrap_or_default()
+        self.pool.stratum.clients()
     }
 }
 

@@ -117,7 +117,9 @@ pub struct StratumShared {
     /// The latest job, for connections that join or fall behind.
     pub latest: watch::Sender<Option<JobUpdate>>,
     pub events: mpsc::Sender<PoolEvent>,
-    pub clients: Mutex<HashMap<u64, ClientInfo>>,
+    /// One slot per connection. The registry's lock is taken only on connect and disconnect;
+    /// each connection updates its own slot in place (uncontended except by the monitor).
+    clients: Mutex<HashMap<u64, Arc<Mutex<ClientInfo>>>>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     next_serial: AtomicU64,
     epoch: Instant,
@@ -155,6 +157,19 @@ impl StratumShared {
 
     pub fn connection_count(&self) -> usize {
         self.clients.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// A copy of every connection's monitor view.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        let slots: Vec<Arc<Mutex<ClientInfo>>> = self
+            .clients
+            .lock()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default();
+        slots
+            .iter()
+            .filter_map(|s| s.lock().ok().map(|c| c.clone()))
+            .collect()
     }
 
     fn now<N: Net>(&self, net: &N) -> Now {
@@ -283,7 +298,7 @@ async fn connection<N: Net>(
     if let Some(u) = latest {
         session.handle_job(now, &u);
     }
-    let mut info = ClientInfo {
+    let info = ClientInfo {
         serial,
         port: shared.ports[port].name.clone(),
         peer: peer.to_string(),
@@ -299,8 +314,9 @@ async fn connection<N: Net>(
         last_share_unix_ms: None,
         version_mask: None,
     };
+    let slot = Arc::new(Mutex::new(info));
     if let Ok(mut c) = shared.clients.lock() {
-        c.insert(serial, info.clone());
+        c.insert(serial, slot.clone());
     }
     let _ = shared
         .events
@@ -375,13 +391,17 @@ async fn connection<N: Net>(
             }
         }
         let mut changed = false;
+        let mut workers_changed = false;
         while let Some(ev) = session.poll_event() {
             changed = true;
             let fwd = match ev {
                 SessionEvent::Share(r) => Some(PoolEvent::Share(r)),
                 SessionEvent::Block(b) => Some(PoolEvent::Block(b.into_submission())),
                 SessionEvent::AuxBlock(a) => Some(PoolEvent::AuxBlock(a.into_submission())),
-                SessionEvent::Authorized { .. } => None,
+                SessionEvent::Authorized { .. } => {
+                    workers_changed = true;
+                    None
+                }
                 SessionEvent::Close(reason) => {
                     tracing::debug!(serial, ?reason, "session closed");
                     closing = true;
@@ -394,11 +414,8 @@ async fn connection<N: Net>(
                 closing = true;
             }
         }
-        if changed {
-            refresh_info(&mut info, &session);
-            if let Ok(mut c) = shared.clients.lock() {
-                c.insert(serial, info.clone());
-            }
+        if changed && let Ok(mut info) = slot.lock() {
+            refresh_info(&mut info, &session, workers_changed);
         }
     }
     let _ = wr.shutdown().await;
@@ -409,18 +426,22 @@ async fn connection<N: Net>(
         .await;
 }
 
-fn refresh_info(info: &mut ClientInfo, s: &Session) {
+/// Counters are copied on every change; the strings only when a worker authorized (they do
+/// not change otherwise), so an accepted share allocates nothing here.
+fn refresh_info(info: &mut ClientInfo, s: &Session, workers_changed: bool) {
     let st = s.stats();
-    info.user_agent = s.user_agent().map(str::to_owned);
-    info.workers = s
-        .workers()
-        .map(|(a, w)| (a.to_owned(), w.to_owned()))
-        .collect();
+    if workers_changed {
+        info.user_agent = s.user_agent().map(str::to_owned);
+        info.workers = s
+            .workers()
+            .map(|(a, w)| (a.to_owned(), w.to_owned()))
+            .collect();
+        info.version_mask = s.version_mask().map(|m| format!("{m:08x}"));
+    }
     info.difficulty = s.difficulty();
     info.accepted = st.accepted;
     info.rejected = st.rejected;
     info.accepted_difficulty = st.accepted_difficulty;
     info.blocks = st.blocks;
     info.last_share_unix_ms = st.last_share_ms;
-    info.version_mask = s.version_mask().map(|m| format!("{m:08x}"));
 }
