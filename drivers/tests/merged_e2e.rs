@@ -201,7 +201,10 @@ async fn aux_blocks_reach_every_node_of_their_chain_and_only_theirs() {
             .search(Algorithm::Sha256d, en2, 10_000_000)
             .expect("a share within ten million hashes");
         let r = m.submit(USER, &found).await.unwrap();
-        assert_eq!(r["result"], serde_json::json!(true), "{r}");
+        // A share racing a new parent block (whose clean job is still on its way) is rightly
+        // stale; anything else must be accepted.
+        let stale = r["error"][0] == serde_json::json!(21);
+        assert!(r["result"] == serde_json::json!(true) || stale, "{r}");
     }
     drain(&mut m, &mut seen).await;
 
