@@ -9,6 +9,7 @@
 //! ```text
 //! version 2 | 1 input: null prevout, scriptSig, sequence ffffffff | outputs | locktime 0
 //! scriptSig = push(height)            BIP34, exactly `CScript() << height`
+//!           [ coinbaseaux bytes ]     when the node sends any (the original ignored them)
 //!           [ push(aux commitment) ]  merged mining, when configured
 //!           [ push(pool tag) ]        optional, operator's text
 //!           push-opcode(n) extranonce1 ‖ extranonce2    n = their total size; coinb1 ends here
@@ -149,6 +150,8 @@ impl Job {
     ) -> Result<Job, JobError> {
         let en_len = params.extranonce1_size + params.extranonce2_size;
         let mut script_sig = bip34_height(tpl.height);
+        // Already script bytes: appended as they are, as the node's own block assembly did.
+        script_sig.extend_from_slice(&tpl.coinbase_aux);
         if let Some(aux) = &params.aux {
             push_data(&mut script_sig, &aux.commitment_bytes());
         }

@@ -197,6 +197,13 @@ struct AuthorizedWorker {
     worker: Arc<str>,
 }
 
+#[derive(Debug, Default)]
+struct Judged {
+    worker: Option<usize>,
+    difficulty: Option<f64>,
+    job: Option<Arc<Job>>,
+}
+
 #[derive(Debug)]
 struct SessionJob {
     job: Arc<Job>,
@@ -252,8 +259,9 @@ pub struct Session {
     out: VecDeque<Transmit>,
     events: VecDeque<SessionEvent>,
     closed: bool,
-    /// Difficulty of the job the last judged share was for (rejects are recorded at it).
-    judged_difficulty: Option<f64>,
+    /// What the last submit was judged against, so its record names the right worker, height
+    /// and difficulty (rejects are recorded at the job's difficulty, not the current one).
+    judged: Judged,
     /// The algorithm's name as records carry it, made once rather than per share.
     algo_name: Arc<str>,
     connected_at: Now,
@@ -289,7 +297,7 @@ impl Session {
             out: VecDeque::new(),
             events: VecDeque::new(),
             closed: false,
-            judged_difficulty: None,
+            judged: Judged::default(),
             algo_name,
             connected_at: now,
             stats: SessionStats::default(),
@@ -720,25 +728,25 @@ impl Session {
 
     fn on_submit(&mut self, now: Now, s: &Submit) -> ShareOutcome {
         use RejectReason as R;
-        self.judged_difficulty = None;
+        self.judged = Judged::default();
         if !self.subscribed {
             return ShareOutcome::Rejected(R::NotSubscribed);
         }
-        let Some(worker_idx) = self.workers.iter().position(|w| w.username == s.worker).or(
-            if self.workers.is_empty() {
-                None
-            } else {
-                Some(0)
-            },
-        ) else {
-            return ShareOutcome::Rejected(R::Unauthorized);
+        let worker_idx = match self.workers.iter().position(|w| w.username == s.worker) {
+            Some(i) => i,
+            // With one worker there is no doubt whom to credit, and proxies and some firmware
+            // submit under another name. With several, an unknown name could credit anyone.
+            None if self.workers.len() == 1 => 0,
+            None => return ShareOutcome::Rejected(R::Unauthorized),
         };
+        self.judged.worker = Some(worker_idx);
         let Some(job_idx) =
             JobId::parse(&s.job_id).and_then(|id| self.jobs.iter().position(|j| j.job.id == id))
         else {
             return ShareOutcome::Rejected(R::UnknownJob);
         };
-        self.judged_difficulty = self.jobs[job_idx].difficulties.first().map(|(d, _)| *d);
+        self.judged.difficulty = self.jobs[job_idx].difficulties.first().map(|(d, _)| *d);
+        self.judged.job = Some(self.jobs[job_idx].job.clone());
         if self.jobs[job_idx].stale {
             return ShareOutcome::Rejected(R::Stale);
         }
@@ -903,29 +911,23 @@ impl Session {
                     // Nobody to credit or blame: nothing to record.
                     return;
                 }
-                let d = self.judged_difficulty.unwrap_or(self.difficulty);
+                let d = self.judged.difficulty.unwrap_or(self.difficulty);
                 (reason.kind(), d, None, Vec::new())
             }
         };
-        let (address, worker) = match self.workers.first() {
-            Some(w) => (w.address.clone(), w.worker.clone()),
-            None => return,
+        let Some(w) = self.judged.worker.and_then(|i| self.workers.get(i)) else {
+            return;
         };
-        let (address, worker) = block
+        let (address, worker) = (w.address.clone(), w.worker.clone());
+        // A share for an unknown job is recorded against the current work.
+        let (height, aux_currencies) = self
+            .judged
+            .job
             .as_ref()
-            .map(|b| {
-                (
-                    b.submission().address.clone(),
-                    b.submission().worker.clone(),
-                )
-            })
-            .unwrap_or((address, worker));
-        let height = self.latest.as_ref().map_or(0, |j| j.height);
-        let aux_currencies = self
-            .latest
-            .as_ref()
-            .map(|j| j.aux_chains.clone())
-            .unwrap_or_default();
+            .or(self.latest.as_ref())
+            .map_or((0, Default::default()), |j| {
+                (j.height, j.aux_chains.clone())
+            });
         self.share_seq = self.share_seq.wrapping_add(1);
         self.events.push_back(SessionEvent::Share(ShareRecord {
             id: RecordId {

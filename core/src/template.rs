@@ -75,6 +75,9 @@ pub struct BlockTemplate {
     /// Litecoin: the serialized `mw::Block` of the template's `mweb` field. When set, the last
     /// template transaction is the HogEx.
     pub mweb: Option<Arc<[u8]>>,
+    /// Script bytes the node asks to see in the coinbase scriptSig (`coinbaseaux`, e.g. a
+    /// `/P2SH/` flag), values concatenated in key order. Modern Bitcoin Core sends none.
+    pub coinbase_aux: Vec<u8>,
 }
 
 /// A coinbase output the node requires (Dash masternode and superblock payments).
@@ -145,6 +148,8 @@ struct RawTemplate {
     superblock: Option<serde_json::Value>,
     #[serde(default)]
     coinbase_payload: Option<String>,
+    #[serde(default)]
+    coinbaseaux: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -308,6 +313,11 @@ impl BlockTemplate {
             None | Some("") => None,
             Some(h) => Some(hex::decode(h).map_err(|e| field("coinbase_payload", e))?),
         };
+        let mut coinbase_aux = Vec::new();
+        for (key, h) in raw.coinbaseaux.iter().flatten() {
+            let bytes = hex::decode(h).map_err(|e| field("coinbaseaux", format!("{key}: {e}")))?;
+            coinbase_aux.extend_from_slice(&bytes);
+        }
         let segwit = has_rule("segwit");
         let witness_commitment_script = match &raw.default_witness_commitment {
             Some(h) => {
@@ -345,6 +355,7 @@ impl BlockTemplate {
             required_payments,
             coinbase_payload,
             mweb,
+            coinbase_aux,
         })
     }
 

@@ -218,3 +218,38 @@ fn our_jobs_from_the_negative_templates_build_valid_blocks() {
 fn job_script(fx: &Value) -> Vec<u8> {
     hex::decode(fx["script_pubkey_hex"].as_str().unwrap()).unwrap()
 }
+
+#[test]
+fn coinbaseaux_flags_follow_the_height_in_the_coinbase_script() {
+    let name = "small_p2pkh";
+    let mut gbt: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir(name).join("gbt.json")).unwrap())
+            .unwrap();
+    // What nodes of the 0.x era sent: COINBASE_FLAGS, here the script `push("/P2SH/")`.
+    gbt["coinbaseaux"] = serde_json::json!({"flags": "062f503253482f"});
+    let tpl = BlockTemplate::from_json(&gbt).unwrap();
+    let (_, fx) = load(name);
+    let job = build_job(&tpl, &fx);
+    let (en1, en2) = (
+        [1, 2, 3, 4],
+        vec![0; fx["extranonce2_size"].as_u64().unwrap() as usize],
+    );
+    let (cb, _) = powerpool_core::tx::Transaction::parse(&job.coinbase(&en1, &en2)).unwrap();
+    let script = &cb.inputs[0].script_sig;
+    let height_push = powerpool_core::encode::bip34_height(tpl.height);
+    assert_eq!(&script[..height_push.len()], &height_push[..]);
+    assert_eq!(
+        hex::encode(&script[height_push.len()..height_push.len() + 7]),
+        "062f503253482f"
+    );
+    let (header, _) = (0u32..10_000)
+        .map(|n| (job.header(&en1, &en2, job.ntime, n, job.version), n))
+        .find(|(h, _)| job.network_target.is_met_by(&sha256d(h)))
+        .unwrap();
+    job.check_block(Some(&job_script(&fx)), &job.block(&header, &en1, &en2))
+        .expect("still a valid block: BIP34 height first, value and payout unchanged");
+
+    gbt["coinbaseaux"] = serde_json::json!({"flags": "zz"});
+    let err = BlockTemplate::from_json(&gbt).unwrap_err().to_string();
+    assert!(err.contains("coinbaseaux"), "{err}");
+}

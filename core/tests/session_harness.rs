@@ -236,8 +236,22 @@ impl Miner {
         nonce: u32,
         vb: Option<&str>,
     ) -> Value {
+        self.submit_as(&format!("{ADDRESS}.rig1"), now, job, en2, ntime, nonce, vb)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn submit_as(
+        &mut self,
+        user: &str,
+        now: Now,
+        job: &str,
+        en2: &str,
+        ntime: u32,
+        nonce: u32,
+        vb: Option<&str>,
+    ) -> Value {
         let mut params = vec![
-            json!(format!("{ADDRESS}.rig1")),
+            json!(user),
             json!(job),
             json!(en2),
             json!(format!("{ntime:08x}")),
@@ -366,6 +380,101 @@ fn miner_gets_work_and_shares_are_judged_with_the_right_codes() {
     assert_eq!(ids.len(), kinds.len(), "record ids are unique");
 }
 
+/// The share records a session emitted, in order.
+fn records(m: &Miner) -> Vec<powerpool_core::record::ShareRecord> {
+    m.events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Share(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn shares_are_credited_to_the_worker_that_submits_them() {
+    const OTHER: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+    let mut pool = Pool::new(policy());
+    pool.template(gbt(Some("1d00ffff")));
+    let mut m = connect(&pool, 1, [3, 1, 4, 1]);
+    let now = pool.now;
+    let second = m.send(
+        now,
+        "mining.authorize",
+        json!([format!("{OTHER}.rig2"), "x"]),
+    );
+    assert_eq!(second["result"], json!(true), "{second}");
+    let (job, nt) = (m.job_id(), m.ntime());
+
+    let n1 = m.find(&[0, 0, 0, 1], 0, true, None);
+    let r = m.submit_as(
+        &format!("{OTHER}.rig2"),
+        now,
+        &job,
+        "00000001",
+        nt,
+        n1,
+        None,
+    );
+    assert_eq!(r["result"], json!(true), "{r}");
+    let n2 = m.find(&[0, 0, 0, 2], 0, true, None);
+    let r = m.submit(now, &job, "00000002", nt, n2, None);
+    assert_eq!(r["result"], json!(true), "{r}");
+    // With two workers authorized, a name neither used cannot say whom to credit.
+    let n3 = m.find(&[0, 0, 0, 3], 0, true, None);
+    let r = m.submit_as("nobody.rig9", now, &job, "00000003", nt, n3, None);
+    assert_eq!(code(&r), 24, "{r}");
+
+    let recs = records(&m);
+    assert_eq!(recs.len(), 2, "the unknown worker's share is not recorded");
+    assert_eq!((&*recs[0].address, &*recs[0].worker), (OTHER, "rig2"));
+    assert_eq!((&*recs[1].address, &*recs[1].worker), (ADDRESS, "rig1"));
+
+    // One worker on a connection: the name sent with a share does not matter (proxies and
+    // some firmware send another one), the share is that worker's.
+    let mut solo = connect(&pool, 2, [2, 7, 1, 8]);
+    let n = solo.find(&[0, 0, 0, 4], 0, true, None);
+    let r = solo.submit_as("anything", now, &job, "00000004", nt, n, None);
+    assert_eq!(r["result"], json!(true), "{r}");
+    let recs = records(&solo);
+    assert_eq!((&*recs[0].address, &*recs[0].worker), (ADDRESS, "rig1"));
+}
+
+#[test]
+fn a_stale_share_is_recorded_at_its_own_jobs_difficulty_and_height() {
+    let mut pool = Pool::new(policy());
+    pool.template(gbt(Some("1d00ffff")));
+    let mut m = connect(&pool, 1, [9, 8, 7, 6]);
+    let (old_job, nt) = (m.job_id(), m.ntime());
+    let n = m.find(&[0, 0, 0, 5], 0, true, None);
+
+    // The miner's difficulty changes and a new block arrives before the share is sent.
+    let r = m.send(pool.now, "mining.suggest_difficulty", json!([0.001]));
+    assert_eq!(r["error"], Value::Null, "{r}");
+    let mut v = gbt(Some("1d00ffff"));
+    v["previousblockhash"] = json!("00".repeat(31) + "02");
+    v["height"] = json!(124);
+    assert!(pool.template(v));
+    let clean = pool.updates.last().unwrap().clone();
+    m.job(pool.now, &clean);
+    assert_eq!(
+        m.difficulty, 0.001,
+        "the new difficulty came with the new job"
+    );
+
+    assert_eq!(
+        code(&m.submit(pool.now, &old_job, "00000005", nt, n, None)),
+        21
+    );
+    let rec = records(&m).pop().unwrap();
+    assert_eq!(rec.kind, ShareKind::Stale);
+    assert_eq!(
+        rec.difficulty, SHARE_DIFF,
+        "the difficulty the job was sent with"
+    );
+    assert_eq!(rec.height, 123, "the height of the job the share was for");
+}
+
 #[test]
 fn new_block_makes_old_jobs_stale_and_updates_do_not() {
     let mut pool = Pool::new(policy());
@@ -471,13 +580,27 @@ fn version_rolling_is_negotiated_and_enforced() {
     let job = m.job_id();
     let nt = m.ntime();
     let mask = 0x1fffe000;
-    let n = m.find(&[0, 0, 0, 7], 0, true, Some((0x0aa8e000, mask)));
+    // One nonce that meets the difficulty under both rolled versions: the share's identity
+    // includes its version, so the second is a new share, not a duplicate of the first.
+    let t = Target::from_difficulty(m.difficulty, &Target::SHA256D_DIFF1).unwrap();
+    let meets = |k: u32, bits: u32| {
+        t.is_met_by(&sha256d(&m.header(
+            &[0, 0, 0, 7],
+            nt,
+            k,
+            Some((bits, mask)),
+        )))
+    };
+    let n = (0u32..10_000_000)
+        .find(|&k| meets(k, 0x0aa8e000) && meets(k, 0x0aa8c000))
+        .expect("a nonce good for both versions");
     assert_eq!(
         m.submit(now, &job, "00000007", nt, n, Some("0aa8e000"))["result"],
         json!(true)
     );
-    // Same nonce with other rolled bits is a different share (maybe low, never duplicate).
-    assert_ne!(
+    let r = m.submit(now, &job, "00000007", nt, n, Some("0aa8c000"));
+    assert_eq!(r["result"], json!(true), "{r}");
+    assert_eq!(
         code(&m.submit(now, &job, "00000007", nt, n, Some("0aa8c000"))),
         22
     );
@@ -583,10 +706,9 @@ fn vardiff_raises_a_fast_miner_and_old_jobs_keep_their_difficulty() {
     let job = m.job_id();
     let nt = m.ntime();
     // 30 shares within 11 virtual seconds: far above 6/min.
-    let mut nonce = 0;
     for i in 0..30u32 {
         let en2 = i.to_be_bytes();
-        nonce = m.find(&en2, 0, true, None);
+        let nonce = m.find(&en2, 0, true, None);
         let r = m.submit(pool.now, &job, &hex::encode(en2), nt, nonce, None);
         assert_eq!(r["result"], json!(true), "{r}");
         if i % 3 == 0 {
@@ -595,7 +717,6 @@ fn vardiff_raises_a_fast_miner_and_old_jobs_keep_their_difficulty() {
     }
     assert!(m.difficulty > SHARE_DIFF, "vardiff raised the difficulty");
     assert!(m.difficulty <= SHARE_DIFF * 4.0, "bounded step");
-    let _ = nonce;
     // A share found at the old difficulty for the same job is still accepted (no reject
     // caused by the retarget); the job was re-sent with the new difficulty.
     let old_t = Target::from_difficulty(SHARE_DIFF, &Target::SHA256D_DIFF1).unwrap();
