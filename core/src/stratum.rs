@@ -115,7 +115,8 @@ pub enum Method {
 /// `mining.submit` params as raw strings; the session checks them in its own order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Submit {
-    /// Worker name as sent (the session credits the authorized worker instead).
+    /// Worker name as sent: names which of the connection's authorized workers is credited
+    /// (with a single worker, any name credits it).
     pub worker: String,
     /// Job id as sent by the pool in `mining.notify`.
     pub job_id: String,

@@ -121,6 +121,22 @@ fn vertcoin_genesis_needs_scrypt_n_at_n_2048() {
     assert!(!target.is_met_by(&n4096));
 }
 
+/// The known answer Vertcoin's own Python hashing module (`vtc_scrypt`) shipped as its
+/// self-test: 68 bytes of `a`, ntime 1390849577 (N-factor 10 by the schedule), 8 bytes of `b`,
+/// compared as the raw output bytes. Independent of the genesis check above: a module
+/// written for Vertcoin's miners, not a block.
+#[test]
+fn vertcoin_hash_module_self_test_vector() {
+    let mut input = [b'a'; 80];
+    input[68..72].copy_from_slice(&1_390_849_577u32.to_le_bytes());
+    input[72..].fill(b'b');
+    assert_eq!(vertcoin_nfactor(header_ntime(&input)), 10);
+    assert_eq!(
+        hex::encode(Algorithm::ScryptN.pow_hash(&input).as_bytes()),
+        "e537e2504a5c5a4ac654281175555b504a50db5490d1a5fe2d0d16f10a8f5935"
+    );
+}
+
 /// Dash's block hash is the X11 hash of the header (not sha256d): every Dash row's published
 /// block hash must come out of X11, and must not come out of sha256d.
 #[test]

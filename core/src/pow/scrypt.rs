@@ -13,6 +13,13 @@
 //! [`MAX_SHARE_NFACTOR`] (16: N = 2^17, 16 MiB per hash), which the schedule first reaches with
 //! ntime 2060394857 (in 2035). A header past it gets [`PowError::NFactorTooLarge`] before any
 //! allocation. Ltc scrypt always uses 128 KiB.
+//!
+//! ## What real chains exercised
+//! Every Vertcoin block mined with scrypt-N used N-factor 10 (N = 2048): the schedule's first
+//! step to 11 is at ntime 1456415081 (February 2016), and Vertcoin moved to Lyra2RE at height
+//! 208301 in December 2014. The known answers are therefore at N = 2048 (the genesis, which
+//! fails at 1024 and 4096, and the hashing module's self-test vector); larger N-factors follow
+//! the same code with a different N, and the schedule's steps are tested at their boundaries.
 
 use crate::hash::Hash256;
 
