@@ -8,7 +8,7 @@
 //!
 //! The original pool turned every base58 payload into a P2PKH script whatever its version byte,
 //! so a P2SH pool address produced an unspendable-by-owner output, and it could not pay segwit
-//! addresses at all (behaviour §5.5, §12 item 11). Here the script always matches the address
+//! addresses at all. Here the script always matches the address
 //! type, and an address for another network is refused with an error naming both networks.
 //!
 //! Witness versions 2..=16 decode as [`AddressKind::Witness`] as BIP350 asks; outputs to them

@@ -23,21 +23,21 @@
 //!   node is detected the same way in production and in the simulator; a reply arriving after
 //!   its deadline is ignored.
 //!
-//! ## Differences from the original (reference §5.2, §5.3, §5.9, §12)
-//! - §12.10: the original promoted a node with a *higher* `poll_priority` when it came up but
+//! ## Differences from the original
+//! - The original promoted a node with a *higher* `poll_priority` when it came up but
 //!   picked the *lowest* on failover. Here a lower number is always preferred. Live nodes that
 //!   are not primary are checked every [`CoinserverConfig::peer_check_interval`] (the original
 //!   never checked live nodes), and only node-level failures mark a node down: transport
 //!   errors, timeouts, and RPC errors meaning the node cannot serve work yet (-28 warming up,
 //!   -10 initial block download, -9 no peers). An ordinary RPC error reply fails only its call.
-//! - §12.11: health checks use `getblockchaininfo` (a node still in initial block download is
+//! - Health checks use `getblockchaininfo` (a node still in initial block download is
 //!   not live), tips use `getbestblockhash`, and `getblocktemplate` sends the configured
 //!   `rules` (default `["segwit"]`).
-//! - §12.15: submission is a set of independent requests, so nothing waits on it; found blocks
+//! - Submission is a set of independent requests, so nothing waits on it; found blocks
 //!   trigger a template fetch as soon as a node accepts them instead of waiting for the next
 //!   poll. Only transport failures are retried: a node's reject reason is final, and
 //!   `duplicate` means the node already holds the block (accepted).
-//! - §12.25: a push-triggered template is always reported, with `new_tip` telling whether the
+//! - A push-triggered template is always reported, with `new_tip` telling whether the
 //!   previous block changed; whether transactions changed is the job manager's call.
 //! - Accepted blocks are followed until `getblockhash(height)` on the primary confirms them at
 //!   [`CoinserverConfig::confirmations`] or shows another block at

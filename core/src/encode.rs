@@ -8,9 +8,9 @@
 //!   prefix against (`bad-cb-height`). Heights 1..=16 are therefore the single opcodes
 //!   `OP_1`..`OP_16`, not a one-byte data push.
 //!
-//! The original pool encoded heights as minimal two's-complement pushes with `OP_N` for 1..16
-//! (behaviour §5.5), which agrees with these rules; here the encoding is shared by the coinbase
-//! builder and the coinbase checker so the two cannot drift apart.
+//! The original pool encoded heights as minimal two's-complement pushes with `OP_N` for 1..16,
+//! which agrees with these rules; here the encoding is shared by the coinbase builder and the
+//! coinbase checker so the two cannot drift apart.
 
 /// Appends `n` as a CompactSize ("varint") integer.
 pub fn write_varint(out: &mut Vec<u8>, n: u64) {
@@ -263,7 +263,7 @@ mod tests {
         assert_eq!(enc(128), "028000");
         assert_eq!(enc(-128), "028080");
         assert_eq!(enc(255), "02ff00");
-        assert_eq!(enc(1001), "02e903"); // behaviour reference §5.5 example
+        assert_eq!(enc(1001), "02e903"); // the height PowerPool documented for its coinbase
         assert_eq!(enc(i64::MAX), "08ffffffffffffff7f");
         assert_eq!(enc(i64::MIN), "09000000000000008080");
     }

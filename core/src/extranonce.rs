@@ -2,7 +2,7 @@
 //!
 //! The original seeded a per-port counter with `port × 10000 + seed`, so two ports collided
 //! after 10000 connections and two instances with equal settings handed out identical values
-//! while building identical coinbases (reference §3.3, §12.21). Here one allocator serves every
+//! while building identical coinbases. Here one allocator serves every
 //! port of an instance, and the configured server number is part of the value itself:
 //!
 //! | size | layout (big-endian)                          | per instance       |

@@ -16,7 +16,7 @@
 //!   most once, so many tiny pushes cost no more than one big one. Lines are handed out as
 //!   slices of the internal buffer: no allocation per line.
 //! * **Blank lines are skipped.** A line that is empty or only ASCII whitespace is ignored.
-//!   The Python PowerPool closed the connection on a blank line (reference §12.24); some
+//!   The Python PowerPool closed the connection on a blank line; some
 //!   miners send bare `\n` or `\r\n` as keepalives, so dropping them is the friendlier choice.
 //!
 //! # After `LineTooLong`

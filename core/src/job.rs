@@ -5,7 +5,7 @@
 //! coinbase, the header fields, and its `mining.notify` line rendered once (both clean-jobs
 //! variants) — broadcasting a job copies no bytes per miner.
 //!
-//! Coinbase layout (reference §5.5, with its bugs fixed):
+//! Coinbase layout (PowerPool's, with its bugs fixed):
 //! ```text
 //! version 2 | 1 input: null prevout, scriptSig, sequence ffffffff | outputs | locktime 0
 //! scriptSig = push(height)            BIP34, exactly `CScript() << height`
@@ -18,8 +18,8 @@
 //!             [ witness commitment (value 0) ]          when the template is segwit
 //! witness   = one 32-byte zero item (the witness reserved value), only in the block
 //! ```
-//! The original used input sequence 0, P2PKH-only outputs and no witness commitment
-//! (§12.11); a modern node rejects such a block once it carries witness transactions.
+//! The original used input sequence 0, P2PKH-only outputs and no witness commitment; a modern node
+//! rejects such a block once it carries witness transactions.
 //!
 //! Other chains (see [`crate::template`] for the formats):
 //! - Dash: with a `coinbase_payload`, the coinbase is a DIP2 special transaction — version

@@ -20,11 +20,10 @@
 //! 8. the hash meets the difficulty this connection was given *for that job* (23);
 //! 9. the hash meets the network target → a block.
 //!
-//! Fixes over the original (reference §12): no lost job ids every 100 sends (§12.2), no
-//! blank-line disconnects (§12.24), replies for every malformed request instead of silence
-//! (§12.7), ntime/extranonce2/nonce validated (§12.8), stale shares recorded at the job's
-//! difficulty (§12.9), invalid payout addresses refused instead of credited to a donate
-//! account (§12.6), vardiff per connection (§12.5).
+//! Fixes over the original: no lost job ids every 100 sends, no blank-line disconnects, replies for
+//! every malformed request instead of silence, ntime/extranonce2/nonce validated, stale shares
+//! recorded at the job's difficulty, invalid payout addresses refused instead of credited to a
+//! donate account, vardiff per connection.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -972,7 +971,7 @@ fn split_username(username: &str) -> (&str, &str) {
     }
 }
 
-/// Worker names go into Redis keys split on `_` and `.` by SimpleCoin (reference §12.27):
+/// Worker names go into Redis keys split on `_` and `.` by SimpleCoin:
 /// anything outside `[A-Za-z0-9-]` becomes `-`, at most 32 characters.
 fn sanitize_worker(w: &str) -> String {
     let mut out = String::with_capacity(w.len().min(32));

@@ -37,7 +37,7 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    /// Stratum error code (reference §3.5 table).
+    /// Stratum error code.
     pub fn code(&self) -> i32 {
         match self {
             RejectReason::NotSubscribed => 25,
@@ -169,7 +169,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_follow_the_reference_table() {
+    fn codes_follow_the_original_table() {
         assert_eq!(RejectReason::UnknownJob.code(), 21);
         assert_eq!(RejectReason::Duplicate.code(), 22);
         assert_eq!(RejectReason::LowDifficulty.code(), 23);

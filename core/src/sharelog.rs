@@ -10,19 +10,19 @@
 //!   replay. While anything is spooled, new batches are appended behind it and the spool is
 //!   replayed oldest first before any batch is written live again. SimpleCoin's slices are
 //!   ordered logs, and this is what puts a block record right after the share that found it
-//!   (the reference's §12.14: the original recorded blocks asynchronously, so shares accepted
+//!   (the original recorded blocks asynchronously, so shares accepted
 //!   after the solve were credited to the solved round).
 //! - **One operation at a time.** At most one write is outstanding, so the batches of one
 //!   instance (`server`, `boot`) reach a store in strictly increasing [`BatchId::seq`]. Stores
 //!   rely on this for idempotency: they remember the highest sequence applied per
 //!   (`server`, `boot`) and skip any batch at or below it, so a retry after an ambiguous
 //!   failure (a timeout after the write may have happened) or a replay of a batch that was
-//!   written just before a crash is applied once (§12.13: the original re-ran multi-command
+//!   written just before a crash is applied once (the original re-ran multi-command
 //!   items whole on retry, double counting and double rotating).
 //! - **Nothing is dropped.** A failed write puts the batch back at the head of the queue; it is
 //!   then spooled. A failed spool append keeps it in memory and [`ShareLog::wants_records`]
-//!   turns false so the driver applies backpressure instead of growing without bound (§12.13:
-//!   the original queue was unbounded and dropped items failing during the shutdown drain).
+//!   turns false so the driver applies backpressure instead of growing without bound
+//!   (the original queue was unbounded and dropped items failing during the shutdown drain).
 //! - **Latency.** A batch is sealed when it reaches `max_batch` records, when its first record is
 //!   `max_delay` old, when it carries a block or block status (blocks are never held back), or
 //!   at shutdown.

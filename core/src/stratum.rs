@@ -9,8 +9,8 @@
 //! * **No input panics.** Any bytes give either a [`Request`] or a [`ParseError`] carrying
 //!   the request id whenever one could be recovered, so every bad request can be answered
 //!   with an error reply. (The Python PowerPool raised inside handlers on short params,
-//!   non-string passwords, JSON arrays and the like and sent no reply at all, reference
-//!   §12.7; here those are [`ParseErrorKind::BadParams`] and friends.)
+//!   non-string passwords, JSON arrays and the like and sent no reply at all; here those are
+//!   [`ParseErrorKind::BadParams`] and friends.)
 //! * **Ids echo back.** [`Id`] keeps the id a miner sent; writers render it unchanged:
 //!   strings byte-exact after JSON escaping, integers up to 64 bits exactly, and other
 //!   numbers in shortest round-trip form, so `1.0`, `1.5`, `-3` come back as sent and
@@ -34,7 +34,7 @@
 //!   request has no id to echo, and `null` is what JSON-RPC prescribes for that. Likewise a
 //!   line that is not JSON is answered with id `null` (the original used `1`).
 //! * `mining.authorize` with a single parameter is a username with no password. The original
-//!   discarded the username in that case and credited the donation address (§12.6).
+//!   discarded the username in that case and credited the donation address.
 //! * Known methods check the types of the params they use: a number where a string is
 //!   expected, a `null` password or too few params is [`ParseErrorKind::BadParams`] with a
 //!   detail naming the offending position. Field contents (hex, lengths, ranges) are left to
@@ -215,7 +215,7 @@ impl ErrorCode {
         self as i32
     }
 
-    /// The message the original pool sent with this code (reference §3.5).
+    /// The message the original pool sent with this code.
     #[must_use]
     pub fn default_message(self) -> &'static str {
         match self {

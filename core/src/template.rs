@@ -1,7 +1,7 @@
 //! `getblocktemplate` results, parsed and checked once at the edge.
 //!
 //! The original ignored `default_witness_commitment`, `mintime` and the template's txids, and
-//! required a `fee` on every transaction (reference §5.4). Here every field the pool depends on
+//! required a `fee` on every transaction. Here every field the pool depends on
 //! is validated into typed values; the witness commitment is taken from the node when given
 //! and computed from the transactions' wtxids when a segwit template omits it.
 //!
@@ -26,7 +26,7 @@
 //! Dash templates also list the payments the coinbase must make (`masternode`, then
 //! `superblock`, each `{payee, script, amount}`) out of `coinbasevalue`, and the coinbase's CbTx
 //! payload (`coinbase_payload`). The original read only the single `payee`/`payee_amount` of
-//! 2014-era Dash and built every script as P2PKH (§5.4–5.5, §12); here the node's own scripts
+//! 2014-era Dash and built every script as P2PKH; here the node's own scripts
 //! are used as given, in the order Dash Core's miner writes them.
 
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Variable difficulty as a pure function of (share history, now).
 //!
 //! The original measured the share rate per payout address across all its workers, with
-//! integer division and unsorted tiers (reference §3.12, §12.5). Here the rate is measured per
+//! integer division and unsorted tiers. Here the rate is measured per
 //! connection from the difficulty it actually submitted, over the time since the last
 //! retarget, and the answer is bounded three ways: by the port's min/max, by a maximum step
 //! per retarget (so one lucky burst cannot jump a miner by orders of magnitude), and by a

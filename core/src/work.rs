@@ -3,8 +3,8 @@
 //! A new job is built only when the template really changed — a new previous block (a *clean*
 //! job: every earlier job becomes stale), or different transactions, value, bits, version or
 //! aux commitment (an *update*: earlier jobs stay valid). The original rebuilt a job on every
-//! fetch because its comparison always saw a difference (reference §12.4), and built none on a
-//! signal-driven fetch at an unchanged height even when the transactions had changed (§12.25).
+//! fetch because its comparison always saw a difference, and built none on a
+//! signal-driven fetch at an unchanged height even when the transactions had changed.
 //!
 //! Drain order: after each `handle_*`, call [`Work::poll_job`] until it returns `None`; updates
 //! come out in the order they were made, so a clean job is never overtaken by an older update.

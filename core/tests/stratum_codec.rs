@@ -1,5 +1,5 @@
-//! Stratum v1 codec: byte-exact writers, the reference transcript requests (§14 of the
-//! PowerPool behaviour reference), malformed-input handling and property tests.
+//! Stratum v1 codec: byte-exact writers, the requests of a session transcript captured from
+//! PowerPool, malformed-input handling and property tests.
 
 use powerpool_core::framing::{LineReader, LineTooLong};
 use powerpool_core::stratum::{
@@ -62,8 +62,8 @@ fn result_raw_line() {
 }
 
 #[test]
-fn error_lines_carry_the_reference_table() {
-    // Codes and texts from reference §3.5; every line of the §14 transcript that is an
+fn error_lines_carry_the_original_table() {
+    // Codes and texts PowerPool sent; every line of its captured transcript that is an
     // error uses one of them.
     let table = [
         (ErrorCode::Other, 20, "Other/Unknown"),
@@ -108,7 +108,7 @@ fn error_message_is_json_escaped() {
 
 #[test]
 fn subscribe_result_line() {
-    // extranonce1 "5193fc01" is the first client id of port 3333 in the §14 transcript.
+    // extranonce1 "5193fc01" is the first client id of port 3333 in PowerPool's transcript.
     let mut out = Vec::new();
     stratum::write_subscribe_result(&mut out, &num(2), "5193fc01", "5193fc01", 4);
     assert_eq!(
@@ -224,7 +224,7 @@ fn notify_line() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Parsing: the requests of the §14 transcript
+// Parsing: the requests of PowerPool's transcript
 
 fn sub(worker: &str, job: &str, en2: &str, ntime: &str, nonce: &str) -> Method {
     Method::Submit(Submit {
