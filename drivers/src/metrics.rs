@@ -9,13 +9,13 @@
 //!   A port or node not named at construction is counted under the label `other` instead of
 //!   being dropped.
 //! - Every counter declared here is moved by a method of [`Metrics`] (the original declared
-//!   reject, `_count`, job-manager and queue counters that never moved, reference §12.18;
+//!   reject, `_count`, job-manager and queue counters that never moved;
 //!   here each rendered series has a caller-facing method, and the tests drive all of them).
 //! - Time is an input. [`Metrics::tick`] is told the unix second; the one-second/one-minute
 //!   window ([`RollingWindow`]) never reads a clock, so it is unit-tested with injected time.
 //!   Only [`run_ticker`] reads the wall clock.
 //!
-//! ## Windows and hashrate (reference §2.1, changed on purpose)
+//! ## Windows and hashrate (changed on purpose from the original)
 //! The original kept a 60-slot ring of seconds and one of minutes per counter, rotated by a
 //! ticker, and estimated hashrate from the *last completed minute* only, so the figure jumped
 //! once a minute. Here the ticker feeds the per-second deltas of the share totals into
@@ -30,7 +30,7 @@
 //! `RwLock<HashMap>` on every increment, which is the lock this module keeps off the share
 //! path, and our series are a fixed, small set that one function can write.
 //!
-//! ## statsd (reference §2.4, renamed)
+//! ## statsd (the original's events, renamed)
 //! With [`StatsdConfig::enabled`], [`Metrics::tick`] sends, once a second, the *change* of
 //! every counter since the previous tick (`|c`, omitted when zero) and the current value of
 //! every gauge (`|g`), through cadence's buffered UDP sink (one or two datagrams a second,
@@ -441,7 +441,7 @@ impl NodeCounters {
 // statsd
 // ---------------------------------------------------------------------------------------------
 
-/// `statsd:` section of the config (reference §2.4's `events`).
+/// `statsd:` section of the config (the original's `events`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StatsdConfig {

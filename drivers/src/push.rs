@@ -1,7 +1,7 @@
 //! Block notifications pushed to the pool: a UDP datagram port and bitcoind's ZMQ
 //! `hashblock` feed, both turned into [`PushSignal`]s for the coinserver driver.
 //!
-//! ## The datagram port (fixes reference §10 / §12.16)
+//! ## The datagram port (fixes the original's unauthenticated method calls)
 //! The original looked up and called *any* method of *any* component named in a datagram.
 //! Here a datagram can only say "a block arrived"; nothing else is parsed, so nothing else can
 //! be triggered. Format (ASCII, one command per datagram, at most [`MAX_DATAGRAM`] bytes,
@@ -47,7 +47,7 @@ use zeromq::{Socket, SocketRecv};
 pub const MAX_DATAGRAM: usize = 512;
 /// How far a signed datagram's `t=` may be from the pool's clock, either way.
 pub const REPLAY_WINDOW_SECS: u64 = 30;
-/// The original's default port (reference §10).
+/// The original's default port.
 pub const DEFAULT_UDP_ADDR: &str = "127.0.0.1:6855";
 
 #[derive(Debug, Clone, PartialEq, Eq)]

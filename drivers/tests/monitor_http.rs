@@ -474,7 +474,7 @@ async fn prometheus_output_parses_and_every_counter_moves() {
         after.keys().collect::<Vec<_>>(),
         "the series set is fixed"
     );
-    // §12.18: no declared counter may stay at zero once its events happen.
+    // The original declared counters that never moved: no declared counter may stay at zero once its events happen.
     for (series, value) in &after {
         if types[family_of(series)] == "counter" {
             assert!(*value > 0.0, "{series} never moved");
