@@ -12,6 +12,8 @@ use zeromq::{Socket, SocketSend, ZmqMessage};
 
 // Mainnet block 100000.
 const H100K: &str = "000000000003ba27aa200b1cecaad478d2b00432346c3f1f3986da1afd33e506";
+// Mainnet genesis.
+const H0: &str = "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f";
 
 async fn recv(rx: &mut mpsc::Receiver<PushSignal>) -> PushSignal {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
@@ -43,20 +45,27 @@ async fn udp_signed_notifications_only() {
     ));
     let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     // Refused: the original's method-call form, unsigned, wrong key, and another coin.
-    for d in [
-        "LTC getblocktemplate signal=1 __spawn=1".to_owned(),
-        format!("blocknotify BTC {H100K}"),
-        sign_datagram("blocknotify BTC", b"wrong key", unix_now()),
-        sign_datagram("blocknotify LTC", &secret, unix_now()),
-    ] {
+    let refused = || {
+        [
+            "LTC getblocktemplate signal=1 __spawn=1".to_owned(),
+            format!("blocknotify BTC {H100K}"),
+            sign_datagram("blocknotify BTC", b"wrong key", unix_now()),
+            sign_datagram("blocknotify LTC", &secret, unix_now()),
+        ]
+    };
+    let good = sign_datagram(&format!("blocknotify BTC {H100K}"), &secret, unix_now());
+    // A second good datagram whose signal no other datagram here could produce.
+    let marker = sign_datagram(&format!("blocknotify BTC {H0}"), &secret, unix_now());
+    // Datagrams on loopback arrive in order and the listener handles them one by one, so the
+    // signals must be exactly the good one's, then the marker's: any refused datagram (before
+    // or after the good one) or a repeat of the good one would come between.
+    let mut sequence = refused().to_vec();
+    sequence.push(format!("{good}\n"));
+    sequence.extend(refused());
+    sequence.push(marker);
+    for d in &sequence {
         sender.send_to(d.as_bytes(), addr).await.unwrap();
     }
-    let good = sign_datagram(&format!("blocknotify BTC {H100K}"), &secret, unix_now());
-    sender
-        .send_to(format!("{good}\n").as_bytes(), addr)
-        .await
-        .unwrap();
-    // Datagrams on loopback arrive in order: the first signal must be the good one.
     assert_eq!(
         recv(&mut rx).await,
         PushSignal {
@@ -64,7 +73,13 @@ async fn udp_signed_notifications_only() {
             block_hash: Some(Hash256::from_display_hex(H100K).unwrap())
         }
     );
-    assert!(rx.try_recv().is_err());
+    assert_eq!(
+        recv(&mut rx).await,
+        PushSignal {
+            source: PushSource::Udp,
+            block_hash: Some(Hash256::from_display_hex(H0).unwrap())
+        }
+    );
     drop(rx);
     tokio::time::timeout(Duration::from_secs(5), listener)
         .await

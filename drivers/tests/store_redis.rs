@@ -12,8 +12,9 @@ use std::time::Duration;
 use common::redis::RedisServer;
 use powerpool_core::record::{BlockRecord, BlockStatus, RecordId, ShareKind, ShareRecord};
 use powerpool_core::sharelog::{Batch, BatchId, LogRecord, ShareLogConfig, ShareLogStatus};
+use powerpool_drivers::store::redis::MINUTE_GRACE_SECS;
 use powerpool_drivers::store::{
-    RedisStore, RedisStoreConfig, ShareLogDriverConfig, ShareStore, Spool, StoreError,
+    FlushScope, RedisStore, RedisStoreConfig, ShareLogDriverConfig, ShareStore, Spool, StoreError,
     WriteOutcome, run_share_log,
 };
 use redis::Commands;
@@ -130,6 +131,8 @@ async fn shares_land_in_the_simplecoin_layout_and_the_stream() {
     assert_eq!(aux, "64");
     let slice: Vec<String> = c.lrange("chain_1_slice", 0, -1).unwrap();
     assert_eq!(slice, vec!["addrA:64", "addrB:0.5", "addrA:1e-10"]);
+    // The minute is long over by the pool's clock, so a flush publishes it.
+    s.flush(FlushScope::Due).await.unwrap();
     let stamp = T0 / 1000 / 60 * 60;
     let acc: HashMap<String, f64> = c.hgetall(format!("min_acc_sha256_{stamp}")).unwrap();
     assert_eq!(acc.len(), 2);
@@ -313,6 +316,348 @@ async fn a_rejected_block_is_not_credited_and_its_round_reopens() {
         paid.extend(sl);
     }
     assert_eq!(paid, vec!["a:2", "b:4"]);
+}
+
+/// An accepted share of `diff` from `address` judged at `unix_ms` by `server`.
+fn share_at(server: u16, seq: u64, unix_ms: u64, address: &str, diff: f64) -> LogRecord {
+    LogRecord::Share(ShareRecord {
+        id: RecordId {
+            server,
+            boot: 1,
+            seq,
+        },
+        unix_ms,
+        kind: ShareKind::Accepted,
+        address: address.into(),
+        worker: "w1".into(),
+        difficulty: diff,
+        currency: "TEST".into(),
+        algo: "sha256".into(),
+        height: 500,
+        aux_currencies: vec![],
+    })
+}
+
+fn batch_of(server: u16, seq: u64, records: Vec<LogRecord>) -> Batch {
+    Batch {
+        id: BatchId {
+            server,
+            boot: 1,
+            seq,
+        },
+        records,
+    }
+}
+
+fn public_minutes(c: &mut redis::Connection) -> BTreeSet<String> {
+    c.keys::<_, Vec<String>>("min_*")
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+fn minute_sums(c: &mut redis::Connection, key: &str) -> HashMap<String, f64> {
+    c.hgetall(key).unwrap()
+}
+
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// SimpleCoin renames each `min_*` key and deletes it once read, so a minute it could see
+/// before it is over would be taken in part and then appear again with the rest.
+#[tokio::test]
+async fn a_minute_appears_only_once_it_is_over_and_only_once() {
+    let server = RedisServer::start();
+    let s = store(&server);
+    let mut c = conn(&server);
+    let m = T0 / 1000; // a minute boundary, in seconds
+    let ms = |secs: u64| secs * 1000;
+    let key_m = format!("min_acc_sha256_{m}");
+    let key_m1 = format!("min_acc_sha256_{}", m + 60);
+
+    s.write_batch(&batch_of(
+        3,
+        1,
+        vec![
+            share_at(3, 1, ms(m) + 1, "a", 2.0),
+            share_at(3, 2, ms(m) + 2, "b", 0.5),
+        ],
+    ))
+    .await
+    .unwrap();
+    assert!(public_minutes(&mut c).is_empty(), "minute {m} is current");
+    let staged: HashMap<String, f64> = c.hgetall(format!("powerpool:minute:0003:{key_m}")).unwrap();
+    assert_eq!(
+        staged,
+        HashMap::from([("a.w1".into(), 2.0), ("b.w1".into(), 0.5)])
+    );
+
+    // Late in the minute, then early in the next but within the grace for stragglers: still
+    // held back.
+    s.write_batch(&batch_of(3, 2, vec![share_at(3, 3, ms(m + 59), "a", 4.0)]))
+        .await
+        .unwrap();
+    s.write_batch(&batch_of(
+        3,
+        3,
+        vec![
+            share_at(3, 4, ms(m + 60 + MINUTE_GRACE_SECS) - 1, "a", 1.0),
+            share_at(3, 5, ms(m + 59) + 999, "b", 8.0),
+        ],
+    ))
+    .await
+    .unwrap();
+    assert!(public_minutes(&mut c).is_empty());
+
+    // Once a batch is past the grace, the minute is published whole, the next one is not.
+    let past_grace = batch_of(
+        3,
+        4,
+        vec![share_at(3, 6, ms(m + 60 + MINUTE_GRACE_SECS), "a", 16.0)],
+    );
+    assert_eq!(
+        s.write_batch(&past_grace).await.unwrap(),
+        WriteOutcome::Applied
+    );
+    assert_eq!(public_minutes(&mut c), BTreeSet::from([key_m.clone()]));
+    assert_eq!(
+        minute_sums(&mut c, &key_m),
+        HashMap::from([("a.w1".into(), 6.0), ("b.w1".into(), 8.5)])
+    );
+    assert!(
+        !c.exists::<_, bool>(format!("powerpool:minute:0003:{key_m}"))
+            .unwrap()
+    );
+
+    // Replays add nothing, neither to the published minute nor to the staged one.
+    for seq in 1..=4 {
+        let again = batch_of(3, seq, vec![share_at(3, 100 + seq, ms(m) + 5, "a", 1000.0)]);
+        assert_eq!(
+            s.write_batch(&again).await.unwrap(),
+            WriteOutcome::AlreadyApplied
+        );
+    }
+    assert_eq!(
+        minute_sums(&mut c, &key_m),
+        HashMap::from([("a.w1".into(), 6.0), ("b.w1".into(), 8.5)])
+    );
+    let staged_m1: HashMap<String, f64> = c
+        .hgetall(format!("powerpool:minute:0003:{key_m1}"))
+        .unwrap();
+    assert_eq!(staged_m1, HashMap::from([("a.w1".into(), 17.0)]));
+
+    // SimpleCoin takes minute m; nothing brings it back, and m + 60 follows when it is over.
+    let _: () = c.rename(&key_m, "processing_shares").unwrap();
+    let _: () = c.del("processing_shares").unwrap();
+    s.write_batch(&batch_of(
+        3,
+        5,
+        vec![share_at(3, 7, ms(m + 120 + MINUTE_GRACE_SECS), "c", 1.0)],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(public_minutes(&mut c), BTreeSet::from([key_m1.clone()]));
+    assert_eq!(
+        minute_sums(&mut c, &key_m1),
+        HashMap::from([("a.w1".into(), 17.0)])
+    );
+    // Publishing again (a retried flush) finds nothing left to add.
+    s.flush(FlushScope::All).await.unwrap();
+    s.flush(FlushScope::All).await.unwrap();
+    assert_eq!(
+        minute_sums(&mut c, &key_m1),
+        HashMap::from([("a.w1".into(), 17.0)])
+    );
+    let key_m2 = format!("min_acc_sha256_{}", m + 120);
+    assert_eq!(
+        minute_sums(&mut c, &key_m2),
+        HashMap::from([("c.w1".into(), 1.0)])
+    );
+    let staged: Vec<String> = c.keys("powerpool:minute:*").unwrap();
+    assert!(staged.is_empty(), "{staged:?}");
+    assert_eq!(c.zcard::<_, u64>("powerpool:minutes").unwrap(), 0);
+}
+
+#[tokio::test]
+async fn flushes_publish_what_is_over_and_at_shutdown_everything_of_their_servers() {
+    let server = RedisServer::start();
+    let s = store(&server);
+    let mut c = conn(&server);
+    let now = unix_ms_now();
+    let ten_minutes_ago = now - 600_000;
+    let k_now = format!("min_acc_sha256_{}", now / 1000 / 60 * 60);
+    let k_old = format!("min_acc_sha256_{}", ten_minutes_ago / 1000 / 60 * 60);
+    // Each batch's latest share is in its own minute, so no batch publishes anything.
+    s.write_batch(&batch_of(
+        3,
+        1,
+        vec![share_at(3, 1, ten_minutes_ago, "a", 1.0)],
+    ))
+    .await
+    .unwrap();
+    s.write_batch(&batch_of(
+        9,
+        1,
+        vec![share_at(9, 1, ten_minutes_ago, "z", 5.0)],
+    ))
+    .await
+    .unwrap();
+    // A second store sharing Redis, for another server.
+    let other = store(&server);
+    other
+        .write_batch(&batch_of(4, 1, vec![share_at(4, 1, now, "q", 1.0)]))
+        .await
+        .unwrap();
+    assert!(public_minutes(&mut c).is_empty());
+
+    other.flush(FlushScope::All).await.unwrap();
+    assert_eq!(
+        public_minutes(&mut c),
+        BTreeSet::from([k_now.clone()]),
+        "a store publishes the minutes of the servers it wrote for, not others'"
+    );
+    assert_eq!(
+        minute_sums(&mut c, &k_now),
+        HashMap::from([("q.w1".into(), 1.0)])
+    );
+
+    s.flush(FlushScope::Due).await.unwrap();
+    assert_eq!(
+        public_minutes(&mut c),
+        BTreeSet::from([k_now.clone(), k_old.clone()])
+    );
+    assert_eq!(
+        minute_sums(&mut c, &k_old),
+        HashMap::from([("a.w1".into(), 1.0), ("z.w1".into(), 5.0)])
+    );
+
+    s.write_batch(&batch_of(3, 2, vec![share_at(3, 2, now, "a", 2.0)]))
+        .await
+        .unwrap();
+    s.flush(FlushScope::Due).await.unwrap();
+    assert_eq!(
+        minute_sums(&mut c, &k_now),
+        HashMap::from([("q.w1".into(), 1.0)]),
+        "the current minute waits"
+    );
+    s.flush(FlushScope::All).await.unwrap();
+    assert_eq!(
+        minute_sums(&mut c, &k_now),
+        HashMap::from([("q.w1".into(), 1.0), ("a.w1".into(), 2.0)]),
+        "at shutdown the current minute goes too"
+    );
+    assert_eq!(c.zcard::<_, u64>("powerpool:minutes").unwrap(), 0);
+}
+
+#[tokio::test]
+async fn minutes_left_by_a_server_that_never_returned_are_published_after_an_hour() {
+    let server = RedisServer::start();
+    let mut c = conn(&server);
+    let gone = store(&server);
+    // Written in this order, neither batch's own time publishes the other's minute.
+    let recent = unix_ms_now() - 600_000;
+    gone.write_batch(&batch_of(8, 1, vec![share_at(8, 1, recent, "a", 1.0)]))
+        .await
+        .unwrap();
+    // T0 is long past: an abandoned minute by any clock.
+    gone.write_batch(&batch_of(8, 2, vec![share_at(8, 2, T0, "a", 3.0)]))
+        .await
+        .unwrap();
+    drop(gone);
+    assert!(public_minutes(&mut c).is_empty());
+    let fresh = store(&server);
+    fresh.flush(FlushScope::Due).await.unwrap();
+    let k_old = format!("min_acc_sha256_{}", T0 / 1000 / 60 * 60);
+    // The recent minute is server 8's to publish when it returns.
+    assert_eq!(public_minutes(&mut c), BTreeSet::from([k_old.clone()]));
+    assert_eq!(
+        minute_sums(&mut c, &k_old),
+        HashMap::from([("a.w1".into(), 3.0)])
+    );
+    assert_eq!(c.zcard::<_, u64>("powerpool:minutes").unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_minute_key_that_cannot_take_the_sums_holds_them_back_whole() {
+    let server = RedisServer::start();
+    let s = store(&server);
+    let mut c = conn(&server);
+    let m = T0 / 1000;
+    let key = format!("min_acc_sha256_{m}");
+    let _: () = c.hset(&key, "a.w1", "1").unwrap();
+    let _: () = c.hset(&key, "b.w1", "not a number").unwrap();
+    s.write_batch(&batch_of(
+        3,
+        1,
+        vec![share_at(3, 1, T0, "a", 2.0), share_at(3, 2, T0, "b", 2.0)],
+    ))
+    .await
+    .unwrap();
+    let err = s.flush(FlushScope::All).await.unwrap_err();
+    assert!(matches!(err, StoreError::Refused(_)), "{err}");
+    assert!(err.to_string().contains(&key), "{err}");
+    let untouched: HashMap<String, String> = c.hgetall(&key).unwrap();
+    assert_eq!(untouched["a.w1"], "1", "nothing of the minute was moved");
+    // Fixed by an operator, the next flush moves the sums once.
+    let _: () = c.hdel(&key, "b.w1").unwrap();
+    s.flush(FlushScope::All).await.unwrap();
+    s.flush(FlushScope::All).await.unwrap();
+    assert_eq!(
+        minute_sums(&mut c, &key),
+        HashMap::from([("a.w1".into(), 3.0), ("b.w1".into(), 2.0)])
+    );
+}
+
+/// An orphan must not stay where SimpleCoin pays blocks from.
+#[tokio::test]
+async fn an_orphaned_block_leaves_the_unprocessed_blocks() {
+    let server = RedisServer::start();
+    let s = store(&server);
+    let mut c = conn(&server);
+    let ho = "00000000000000000000000000000000000000000000000000000000000000d0";
+    let hk = "00000000000000000000000000000000000000000000000000000000000000d1";
+    let orphaned = |seq, hash: &str| LogRecord::BlockStatus {
+        id: id(seq),
+        hash: hash.into(),
+        currency: "TEST".into(),
+        status: BlockStatus::Orphaned,
+        reason: Some("replaced by 00ff".into()),
+    };
+    s.write_batch(&batch(
+        1,
+        vec![
+            share(1, ShareKind::Accepted, "a", 1.0),
+            block(2, ho, BlockStatus::Accepted),
+            share(3, ShareKind::Accepted, "a", 1.0),
+            block(4, hk, BlockStatus::Accepted),
+        ],
+    ))
+    .await
+    .unwrap();
+    let before: HashMap<String, String> = c.hgetall(format!("unproc_block_{ho}")).unwrap();
+    // SimpleCoin has already taken the other block: its orphaning creates nothing.
+    let _: () = c.del(format!("unproc_block_{hk}")).unwrap();
+    s.write_batch(&batch(2, vec![orphaned(2, ho), orphaned(4, hk)]))
+        .await
+        .unwrap();
+    let unproc: Vec<String> = c.keys("unproc_block*").unwrap();
+    assert!(unproc.is_empty(), "{unproc:?}");
+    let after: HashMap<String, String> = c.hgetall(format!("orphan_block_{ho}")).unwrap();
+    assert_eq!(after["status"], "orphaned");
+    assert_eq!(after["orphan_reason"], "replaced by 00ff");
+    for (k, v) in &before {
+        if k != "status" {
+            assert_eq!(&after[k], v, "field {k} kept");
+        }
+    }
+    assert!(!c.exists::<_, bool>(format!("orphan_block_{hk}")).unwrap());
+    // The round the orphan closed stays closed.
+    let cur: HashMap<String, String> = c.hgetall("current_block_TEST_sha256").unwrap();
+    assert_eq!(cur["chain_1_start_index"], "2");
 }
 
 #[tokio::test]
@@ -603,6 +948,46 @@ async fn shutdown_during_an_outage_spools_and_the_next_start_replays() {
     check_exactly_once(&server, 250);
 }
 
+/// Through the share log driver: the current minute stays staged while the pool runs and is
+/// published by the clean shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_publishes_the_current_minute() {
+    let server = RedisServer::start();
+    let spool_dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = mpsc::channel(64);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (status_tx, mut st) = watch::channel(ShareLogStatus::default());
+    let h = tokio::spawn(run_share_log(
+        driver_cfg(),
+        Arc::new(store(&server)),
+        Spool::open(spool_dir.path(), 1 << 20).unwrap(),
+        rx,
+        async move {
+            let _ = stop_rx.await;
+        },
+        status_tx,
+    ));
+    let now = unix_ms_now();
+    for seq in 1..=20 {
+        tx.send(share_at(3, seq, now, "a", 0.5)).await.unwrap();
+    }
+    wait_for(&mut st, "all written", |s| {
+        s.records_written == 20 && s.pending_records == 0
+    })
+    .await;
+    let mut c = conn(&server);
+    assert!(public_minutes(&mut c).is_empty(), "the minute is current");
+    stop_tx.send(()).unwrap();
+    assert_eq!(h.await.unwrap().abandoned_records, 0);
+    let key = format!("min_acc_sha256_{}", now / 1000 / 60 * 60);
+    assert_eq!(public_minutes(&mut c), BTreeSet::from([key.clone()]));
+    assert_eq!(
+        minute_sums(&mut c, &key),
+        HashMap::from([("a.w1".into(), 10.0)])
+    );
+    assert_eq!(c.zcard::<_, u64>("powerpool:minutes").unwrap(), 0);
+}
+
 /// The real Redis store behind a fault: every third write is applied and then reported as
 /// failed, as when the reply is lost to a timeout. The retry (through the spool) must not
 /// count anything twice.
@@ -627,6 +1012,10 @@ impl ShareStore for LostReplies {
             return Err(StoreError::Unavailable("reply lost".into()));
         }
         Ok(out)
+    }
+
+    async fn flush(&self, scope: FlushScope) -> Result<(), StoreError> {
+        self.inner.flush(scope).await
     }
 
     async fn health(&self) -> Result<(), StoreError> {

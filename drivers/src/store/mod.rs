@@ -21,6 +21,15 @@
 //! sequence applied; the policy writes one batch at a time in sequence order, so anything at or
 //! below that mark is a retry or a replay and is skipped. This is what makes a retry after an
 //! ambiguous failure or a replay after a crash count once.
+//!
+//! ## Held back until a period is over
+//! A store may keep part of what it applied out of its readers' sight until a period is over
+//! (the Redis store's minute sums: SimpleCoin takes a minute once and for all). Besides doing
+//! so on its own writes, it is given [`ShareStore::flush`] every [`FLUSH_INTERVAL`] while the
+//! primary is up with nothing left to replay (an idle pool has no writes to go by), and once
+//! with [`FlushScope::All`] after a clean shutdown has written everything to the primary. A
+//! shutdown that leaves batches in the spool skips it: the next start replays them into the
+//! same periods and publishes those once they are over.
 
 use std::fmt;
 use std::future::Future;
@@ -71,6 +80,19 @@ impl StoreError {
     }
 }
 
+/// How much a [`ShareStore::flush`] publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushScope {
+    /// What belongs to periods that are over by the store's clock.
+    Due,
+    /// Everything this store wrote, the period in progress included: the last call of a clean
+    /// shutdown.
+    All,
+}
+
+/// How often [`run_share_log`] calls [`ShareStore::flush`] with [`FlushScope::Due`].
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+
 /// A primary share store. Object safe; implementations must make [`ShareStore::write_batch`]
 /// atomic and idempotent by batch id as described in the module docs.
 #[async_trait]
@@ -78,6 +100,12 @@ pub trait ShareStore: Send + Sync + fmt::Debug {
     /// For logs and the monitor.
     fn name(&self) -> &str;
     async fn write_batch(&self, batch: &Batch) -> Result<WriteOutcome, StoreError>;
+    /// Makes visible what the store holds back until a period is over (module docs). Must be
+    /// safe to retry after an ambiguous failure; a no-op for stores that hold nothing back.
+    async fn flush(&self, scope: FlushScope) -> Result<(), StoreError> {
+        let _ = scope;
+        Ok(())
+    }
     /// A cheap round trip to the store.
     async fn health(&self) -> Result<(), StoreError>;
 }
@@ -115,6 +143,8 @@ enum Done {
     Write(BatchId, Result<(), WriteError>),
     Spool(BatchId, Result<(), SpoolFailure>),
     Replay(Result<ReplayOutcome, ReplayFailure>),
+    /// The policy does not track flushes: a failed one is retried on the next tick.
+    Flush,
 }
 
 type Op = std::pin::Pin<Box<dyn Future<Output = Done> + Send>>;
@@ -139,6 +169,7 @@ pub async fn run_share_log(
     let mut shutting_down = false;
     let mut grace_end: Option<tokio::time::Instant> = None;
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut next_flush = origin + FLUSH_INTERVAL;
     loop {
         if op.is_none()
             && let Some(action) = log.poll_action()
@@ -168,6 +199,7 @@ pub async fn run_share_log(
                     Done::Write(id, r) => log.handle_write_result(t, id, r),
                     Done::Spool(id, r) => log.handle_spool_result(t, id, r),
                     Done::Replay(r) => log.handle_replay_result(t, r),
+                    Done::Flush => {}
                 }
             }
             () = &mut shutdown, if !shutting_down => {
@@ -199,6 +231,19 @@ pub async fn run_share_log(
                 }
             },
             () = sleep_until(deadline), if deadline.is_some() => log.handle_timeout(now()),
+            () = tokio::time::sleep_until(next_flush), if op.is_none() && !shutting_down => {
+                next_flush = Instant::now() + FLUSH_INTERVAL;
+                // While batches wait to be replayed, their minutes are not over for the store.
+                let st = log.status();
+                if st.primary_up && st.spooled_batches == 0 {
+                    let primary = primary.clone();
+                    let limit = cfg.write_timeout;
+                    op = Some(Box::pin(async move {
+                        flush_with_timeout(&*primary, FlushScope::Due, limit).await;
+                        Done::Flush
+                    }));
+                }
+            }
             () = sleep_until(grace_end), if grace_end.is_some() => {
                 drop(op.take());
                 let abandoned = log.take_unwritten();
@@ -215,9 +260,31 @@ pub async fn run_share_log(
             }
         }
     }
+    let st = log.status();
+    if st.primary_up && st.spooled_batches == 0 {
+        flush_with_timeout(&*primary, FlushScope::All, cfg.write_timeout).await;
+    }
     ShareLogReport {
-        status: log.status(),
+        status: st,
         abandoned_records: 0,
+    }
+}
+
+/// Failures are logged only: what a store holds back stays durable in it and goes out on a
+/// later flush or write, of this run or the next.
+async fn flush_with_timeout(primary: &dyn ShareStore, scope: FlushScope, limit: Duration) {
+    match tokio::time::timeout(limit, primary.flush(scope)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(store = primary.name(), ?scope, error = %e, "share store flush failed")
+        }
+        Err(_) => {
+            tracing::warn!(
+                store = primary.name(),
+                ?scope,
+                "share store flush timed out"
+            )
+        }
     }
 }
 

@@ -13,9 +13,25 @@
 //! - `chain_{C}_slice` (list): `RPUSH "{address}:{diff}"`.
 //!
 //! Per share of any kind except `invalid` (SimpleCoin knows only these four types), summed over
-//! the batch: `min_{acc|dup|low|stale}_{ALGO}_{STAMP}` (hash): `HINCRBYFLOAT
-//! "{address}.{worker}" {sum}`. `{STAMP}` comes from the share's own time, so a replay lands in
-//! the minute the share was judged in.
+//! the batch, towards SimpleCoin's `min_{acc|dup|low|stale}_{ALGO}_{STAMP}` (hash), field
+//! `"{address}.{worker}"`. `{STAMP}` comes from the share's own time, so a replay lands in the
+//! minute the share was judged in. SimpleCoin takes every `min_*` key it finds once and for all
+//! (RENAME, read, DEL), so a minute is published only when it is over, as the original emitted
+//! it (reference §8.2):
+//! - staged, in the batch's script: `HINCRBYFLOAT {P}minute:{server:04x}:min_…_{STAMP}
+//!   "{address}.{worker}" {sum}` and `ZADD {P}minutes {STAMP} {staged key}`. Per server, not per
+//!   boot, so a restarted server publishes what its previous run left staged.
+//! - published: `HINCRBYFLOAT` of every staged field into the `min_*` key, `DEL` of the staged
+//!   key and `ZREM`, in one script, so an interrupted publish moved all or nothing and a retry
+//!   adds nothing twice. A staged minute whose `min_*` key holds another type or a field that is
+//!   not a number stays staged, and `flush` reports it.
+//! - when: at the end of every batch's script, the minutes of the batch's server that ended
+//!   [`MINUTE_GRACE_SECS`] before the batch's latest record time; on
+//!   [`FlushScope::Due`] (every [`FLUSH_INTERVAL`](super::FLUSH_INTERVAL) while nothing waits
+//!   in the spool) the same by the pool's clock for every server this store wrote batches of; on
+//!   [`FlushScope::All`] (clean shutdown) all their minutes, the current one included. Both
+//!   flushes also publish any server's minutes that ended more than [`ABANDONED_MINUTE_SECS`]
+//!   ago: a server that crashed and never came back.
 //!
 //! Per share of every kind: `XADD {P}shares MAXLEN ~ {stream_maxlen} *` with fields `id`
 //! (the record id, `ssss-bbbbbbbb-qqqqqqqqqqqqqqqq` hex), `kind` (`accepted`, `duplicate`,
@@ -48,10 +64,15 @@
 //!   the start and solve indices, both of which then include it. (The reference's §12.12: the
 //!   original wrote rejected blocks as `unproc_block_*` and SimpleCoin paid them.) If another
 //!   block of the same currency and algorithm was recorded in between, the round stays closed.
-//! - `orphaned`: `status` is set on whichever of the three keys exists.
+//! - `orphaned`: a block still under `unproc_block_{HASH}` (SimpleCoin has not taken it yet) or
+//!   `submitted_block_{HASH}` is renamed to `orphan_block_{HASH}`, which SimpleCoin does not
+//!   scan, so an orphan is never paid; `status` and `orphan_reason` (`replaced by {HASH}`) are
+//!   set on it (or on `rejected_block_{HASH}` if that is where the block is). Its round stays
+//!   closed: by the time a block is found orphaned, later rounds have usually begun.
 //!
 //! Own bookkeeping: `{P}applied` (hash) maps `{server:04x}-{boot:08x}` to the highest batch
-//! sequence applied for that instance.
+//! sequence applied for that instance; `{P}minutes` (sorted set) and `{P}minute:*` (hashes)
+//! hold the staged minute sums above.
 //!
 //! ## Numbers
 //! Difficulties are written as the shortest decimal that reads back as the same `f64`: `64`,
@@ -66,18 +87,20 @@
 //! is not higher; then it checks the type of every key it will write and returns an error
 //! before writing anything if one holds another type. Redis runs a script to completion
 //! without interleaving, so a batch is applied entirely or (on a failed check) not at all, and
-//! once only.
+//! once only. Staging a minute is part of that script, so it is exactly once too; publishing
+//! checks the `min_*` key before it moves anything (see above).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use powerpool_core::record::{BlockRecord, BlockStatus, ShareKind, ShareRecord};
 use powerpool_core::sharelog::{Batch, LogRecord};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{ShareStore, StoreError, WriteOutcome};
+use super::{FlushScope, ShareStore, StoreError, WriteOutcome};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisStoreConfig {
@@ -85,7 +108,7 @@ pub struct RedisStoreConfig {
     pub url: String,
     /// SimpleCoin share chain id (`chain_{C}_…`).
     pub chain: u32,
-    /// Prefix of the keys that are this pool's own (stream, applied marks).
+    /// Prefix of the keys that are this pool's own (stream, applied marks, staged minutes).
     pub key_prefix: String,
     /// Approximate cap of the share stream (`MAXLEN ~`).
     pub stream_maxlen: u64,
@@ -105,6 +128,55 @@ impl Default for RedisStoreConfig {
         }
     }
 }
+
+/// Moves staged minute sums into SimpleCoin's `min_*` keys; shared by both scripts. A staged
+/// key whose public key cannot take the sums (another type, a field that is not a number) is
+/// left staged and reported rather than half moved: a script that fails midway is not rolled
+/// back, and a retry would then add the moved part twice.
+const PUBLISH: &str = r#"
+local function publish_one(idx, base, k, stuck)
+  if redis.call('EXISTS', k) == 0 then
+    redis.call('ZREM', idx, k)
+    return
+  end
+  local c = string.find(k, ':', #base + 1, true)
+  if not c or redis.call('TYPE', k)['ok'] ~= 'hash' then
+    stuck[#stuck + 1] = k
+    return
+  end
+  local pub = string.sub(k, c + 1)
+  local t = redis.call('TYPE', pub)['ok']
+  if t ~= 'none' and t ~= 'hash' then
+    stuck[#stuck + 1] = pub
+    return
+  end
+  local kv = redis.call('HGETALL', k)
+  for j = 1, #kv, 2 do
+    local v = redis.call('HGET', pub, kv[j])
+    if v and not tonumber(v) then
+      stuck[#stuck + 1] = pub
+      return
+    end
+  end
+  for j = 1, #kv, 2 do redis.call('HINCRBYFLOAT', pub, kv[j], kv[j + 1]) end
+  redis.call('DEL', k)
+  redis.call('ZREM', idx, k)
+end
+
+local function publish(idx, base, pre, max, stuck)
+  for _, k in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', max)) do
+    if string.sub(k, 1, #pre) == pre then publish_one(idx, base, k, stuck) end
+  end
+end
+"#;
+
+/// ARGV: the minute index, the staged key base, then pairs of (staged key prefix, highest
+/// stamp as a `ZRANGEBYSCORE` bound). Returns the keys left staged.
+const FLUSH: &str = r#"
+local stuck = {}
+for i = 3, #ARGV, 2 do publish(ARGV[1], ARGV[2], ARGV[i], ARGV[i + 1], stuck) end
+return stuck
+"#;
 
 const SCRIPT: &str = r#"
 local a = ARGV
@@ -177,6 +249,13 @@ while i <= #a do
   elseif op == 'R' then
     redis.call('RPUSH', a[i + 1], a[i + 2])
     i = i + 3
+  elseif op == 'M' then
+    redis.call('HINCRBYFLOAT', a[i + 1], a[i + 3], a[i + 4])
+    redis.call('ZADD', a[i + 5], a[i + 2], a[i + 1])
+    i = i + 6
+  elseif op == 'P' then
+    publish(a[i + 1], a[i + 2], a[i + 3], a[i + 4], {})
+    i = i + 5
   elseif op == 'X' then
     local n = tonumber(a[i + 1])
     local args = {'XADD', stream, 'MAXLEN', '~', maxlen, '*'}
@@ -213,8 +292,15 @@ while i <= #a do
         redis.call('HSET', rej, 'status', st, 'reject_reason', reason)
       end
     elseif st == 'orphaned' then
-      for _, k in ipairs({sub, unp, rej}) do
-        if redis.call('EXISTS', k) == 1 then redis.call('HSET', k, 'status', st) end
+      local orph = 'orphan_block_' .. hash
+      for _, k in ipairs({sub, unp}) do
+        if redis.call('EXISTS', k) == 1 then redis.call('RENAME', k, orph) end
+      end
+      for _, k in ipairs({orph, rej}) do
+        if redis.call('EXISTS', k) == 1 then
+          redis.call('HSET', k, 'status', st)
+          if reason ~= '' then redis.call('HSET', k, 'orphan_reason', reason) end
+        end
       end
     end
     i = i + 4
@@ -225,11 +311,26 @@ end
 return 1
 "#;
 
+/// How long after a minute ends its sums wait before they are published. Sessions stamp
+/// shares before they queue for the log, so around a minute boundary a share of the old minute
+/// can reach the store just after one of the new; without this slack it would re-create a
+/// minute SimpleCoin had already taken.
+pub const MINUTE_GRACE_SECS: u64 = 10;
+
+/// Staged minutes of a server that has not published them this long after they ended are
+/// published by any server's flush: a server that crashed and never came back would otherwise
+/// hold its last minutes forever.
+pub const ABANDONED_MINUTE_SECS: u64 = 3600;
+
 /// The share store on Redis; see the module docs for the layout.
 pub struct RedisStore {
     cfg: RedisStoreConfig,
     conn: ConnectionManager,
     script: redis::Script,
+    flush_script: redis::Script,
+    /// Server numbers of the batches written through this store: whose staged minutes a flush
+    /// publishes. Learnt from batches because replays carry the server of the batch, not ours.
+    servers: Mutex<BTreeSet<u16>>,
     name: String,
 }
 
@@ -259,7 +360,9 @@ impl RedisStore {
         Ok(RedisStore {
             cfg,
             conn,
-            script: redis::Script::new(SCRIPT),
+            script: redis::Script::new(&format!("{PUBLISH}{SCRIPT}")),
+            flush_script: redis::Script::new(&format!("{PUBLISH}{FLUSH}")),
+            servers: Mutex::new(BTreeSet::new()),
             name,
         })
     }
@@ -282,6 +385,10 @@ impl ShareStore for RedisStore {
     }
 
     async fn write_batch(&self, batch: &Batch) -> Result<WriteOutcome, StoreError> {
+        self.servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(batch.id.server);
         let args = build_args(&self.cfg, batch);
         let mut inv = self.script.prepare_invoke();
         for a in &args {
@@ -294,6 +401,35 @@ impl ShareStore for RedisStore {
         } else {
             WriteOutcome::AlreadyApplied
         })
+    }
+
+    async fn flush(&self, scope: FlushScope) -> Result<(), StoreError> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let servers: Vec<u16> = self
+            .servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        let args = flush_args(&self.cfg, &servers, scope, now_ms);
+        let mut inv = self.flush_script.prepare_invoke();
+        for a in &args {
+            inv.arg(a);
+        }
+        let mut conn = self.conn.clone();
+        let stuck: Vec<String> = inv.invoke_async(&mut conn).await.map_err(classify)?;
+        if stuck.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Refused(format!(
+                "minute sums held back at {}: a key of another type or a field that is not a \
+                 number; fix or delete it and the next flush publishes them",
+                stuck.join(", ")
+            )))
+        }
     }
 
     async fn health(&self) -> Result<(), StoreError> {
@@ -375,7 +511,46 @@ fn status_name(s: BlockStatus) -> &'static str {
 struct Args {
     ops: Vec<String>,
     checks: BTreeMap<String, &'static str>,
-    minutes: BTreeMap<(String, String), f64>,
+    /// (stamp, public key, field) → sum over the batch.
+    minutes: BTreeMap<(u64, String, String), f64>,
+}
+
+fn minute_index(cfg: &RedisStoreConfig) -> String {
+    format!("{}minutes", cfg.key_prefix)
+}
+
+fn staged_base(cfg: &RedisStoreConfig) -> String {
+    format!("{}minute:", cfg.key_prefix)
+}
+
+fn staged_prefix(cfg: &RedisStoreConfig, server: u16) -> String {
+    format!("{}{server:04x}:", staged_base(cfg))
+}
+
+/// The start of the earliest minute that is not yet over at `unix_ms`, allowing `slack_secs`
+/// for late arrivals: every minute stamped before it may be published.
+fn open_minute(unix_ms: u64, slack_secs: u64) -> u64 {
+    (unix_ms / 1000).saturating_sub(slack_secs) / 60 * 60
+}
+
+fn flush_args(
+    cfg: &RedisStoreConfig,
+    servers: &[u16],
+    scope: FlushScope,
+    now_ms: u64,
+) -> Vec<String> {
+    let mut out = vec![minute_index(cfg), staged_base(cfg)];
+    let own_max = match scope {
+        FlushScope::Due => format!("({}", open_minute(now_ms, MINUTE_GRACE_SECS)),
+        FlushScope::All => "+inf".to_string(),
+    };
+    for s in servers {
+        out.push(staged_prefix(cfg, *s));
+        out.push(own_max.clone());
+    }
+    out.push(String::new());
+    out.push(format!("({}", open_minute(now_ms, ABANDONED_MINUTE_SECS)));
+    out
 }
 
 impl Args {
@@ -405,7 +580,12 @@ fn build_args(cfg: &RedisStoreConfig, batch: &Batch) -> Vec<String> {
                 ..
             } => {
                 // The round key comes from the block's own `currency` and `algo` fields.
-                for k in ["submitted_block_", "unproc_block_", "rejected_block_"] {
+                for k in [
+                    "submitted_block_",
+                    "unproc_block_",
+                    "rejected_block_",
+                    "orphan_block_",
+                ] {
                     a.checks.insert(format!("{k}{hash}"), "hash");
                 }
                 a.push(&[
@@ -417,10 +597,44 @@ fn build_args(cfg: &RedisStoreConfig, batch: &Batch) -> Vec<String> {
             }
         }
     }
+    let index = minute_index(cfg);
+    let own = staged_prefix(cfg, batch.id.server);
     let minutes = std::mem::take(&mut a.minutes);
-    for ((key, field), sum) in minutes {
-        a.checks.insert(key.clone(), "hash");
-        a.push(&["H", &key, &field, &format_number(sum)]);
+    if !minutes.is_empty() {
+        a.checks.insert(index.clone(), "zset");
+    }
+    for ((stamp, key, field), sum) in minutes {
+        let staged = format!("{own}{key}");
+        a.checks.insert(staged.clone(), "hash");
+        a.push(&[
+            "M",
+            &staged,
+            &stamp.to_string(),
+            &field,
+            &format_number(sum),
+            &index,
+        ]);
+    }
+    // Log order within a server makes the batch's latest time a clock for "this minute is
+    // over": later batches of the server carry later shares.
+    let latest = batch
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            LogRecord::Share(s) => Some(s.unix_ms),
+            LogRecord::Block(b) => Some(b.unix_ms),
+            LogRecord::BlockStatus { .. } => None,
+        })
+        .max();
+    if let Some(ms) = latest {
+        a.checks.insert(index.clone(), "zset");
+        a.push(&[
+            "P",
+            &index,
+            &staged_base(cfg),
+            &own,
+            &format!("({}", open_minute(ms, MINUTE_GRACE_SECS)),
+        ]);
     }
     let mut out = vec![
         applied,
@@ -462,7 +676,7 @@ fn share_ops(a: &mut Args, c: u32, s: &ShareRecord, stream: &str) {
         let stamp = s.unix_ms / 1000 / 60 * 60;
         let key = format!("min_{ty}_{}_{stamp}", s.algo);
         let field = format!("{}.{}", s.address, s.worker);
-        *a.minutes.entry((key, field)).or_insert(0.0) += if s.difficulty.is_finite() {
+        *a.minutes.entry((stamp, key, field)).or_insert(0.0) += if s.difficulty.is_finite() {
             s.difficulty
         } else {
             0.0
