@@ -1,8 +1,10 @@
 //! The configuration file: YAML read with serde-saphyr, every section with defaults, unknown
 //! keys refused. Errors name the file, line and column, the key, and what to write instead.
 //!
-//! `config.yml.example` at the repository root documents every option with its default; a
-//! test parses it, so it cannot drift from this schema.
+//! `config.yml.example` at the repository root documents every option with its default. Tests
+//! parse it to exactly the defaults and compare its key paths (the commented list templates
+//! included) with the serialized schema in both directions, so a key added to the schema and
+//! not to the example, or one misspelt there, fails the build.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -120,7 +122,8 @@ impl Default for CoinConfig {
 #[serde(deny_unknown_fields)]
 pub struct CoinserverEntry {
     pub name: String,
-    /// `http://host:port` of the node's JSON-RPC.
+    /// `http://host:port` of the node's JSON-RPC. Plain HTTP only: the RPC client carries no
+    /// TLS stack.
     pub url: String,
     #[serde(default)]
     pub username: Option<String>,
@@ -461,12 +464,7 @@ impl Config {
             );
         }
         for (i, c) in self.coinservers.iter().enumerate() {
-            if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
-                return Err((
-                    format!("coinservers[{i}].url"),
-                    "must start with http:// or https://".into(),
-                ));
-            }
+            check_rpc_url(&format!("coinservers[{i}].url"), &c.url)?;
             if c.cookie_file.is_some() && (c.username.is_some() || c.password.is_some()) {
                 return Err((
                     format!("coinservers[{i}]"),
@@ -494,6 +492,23 @@ impl Config {
                     "two ports on one address".into(),
                 ));
             }
+        }
+        // Every port shares one coinbase layout (the pool refuses to start otherwise), so
+        // --check-config must catch a mismatch too.
+        let en2 = self.stratum[0].policy.extranonce2_size;
+        if let Some(i) = self
+            .stratum
+            .iter()
+            .position(|p| p.policy.extranonce2_size != en2)
+        {
+            return Err((
+                format!("stratum[{i}].policy.extranonce2_size"),
+                format!(
+                    "is {} but stratum[0] has {en2}: all ports share one coinbase layout, so give \
+                     every port the same extranonce2_size",
+                    self.stratum[i].policy.extranonce2_size
+                ),
+            ));
         }
         if self.new_blocks.poll_interval_ms == 0 || self.new_blocks.push_poll_interval_ms == 0 {
             return err("new_blocks", "poll intervals must be above 0 ms");
@@ -556,12 +571,7 @@ impl Config {
                 ));
             }
             for (j, c) in a.coinservers.iter().enumerate() {
-                if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
-                    return Err((
-                        key(&format!("coinservers[{j}].url")),
-                        "must start with http:// or https://".into(),
-                    ));
-                }
+                check_rpc_url(&key(&format!("coinservers[{j}].url")), &c.url)?;
                 if c.cookie_file.is_some() && (c.username.is_some() || c.password.is_some()) {
                     return Err((
                         key(&format!("coinservers[{j}]")),
@@ -579,11 +589,24 @@ impl Config {
         Ok(())
     }
 
-    /// The effective config as JSON for the monitor, with every secret removed.
+    /// The effective config as JSON for the monitor, with every secret removed (by the
+    /// monitor's own rule, so what counts as a secret is decided in one place).
     pub fn redacted(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
-        redact(&mut v);
+        crate::monitor::redact(&mut v);
         v
+    }
+
+    /// The keys that differ between `self` (running) and `new` and only take effect after a
+    /// restart: everything but `logging.level`, which a reload applies live. Keys only, never
+    /// values, since some are secrets.
+    pub fn changes_needing_restart(&self, new: &Config) -> Vec<String> {
+        let a = serde_json::to_value(self).unwrap_or_default();
+        let b = serde_json::to_value(new).unwrap_or_default();
+        let mut out = Vec::new();
+        diff_paths(&a, &b, "", &mut out);
+        out.retain(|k| !LIVE_KEYS.contains(&k.as_str()));
+        out
     }
 
     pub fn poll_interval(&self) -> Duration {
@@ -591,31 +614,87 @@ impl Config {
     }
 }
 
+/// Keys a SIGHUP reload applies without a restart.
+pub const LIVE_KEYS: &[&str] = &["logging.level"];
+
+/// Appends the paths where `a` and `b` differ, as deep as both sides have the same shape (a
+/// list that changed length is named as a whole).
+fn diff_paths(a: &serde_json::Value, b: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    use serde_json::Value;
+    let join = |k: &str| {
+        if prefix.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, va) in x {
+                match y.get(k) {
+                    Some(vb) => diff_paths(va, vb, &join(k), out),
+                    None => out.push(join(k)),
+                }
+            }
+            for k in y.keys().filter(|k| !x.contains_key(*k)) {
+                out.push(join(k));
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (va, vb)) in x.iter().zip(y).enumerate() {
+                diff_paths(va, vb, &format!("{prefix}[{i}]"), out);
+            }
+        }
+        _ if a != b => out.push(prefix.to_owned()),
+        _ => {}
+    }
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_owned()
 }
 
-/// Replaces every value whose key names a secret, at any depth, and credentials in URLs.
-pub fn redact(v: &mut serde_json::Value) {
+/// A coinserver RPC URL the client can dial. The RPC client is built without TLS (no TLS
+/// stack in the binary), so an https URL would be accepted here and fail at every request.
+fn check_rpc_url(key: &str, url: &str) -> Result<(), (String, String)> {
+    if url.starts_with("https://") {
+        return Err((
+            key.to_owned(),
+            "https is not supported (the RPC client has no TLS): use http:// to a node on a \
+             private network, or terminate TLS in a local proxy (e.g. stunnel) and give its \
+             http:// address here"
+                .into(),
+        ));
+    }
+    if !url.starts_with("http://") {
+        return Err((
+            key.to_owned(),
+            "must start with http://, e.g. http://127.0.0.1:8332".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The key paths of `v` (`a.b`, with `[]` for any element of a list), objects included.
+#[cfg(test)]
+fn key_paths(v: &serde_json::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
     match v {
         serde_json::Value::Object(m) => {
-            for (k, val) in m.iter_mut() {
-                let k = k.to_ascii_lowercase();
-                if ["password", "secret", "token", "cookie", "auth"]
-                    .iter()
-                    .any(|s| k.contains(s))
-                {
-                    if !val.is_null() {
-                        *val = "<redacted>".into();
-                    }
-                } else if k == "url" && val.as_str().is_some_and(|s| s.contains('@')) {
-                    *val = "<redacted: contains credentials>".into();
+            for (k, val) in m {
+                let path = if prefix.is_empty() {
+                    k.clone()
                 } else {
-                    redact(val);
-                }
+                    format!("{prefix}.{k}")
+                };
+                out.insert(path.clone());
+                key_paths(val, &path, out);
             }
         }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(redact),
+        serde_json::Value::Array(a) => {
+            for val in a {
+                key_paths(val, &format!("{prefix}[]"), out);
+            }
+        }
         _ => {}
     }
 }
@@ -744,13 +823,145 @@ aux_chains:
     }
 
     #[test]
-    fn secrets_are_redacted_at_any_depth() {
+    fn secrets_are_redacted_and_nothing_else() {
         let mut c = Config::parse(MIN, "t").unwrap();
         c.coinservers[0].password = Some("hunter2".into());
+        c.coinservers[0].username = Some("rpcuser".into());
         c.new_blocks.udp.secret = Some("s3cret".into());
         c.store.redis.url = "redis://:pw@host:6379/0".into();
-        let text = c.redacted().to_string();
-        assert!(!text.contains("hunter2") && !text.contains("s3cret") && !text.contains(":pw@"));
-        assert!(text.contains("<redacted>"));
+        let v = c.redacted();
+        let text = v.to_string();
+        for leaked in ["hunter2", "s3cret", ":pw@", "/tmp/.cookie"] {
+            assert!(!text.contains(leaked), "{leaked} leaked: {text}");
+        }
+        let r = crate::monitor::REDACTED;
+        assert_eq!(v["coinservers"][0]["password"], r);
+        assert_eq!(v["coinservers"][0]["cookie_file"], r);
+        assert_eq!(v["new_blocks"]["udp"]["secret"], r);
+        // Settings that merely mention authorization, and plain names, are shown as they are.
+        assert_eq!(v["limits"]["auth_timeout_secs"], 60);
+        assert_eq!(v["limits"]["max_connections"], 50_000);
+        assert_eq!(v["store"]["redis"]["key_prefix"], "powerpool:");
+        assert_eq!(v["coinservers"][0]["username"], "rpcuser");
+        assert_eq!(v["coinservers"][0]["url"], "http://127.0.0.1:18443");
+    }
+
+    #[test]
+    fn https_coinserver_is_refused_with_the_way_out() {
+        let text = MIN.replace("http://127.0.0.1:18443", "https://node.example:8332");
+        let e = Config::parse(&text, "p.yml").unwrap_err().to_string();
+        assert!(e.contains("`coinservers[0].url`"), "{e}");
+        assert!(e.contains("http://") && e.contains("proxy"), "{e}");
+        let text = format!("{MIN}{AUX}").replace("http://127.0.0.1:18333", "https://d:1");
+        let e = Config::parse(&text, "p.yml").unwrap_err().to_string();
+        assert!(e.contains("`aux_chains[1].coinservers[1].url`"), "{e}");
+        assert!(e.contains("proxy"), "{e}");
+        let text = MIN.replace("http://127.0.0.1:18443", "127.0.0.1:18443");
+        let e = Config::parse(&text, "p.yml").unwrap_err().to_string();
+        assert!(
+            e.contains("coinservers[0].url") && e.contains("http://"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ports_must_agree_on_extranonce2_size() {
+        let ports = |second: usize| {
+            format!(
+                "{MIN}stratum:\n  - {{name: a, bind: \"0.0.0.0:3333\"}}\n  \
+                 - {{name: b, bind: \"0.0.0.0:3334\", policy: {{extranonce2_size: {second}}}}}\n"
+            )
+        };
+        let c = Config::parse(&ports(4), "p.yml").unwrap();
+        assert_eq!(c.stratum.len(), 2);
+        let e = Config::parse(&ports(8), "p.yml").unwrap_err().to_string();
+        assert!(e.contains("`stratum[1].policy.extranonce2_size`"), "{e}");
+        assert!(e.contains("same extranonce2_size"), "{e}");
+    }
+
+    /// The lines after `anchor` that are commented out up to the next blank line, uncommented:
+    /// the example's templates for list entries.
+    fn commented_template(text: &str, anchor: &str) -> String {
+        let rest = &text[text.find(anchor).expect("anchor in the example") + anchor.len()..];
+        rest.lines()
+            .skip(1)
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| format!("{}\n", &l[1..]))
+            .collect()
+    }
+
+    /// Every key of the schema appears in the example and every key of the example is in the
+    /// schema. Defaults cannot hide a missing key here: the example is read untyped, and the
+    /// schema's keys come from serializing a config with one of each list entry.
+    #[test]
+    fn example_file_has_every_key_and_no_other() {
+        let example = include_str!("../../config.yml.example");
+        // The list templates are comments (the lists are empty by default): make them live.
+        let mut text = example.to_owned();
+        for anchor in ["coinservers: []", "aux_chains: []"] {
+            let template = commented_template(example, anchor);
+            assert!(!template.is_empty(), "{anchor} has a commented template");
+            let key = &anchor[..anchor.len() - 3];
+            text = text.replacen(anchor, &format!("{key}\n{template}"), 1);
+        }
+        let documented: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        let entry = CoinserverEntry {
+            name: "n".into(),
+            url: "http://127.0.0.1:8332".into(),
+            username: None,
+            password: None,
+            cookie_file: None,
+            priority: 0,
+        };
+        let mut full = Config {
+            coinservers: vec![entry.clone()],
+            ..Config::default()
+        };
+        full.aux_chains = vec![AuxChainConfig {
+            currency: "NMC".into(),
+            payout_address: String::new(),
+            poll_interval_ms: 1000,
+            coinservers: vec![entry],
+        }];
+        let schema = serde_json::to_value(&full).unwrap();
+        let (mut want, mut have) = (Default::default(), Default::default());
+        key_paths(&schema, "", &mut want);
+        key_paths(&documented, "", &mut have);
+        let missing: Vec<_> = want.difference(&have).collect();
+        let unknown: Vec<_> = have.difference(&want).collect();
+        assert!(
+            missing.is_empty(),
+            "config.yml.example lacks {missing:?}: document each with its default"
+        );
+        assert!(
+            unknown.is_empty(),
+            "config.yml.example has keys the schema does not: {unknown:?}"
+        );
+    }
+
+    #[test]
+    fn reload_names_every_change_that_needs_a_restart() {
+        let running = Config::parse(MIN, "t").unwrap();
+        let mut new = running.clone();
+        assert!(running.changes_needing_restart(&new).is_empty());
+        new.logging.level = "debug".into();
+        assert!(
+            running.changes_needing_restart(&new).is_empty(),
+            "applied live"
+        );
+        new.logging.format = LogFormat::Json;
+        new.limits.idle_timeout_secs = 5;
+        new.coinservers[0].password = Some("hunter2".into());
+        new.stratum.push(StratumPortConfig::default());
+        let changed = running.changes_needing_restart(&new);
+        assert_eq!(
+            changed,
+            [
+                "coinservers[0].password",
+                "limits.idle_timeout_secs",
+                "logging.format",
+                "stratum",
+            ],
+        );
     }
 }

@@ -141,7 +141,8 @@ fn main() -> ExitCode {
 }
 
 /// SIGTERM/SIGINT: stop accepting, finish in-flight submits, flush the share log, exit 0.
-/// SIGHUP: reload what can change live (the log level) and log what needs a restart.
+/// SIGHUP: reload what can change live (the log level) and name every other changed key as
+/// needing a restart.
 async fn signals(
     shutdown: watch::Sender<bool>,
     config_path: Option<PathBuf>,
@@ -157,18 +158,26 @@ async fn signals(
         tracing::error!("cannot install signal handlers");
         return;
     };
+    // The level in force, which a reload may have changed since start (unlike the rest of
+    // `running`, which stays what the pool was started with until a restart).
+    let mut level = running.as_ref().map(|c| c.logging.level.clone());
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(config_path.as_deref(), running.as_ref(), &logs),
+            _ = hup.recv() => reload(config_path.as_deref(), running.as_ref(), &mut level, &logs),
         }
     }
     tracing::info!("shutting down: finishing in-flight work and flushing the share log");
     shutdown.send_replace(true);
 }
 
-fn reload(path: Option<&Path>, running: Option<&Config>, logs: &ReloadHandle) {
+fn reload(
+    path: Option<&Path>,
+    running: Option<&Config>,
+    level: &mut Option<String>,
+    logs: &ReloadHandle,
+) {
     let (Some(path), Some(running)) = (path, running) else {
         tracing::info!("SIGHUP: no config file to reload");
         return;
@@ -180,21 +189,30 @@ fn reload(path: Option<&Path>, running: Option<&Config>, logs: &ReloadHandle) {
             return;
         }
     };
-    if new.logging.level != running.logging.level {
+    let mut applied = false;
+    if level.as_deref() != Some(new.logging.level.as_str()) {
         match EnvFilter::try_new(&new.logging.level) {
-            Ok(f) => {
-                let _ = logs.reload(f);
-                tracing::info!(level = %new.logging.level, "SIGHUP: log level changed");
-            }
+            Ok(f) => match logs.reload(f) {
+                Ok(()) => {
+                    *level = Some(new.logging.level.clone());
+                    applied = true;
+                    tracing::info!(level = %new.logging.level, "SIGHUP: log level changed");
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: log level not changed"),
+            },
             Err(e) => tracing::error!(error = %e, "SIGHUP: bad logging.level"),
         }
     }
-    let a = serde_json::to_value(running).unwrap_or_default();
-    let b = serde_json::to_value(&new).unwrap_or_default();
-    for (k, v) in b.as_object().into_iter().flatten() {
-        if k != "logging" && a.get(k) != Some(v) {
-            tracing::warn!(section = %k, "SIGHUP: `{k}` changed; it takes effect after a restart");
-        }
+    // Compared with what the pool started with: a change made in an earlier reload is still
+    // waiting for the restart.
+    let pending = running.changes_needing_restart(&new);
+    if !pending.is_empty() {
+        tracing::warn!(
+            keys = %pending.join(", "),
+            "SIGHUP: these changed keys take effect only after a restart"
+        );
+    } else if !applied {
+        tracing::info!("SIGHUP: nothing to change");
     }
 }
 

@@ -276,11 +276,21 @@ const SECRET_FRAGMENTS: &[&str] = &[
     "authorization",
 ];
 
-/// Whether a JSON member named `key` holds a secret. Besides [`SECRET_FRAGMENTS`] anywhere in
-/// the key, a word of the key (split at non-alphanumerics and lower→upper case changes) that
-/// is or ends with `pass` or `auth` (`pass`, `rpcpass`, `rpc_auth`, `basicAuth`) or is `pwd`
-/// marks one. Words merely *starting* with `auth` are kept (`client_count_authed`,
-/// `authorized`), as status fields use them.
+/// Last words of a key that make it a setting or a count *about* credentials, never one
+/// (`auth_timeout_secs`, `auth_failures`, `pass_enabled`). Only the looser word rule below
+/// defers to them; [`SECRET_FRAGMENTS`] always win.
+const MEASURE_WORDS: &[&str] = &[
+    "timeout", "secs", "seconds", "ms", "millis", "interval", "enabled", "count", "attempts",
+    "retries", "failures", "limit", "max", "min", "size",
+];
+
+/// Whether a JSON member named `key` holds a secret. Any of [`SECRET_FRAGMENTS`] anywhere in
+/// the key marks one, as does a last word `key` (`hmac_key`; `key_prefix` is kept). So does a
+/// word of the key (split at non-alphanumerics and lower→upper case changes) that is or ends
+/// with `pass` or `auth` (`pass`, `rpcpass`, `rpc_auth`, `basicAuth`) or is `pwd`, unless the
+/// key ends in one of [`MEASURE_WORDS`] (`auth_timeout_secs` is a duration, shown as such).
+/// Words merely *starting* with `auth` are kept (`client_count_authed`, `authorized`), as
+/// status fields use them.
 #[must_use]
 pub fn is_secret_key(key: &str) -> bool {
     let compact: String = key
@@ -291,7 +301,17 @@ pub fn is_secret_key(key: &str) -> bool {
     if SECRET_FRAGMENTS.iter().any(|f| compact.contains(f)) {
         return true;
     }
-    words(key).any(|w| w == "pwd" || w.ends_with("pass") || w.ends_with("auth"))
+    let words: Vec<String> = words(key).collect();
+    let Some(last) = words.last() else {
+        return false;
+    };
+    if last == "key" {
+        return true;
+    }
+    !MEASURE_WORDS.contains(&last.as_str())
+        && words
+            .iter()
+            .any(|w| w == "pwd" || w.ends_with("pass") || w.ends_with("auth"))
 }
 
 fn words(key: &str) -> impl Iterator<Item = String> + '_ {
@@ -406,6 +426,15 @@ mod tests {
             "apiKey",
             "pwd",
             "credentials",
+            "key",
+            "hmac_key",
+            "signingKey",
+            "auth_pass",
+            "rpcauth_value",
+            "auth_header",
+            "password_timeout_secs",
+            "token_count",
+            "secret_size",
         ] {
             assert!(is_secret_key(k), "{k} must be secret");
         }
@@ -418,6 +447,13 @@ mod tests {
             "host",
             "worker",
             "passive",
+            "auth_timeout_secs",
+            "authTimeoutSecs",
+            "auth_failures",
+            "pass_enabled",
+            "key_prefix",
+            "keyspace",
+            "max_connections_per_ip",
         ] {
             assert!(!is_secret_key(k), "{k} must be kept");
         }

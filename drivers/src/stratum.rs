@@ -14,11 +14,13 @@
 //!   (as a clean job, so nothing stale is credited);
 //! - connections: a total cap and a per-IP cap, checked before a session exists; a connection
 //!   that does not authorize within `auth_timeout`, or sends nothing for `idle_timeout`, is
-//!   closed (the original only checked on read timeouts, §12.22).
+//!   closed (the original only checked on read timeouts, §12.22). Both caps are counted when
+//!   a connection is admitted, not when its task first runs, so a burst of accepts cannot
+//!   overshoot them; an [`Admission`] guard gives the slot back however the task ends.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -120,7 +122,11 @@ pub struct StratumShared {
     /// One slot per connection. The registry's lock is taken only on connect and disconnect;
     /// each connection updates its own slot in place (uncontended except by the monitor).
     clients: Mutex<HashMap<u64, Arc<Mutex<ClientInfo>>>>,
+    /// Admitted connections per address. Every admission holds this lock while it checks and
+    /// counts, which is what makes both caps exact.
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Admitted connections in total (changed only under `per_ip`'s lock; read without it).
+    active: AtomicUsize,
     next_serial: AtomicU64,
     epoch: Instant,
 }
@@ -143,6 +149,7 @@ impl StratumShared {
             events,
             clients: Mutex::new(HashMap::new()),
             per_ip: Mutex::new(HashMap::new()),
+            active: AtomicUsize::new(0),
             next_serial: AtomicU64::new(1),
             epoch: Instant::now(),
         })
@@ -155,8 +162,9 @@ impl StratumShared {
         let _ = self.jobs.send(update);
     }
 
+    /// Connections admitted and not yet ended.
     pub fn connection_count(&self) -> usize {
-        self.clients.lock().map(|c| c.len()).unwrap_or(0)
+        self.active.load(Ordering::Acquire)
     }
 
     /// A copy of every connection's monitor view.
@@ -183,14 +191,14 @@ impl StratumShared {
         self.epoch + Duration::from_millis(t.as_millis())
     }
 
-    /// Admission control; returns the extranonce1 for a new connection.
-    fn admit(&self, ip: IpAddr) -> Result<Vec<u8>, RefuseReason> {
-        if self.connection_count() >= self.limits.max_connections {
+    /// Admission control: claims a slot in both caps and an extranonce1, or says why not.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, RefuseReason> {
+        let mut per_ip = self.per_ip.lock().map_err(|_| RefuseReason::Other)?;
+        if self.active.load(Ordering::Acquire) >= self.limits.max_connections {
             return Err(RefuseReason::PoolFull);
         }
-        let mut per_ip = self.per_ip.lock().map_err(|_| RefuseReason::Other)?;
-        let n = per_ip.entry(ip).or_insert(0);
-        if *n >= self.limits.max_connections_per_ip {
+        let n = per_ip.get(&ip).copied().unwrap_or(0);
+        if n >= self.limits.max_connections_per_ip {
             return Err(RefuseReason::AddressLimit);
         }
         let en1 = self
@@ -199,24 +207,46 @@ impl StratumShared {
             .map_err(|_| RefuseReason::Other)?
             .allocate()
             .ok_or(RefuseReason::PoolFull)?;
-        *n += 1;
-        Ok(en1)
+        per_ip.insert(ip, n + 1);
+        self.active.fetch_add(1, Ordering::AcqRel);
+        Ok(Admission {
+            shared: self.clone(),
+            ip,
+            en1,
+            serial: self.next_serial.fetch_add(1, Ordering::Relaxed),
+        })
     }
+}
 
-    fn release(&self, ip: IpAddr, en1: &[u8], serial: u64) {
-        if let Ok(mut per_ip) = self.per_ip.lock()
-            && let Some(n) = per_ip.get_mut(&ip)
-        {
-            *n -= 1;
-            if *n == 0 {
-                per_ip.remove(&ip);
+/// One admitted connection's claim on the shared state: its place in both caps, its
+/// extranonce1 and its monitor slot. Dropping it gives all of them back, so a connection task
+/// that ends any way at all (including being dropped at runtime shutdown) frees its slot.
+struct Admission {
+    shared: Arc<StratumShared>,
+    ip: IpAddr,
+    en1: Vec<u8>,
+    serial: u64,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let s = &self.shared;
+        if let Ok(mut c) = s.clients.lock() {
+            c.remove(&self.serial);
+        }
+        if let Ok(mut a) = s.allocator.lock() {
+            a.release(&self.en1);
+        }
+        // The counts go last, so a connection admitted into the freed slot finds the
+        // extranonce1 already back in the allocator.
+        if let Ok(mut per_ip) = s.per_ip.lock() {
+            if let Some(n) = per_ip.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per_ip.remove(&self.ip);
+                }
             }
-        }
-        if let Ok(mut a) = self.allocator.lock() {
-            a.release(en1);
-        }
-        if let Ok(mut c) = self.clients.lock() {
-            c.remove(&serial);
+            s.active.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -251,16 +281,14 @@ pub async fn serve_port<N: Net>(
                     }
                 };
                 match shared.admit(peer.ip()) {
-                    Ok(en1) => {
-                        let serial = shared.next_serial.fetch_add(1, Ordering::Relaxed);
+                    Ok(admission) => {
                         tasks.spawn(connection(
                             net.clone(),
                             shared.clone(),
                             port,
                             stream,
                             peer,
-                            serial,
-                            en1,
+                            admission,
                             conn_shutdown.clone(),
                         ));
                     }
@@ -286,13 +314,13 @@ async fn connection<N: Net>(
     port: usize,
     stream: N::Stream,
     peer: SocketAddr,
-    serial: u64,
-    en1: Vec<u8>,
+    admission: Admission,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let serial = admission.serial;
     let ctx = shared.ports[port].ctx.clone();
     let now = shared.now(&net);
-    let mut session = Session::new(ctx, serial, en1.clone(), now);
+    let mut session = Session::new(ctx, serial, admission.en1.clone(), now);
     let mut jobs = shared.jobs.subscribe();
     let latest = shared.latest.borrow().clone();
     if let Some(u) = latest {
@@ -302,7 +330,7 @@ async fn connection<N: Net>(
         serial,
         port: shared.ports[port].name.clone(),
         peer: peer.to_string(),
-        extranonce1: hex::encode(&en1),
+        extranonce1: hex::encode(&admission.en1),
         user_agent: None,
         workers: Vec::new(),
         difficulty: session.difficulty(),
@@ -418,8 +446,9 @@ async fn connection<N: Net>(
             refresh_info(&mut info, &session, workers_changed);
         }
     }
-    let _ = wr.shutdown().await;
-    shared.release(peer.ip(), &en1, serial);
+    // Bounded: a peer that does not read must not hold the slot past its write timeout.
+    let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
+    drop(admission);
     let _ = shared
         .events
         .send(PoolEvent::Disconnected { serial, port })

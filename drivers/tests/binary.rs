@@ -1,0 +1,297 @@
+//! The `powerpool` binary as operators run it: config checking, the demo, the health check,
+//! and its signals (SIGHUP reload, SIGTERM shutdown). Every child is killed when a test fails.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_powerpool");
+/// Hang guard for anything that should happen well within it.
+const LIMIT: Duration = Duration::from_secs(30);
+const EXAMPLE: &str = include_str!("../../config.yml.example");
+
+/// The example with its two required keys filled in and everything it writes kept in `dir`.
+fn example_config(dir: &Path, coinserver: &str) -> String {
+    EXAMPLE
+        .replace(
+            "payout_address: \"\"",
+            "payout_address: 1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa",
+        )
+        .replace(
+            "coinservers: []",
+            &format!("coinservers: [{{name: n, url: \"{coinserver}\"}}]"),
+        )
+        .replace(
+            "embedded_path: powerpool.redb",
+            &format!("embedded_path: {}", dir.join("pool.redb").display()),
+        )
+        .replace(
+            "spool_path: powerpool.spool",
+            &format!("spool_path: {}", dir.join("spool").display()),
+        )
+}
+
+fn check_config(path: &Path) -> Output {
+    Command::new(BIN)
+        .arg("--check-config")
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
+/// A running child whose stdout and stderr lines arrive on a channel; killed on drop unless
+/// it has already exited.
+struct Running {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(cmd: &mut Command) -> Running {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for stream in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first line (from now on) that satisfies `f`.
+    fn wait_line(&mut self, what: &str, f: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + LIMIT;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if f(&line) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "no {what} within {LIMIT:?}; output:\n{}",
+                        self.seen.join("\n")
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("exited before {what}; output:\n{}", self.seen.join("\n"))
+                }
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name}");
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let end = Instant::now() + LIMIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < end,
+                "still running {LIMIT:?} after the signal"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The `host:port` printed after `prefix` on the line that starts with it.
+fn address_after(line: &str, prefix: &str) -> String {
+    line[line.find(prefix).unwrap() + prefix.len()..]
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+#[test]
+fn check_config_passes_the_example_and_refuses_mistakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("pool.yml");
+    std::fs::write(&good, example_config(dir.path(), "http://127.0.0.1:8332")).unwrap();
+    let out = check_config(&good);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+
+    // As shipped, the example lacks the payout address, and says so.
+    let shipped = dir.path().join("shipped.yml");
+    std::fs::write(&shipped, EXAMPLE).unwrap();
+    let out = check_config(&shipped);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("coin.payout_address"), "{err}");
+
+    // A misspelt key: named, with the file, line and column.
+    let text = example_config(dir.path(), "http://127.0.0.1:8332")
+        .replace("  idle_timeout_secs: 900", "  idle_timout_secs: 900");
+    let line = text
+        .lines()
+        .position(|l| l.contains("idle_timout_secs"))
+        .unwrap()
+        + 1;
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(&bad, text).unwrap();
+    let out = check_config(&bad);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("idle_timout_secs"), "{err}");
+    assert!(
+        err.contains(&format!("{}:{line}:", bad.display())),
+        "file:line:column, line {line}: {err}"
+    );
+
+    // Valid YAML the pool could not run: refused at check time, naming the key and the fix.
+    let text = example_config(dir.path(), "https://node.example:8332");
+    let tls = dir.path().join("tls.yml");
+    std::fs::write(&tls, text).unwrap();
+    let out = check_config(&tls);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("coinservers[0].url") && err.contains("http://"),
+        "{err}"
+    );
+}
+
+#[test]
+fn demo_serves_work_to_check_and_stops_cleanly_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut demo = Running::start(
+        Command::new(BIN)
+            .args([
+                "demo",
+                "--stratum",
+                "127.0.0.1:0",
+                "--monitor",
+                "127.0.0.1:0",
+            ])
+            // The demo keeps its shares under the temporary directory.
+            .env("TMPDIR", tmp.path()),
+    );
+    let line = demo.wait_line("the stratum address", |l| {
+        l.starts_with("stratum: stratum+tcp://")
+    });
+    let stratum = address_after(&line, "stratum+tcp://");
+    let line = demo.wait_line("the monitor address", |l| l.starts_with("monitor: http://"));
+    let monitor = address_after(&line, "http://");
+
+    // Generous thresholds: exit 0 must mean "work was served", whatever the machine's load.
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            &format!("stratum+tcp://{stratum}"),
+            "--warn-ms",
+            "60000",
+            "--crit-ms",
+            "120000",
+        ])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "check: {report}");
+    assert!(
+        report.starts_with("STRATUM ok") && report.contains("work="),
+        "{report}"
+    );
+
+    // The served config shows settings about authorization as they are.
+    let mut http = TcpStream::connect(&monitor).unwrap();
+    http.set_read_timeout(Some(LIMIT)).unwrap();
+    write!(
+        http,
+        "GET /config HTTP/1.1\r\nHost: {monitor}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    http.read_to_string(&mut body).unwrap();
+    assert!(body.contains("\"auth_timeout_secs\":60"), "{body}");
+
+    demo.signal("TERM");
+    let status = demo.wait_exit();
+    assert!(
+        status.success(),
+        "{status}; output:\n{}",
+        demo.seen.join("\n")
+    );
+}
+
+#[test]
+fn sighup_names_changes_that_need_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // No node answers: the pool still starts, binds and reloads.
+    let text = example_config(dir.path(), "http://127.0.0.1:9")
+        .replace("bind: 0.0.0.0:3333", "bind: 127.0.0.1:0")
+        .replace(
+            "  enabled: true\n  # JSON endpoints",
+            "  enabled: false\n  # JSON endpoints",
+        );
+    let path = dir.path().join("pool.yml");
+    std::fs::write(&path, &text).unwrap();
+    let mut pool = Running::start(Command::new(BIN).arg(&path));
+    pool.wait_line("the stratum address", |l| l.starts_with("stratum: "));
+
+    let changed = text
+        .replace("  format: text", "  format: json")
+        .replace("  idle_timeout_secs: 900", "  idle_timeout_secs: 600")
+        .replace("  level: info", "  level: debug");
+    std::fs::write(&path, changed).unwrap();
+    pool.signal("HUP");
+    let line = pool.wait_line("the restart warning", |l| l.contains("after a restart"));
+    assert!(
+        line.contains("logging.format") && line.contains("limits.idle_timeout_secs"),
+        "{line}"
+    );
+    assert!(!line.contains("logging.level"), "applied live: {line}");
+
+    pool.signal("TERM");
+    let status = pool.wait_exit();
+    assert!(
+        status.success(),
+        "{status}; output:\n{}",
+        pool.seen.join("\n")
+    );
+}

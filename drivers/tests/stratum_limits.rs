@@ -1,0 +1,382 @@
+//! The stratum server's limits, against the real server on port 0 fed by an in-process
+//! coinserver: the total and per-address connection caps under a burst of connects, the
+//! authorization and idle timeouts, a miner that never reads, and ports with different
+//! difficulty policies side by side.
+
+mod common {
+    pub mod wait;
+}
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::wait::wait_until;
+use powerpool_core::session::PortPolicy;
+use powerpool_core::vardiff::VardiffConfig;
+use powerpool_drivers::app::{Launched, launch};
+use powerpool_drivers::client::{ClientError, StratumClient};
+use powerpool_drivers::config::{CoinserverEntry, Config, Network, StratumPortConfig};
+use powerpool_drivers::node::{Node, NodeConfig};
+use powerpool_drivers::stratum::Limits;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+const USER: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080.rig1";
+/// Hang guard for anything that should happen well within it.
+const LIMIT: Duration = Duration::from_secs(10);
+
+struct Pool {
+    launched: Launched,
+    stop: watch::Sender<bool>,
+    _node_stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+    _node: Arc<Node>,
+}
+
+impl Pool {
+    fn addr(&self, port: usize) -> SocketAddr {
+        self.launched.stratum_addrs[port]
+    }
+
+    fn open(&self) -> usize {
+        self.launched.handle.stratum.connection_count()
+    }
+
+    /// Shuts the pool down without waiting for its report: these tests are about
+    /// connections, and the shutdown path has its own tests.
+    fn stop(self) {
+        self.stop.send_replace(true);
+    }
+}
+
+fn port(name: &str, policy: PortPolicy) -> StratumPortConfig {
+    StratumPortConfig {
+        name: name.into(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        policy,
+    }
+}
+
+fn fixed(difficulty: f64) -> PortPolicy {
+    PortPolicy {
+        start_difficulty: difficulty,
+        min_difficulty: 1e-9,
+        vardiff: None,
+        ..PortPolicy::default()
+    }
+}
+
+async fn start(limits: Limits, ports: Vec<StratumPortConfig>) -> Pool {
+    let node = Node::new(NodeConfig::test(5)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rpc = listener.local_addr().unwrap();
+    let (node_stop, mut rx) = watch::channel(false);
+    tokio::spawn(powerpool_drivers::node::serve(
+        node.clone(),
+        listener,
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        },
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Config {
+        coinservers: vec![CoinserverEntry {
+            name: "node0".into(),
+            url: format!("http://{rpc}"),
+            username: None,
+            password: None,
+            cookie_file: None,
+            priority: 0,
+        }],
+        limits,
+        stratum: ports,
+        ..Config::default()
+    };
+    c.coin.network = Network::Regtest;
+    c.coin.payout_address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into();
+    c.new_blocks.poll_interval_ms = 50;
+    c.store.embedded_path = dir.path().join("pool.redb");
+    c.store.spool_path = dir.path().join("spool");
+    c.monitor.enabled = false;
+    let (stop, rx) = watch::channel(false);
+    let launched = launch(c, rx).await.unwrap();
+    Pool {
+        launched,
+        stop,
+        _node_stop: node_stop,
+        _dir: dir,
+        _node: node,
+    }
+}
+
+async fn miner(addr: SocketAddr) -> StratumClient {
+    let mut m = StratumClient::connect(addr).await.unwrap();
+    m.subscribe("limits/1.0").await.unwrap();
+    m.authorize(USER, "x").await.unwrap();
+    m.wait_for_work().await.unwrap();
+    m
+}
+
+/// A plain TCP connection from `from` (any 127/8 address works on loopback).
+async fn connect_from(from: IpAddr, to: SocketAddr) -> TcpStream {
+    let s = TcpSocket::new_v4().unwrap();
+    s.bind(SocketAddr::new(from, 0)).unwrap();
+    s.connect(to).await.unwrap()
+}
+
+/// Whether the pool serves `stream`: a subscribe is answered (admitted) or the connection is
+/// closed without an answer (refused). Takes the stream so an admitted one stays open only
+/// as long as the caller keeps what is returned.
+async fn probe(stream: TcpStream) -> Option<BufReader<TcpStream>> {
+    let mut s = BufReader::new(stream);
+    let req = b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[\"probe/1\"]}\n";
+    // A refused connection may already be reset: that is an answer too.
+    if s.get_mut().write_all(req).await.is_err() {
+        return None;
+    }
+    let mut line = String::new();
+    match tokio::time::timeout(LIMIT, s.read_line(&mut line)).await {
+        Ok(Ok(n)) if n > 0 => {
+            assert!(line.contains("\"result\""), "subscribe answer: {line}");
+            Some(s)
+        }
+        Ok(_) => None,
+        Err(_) => panic!("neither answered nor closed within {LIMIT:?}"),
+    }
+}
+
+/// Opens `n` connections from `from` at once, then probes them all; returns the admitted.
+async fn burst(n: usize, from: IpAddr, to: SocketAddr) -> Vec<BufReader<TcpStream>> {
+    let mut connects = JoinSet::new();
+    for _ in 0..n {
+        connects.spawn(connect_from(from, to));
+    }
+    let mut probes = JoinSet::new();
+    while let Some(s) = connects.join_next().await {
+        probes.spawn(probe(s.unwrap()));
+    }
+    let mut admitted = Vec::new();
+    while let Some(p) = probes.join_next().await {
+        admitted.extend(p.unwrap());
+    }
+    admitted
+}
+
+fn loopback(last: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, last])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn total_connection_cap_is_exact_under_a_burst() {
+    let limits = Limits {
+        max_connections: 4,
+        ..Limits::default()
+    };
+    let pool = start(limits, vec![port("a", fixed(1.0)), port("b", fixed(2.0))]).await;
+    // Both ports draw on one cap; the bursts race each other as well as themselves.
+    let (a, b) = tokio::join!(
+        burst(24, loopback(1), pool.addr(0)),
+        burst(24, loopback(1), pool.addr(1))
+    );
+    assert_eq!(a.len() + b.len(), 4, "admitted connections");
+    assert_eq!(pool.open(), 4);
+
+    // Slots come back when connections end.
+    drop(a);
+    drop(b);
+    wait_until("every connection released", LIMIT, || pool.open() == 0).await;
+    assert_eq!(burst(6, loopback(1), pool.addr(0)).await.len(), 4);
+    pool.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_address_cap_leaves_other_addresses_alone() {
+    let limits = Limits {
+        max_connections_per_ip: 3,
+        ..Limits::default()
+    };
+    let pool = start(limits, vec![port("a", fixed(1.0))]).await;
+    let first = burst(12, loopback(1), pool.addr(0)).await;
+    assert_eq!(first.len(), 3, "admitted from 127.0.0.1");
+    let other = burst(2, loopback(2), pool.addr(0)).await;
+    assert_eq!(other.len(), 2, "127.0.0.2 has its own allowance");
+    assert_eq!(pool.open(), 5);
+
+    drop(first);
+    wait_until("127.0.0.1's connections released", LIMIT, || {
+        pool.open() == 2
+    })
+    .await;
+    assert_eq!(burst(4, loopback(1), pool.addr(0)).await.len(), 3);
+    drop(other);
+    pool.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connection_is_closed_after_the_idle_timeout() {
+    let limits = Limits {
+        idle_timeout_secs: 1,
+        ..Limits::default()
+    };
+    let pool = start(limits, vec![port("a", fixed(1.0))]).await;
+    let mut silent = miner(pool.addr(0)).await;
+    let mut chatty = miner(pool.addr(0)).await;
+    silent.timeout = LIMIT;
+    let closed = tokio::spawn(async move {
+        loop {
+            match silent.read_message().await {
+                Ok(_) => continue,
+                Err(e) => return e,
+            }
+        }
+    });
+    // The chatty one talks well within the idle timeout throughout, and is still served
+    // after the silent one was let go and another full idle period has passed.
+    let end = tokio::time::Instant::now() + LIMIT;
+    while !closed.is_finished() {
+        assert!(tokio::time::Instant::now() < end, "silent miner still open");
+        chatty
+            .request("mining.extranonce.subscribe", serde_json::json!([]))
+            .await
+            .expect("chatty miner served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let why = closed.await.unwrap();
+    assert!(
+        matches!(why, ClientError::Closed),
+        "closed by the pool: {why}"
+    );
+    for _ in 0..15 {
+        let r = chatty
+            .request("mining.extranonce.subscribe", serde_json::json!([]))
+            .await
+            .expect("chatty miner served");
+        assert_eq!(r["result"], serde_json::json!(true));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(pool.open(), 1);
+    pool.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_that_never_authorizes_is_closed_despite_talking() {
+    let limits = Limits {
+        auth_timeout_secs: 1,
+        ..Limits::default()
+    };
+    let pool = start(limits, vec![port("a", fixed(1.0))]).await;
+    let mut m = StratumClient::connect(pool.addr(0)).await.unwrap();
+    m.subscribe("limits/1.0").await.unwrap();
+    let end = tokio::time::Instant::now() + LIMIT;
+    let why = loop {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "unauthorized miner still open"
+        );
+        match m
+            .request("mining.extranonce.subscribe", serde_json::json!([]))
+            .await
+        {
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(why, ClientError::Closed | ClientError::Io(_)),
+        "closed by the pool: {why}"
+    );
+    wait_until("connection released", LIMIT, || pool.open() == 0).await;
+    pool.stop();
+}
+
+/// A miner that sends requests without ever reading the answers: the pool must cut it off
+/// after `write_timeout` rather than queue answers for it without bound, and stay open to
+/// others meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miner_that_never_reads_is_disconnected() {
+    let limits = Limits {
+        write_timeout_secs: 1,
+        ..Limits::default()
+    };
+    let pool = start(limits, vec![port("a", fixed(1.0))]).await;
+    let socket = TcpSocket::new_v4().unwrap();
+    // A small fixed receive window, so the pool's answers back up soon.
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(pool.addr(0)).await.unwrap();
+    let mut stream = BufReader::new(stream);
+    stream
+        .get_mut()
+        .write_all(b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]}\n")
+        .await
+        .unwrap();
+    let mut line = String::new();
+    stream.read_line(&mut line).await.unwrap();
+    assert!(line.contains("\"result\""), "{line}");
+    wait_until("the connection admitted", LIMIT, || pool.open() == 1).await;
+
+    let mut stream = stream.into_inner();
+    let flood = tokio::spawn(async move {
+        let req = b"{\"id\":2,\"method\":\"mining.get_transactions\",\"params\":[]}\n".repeat(64);
+        let mut sent = 0usize;
+        loop {
+            match stream.write_all(&req).await {
+                Ok(()) => sent += req.len(),
+                Err(e) => return (sent, e, stream),
+            }
+        }
+    });
+    let (sent, err, _stream) = tokio::time::timeout(Duration::from_secs(30), flood)
+        .await
+        .expect("the pool cut the non-reading miner off")
+        .unwrap();
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        "after {sent} bytes: {err}"
+    );
+    wait_until("the connection released", LIMIT, || pool.open() == 0).await;
+    // Others are served as before.
+    let m = miner(pool.addr(0)).await;
+    assert!(m.work.is_some());
+    pool.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ports_announce_their_own_difficulty_and_share_extranonce1_space() {
+    let vardiff = PortPolicy {
+        start_difficulty: 0.002,
+        min_difficulty: 1e-9,
+        vardiff: Some(VardiffConfig::default()),
+        ..PortPolicy::default()
+    };
+    let pool = start(
+        Limits::default(),
+        vec![port("fixed", fixed(0.5)), port("vardiff", vardiff)],
+    )
+    .await;
+    let mut en1 = HashSet::new();
+    // All held open at once, so no extranonce1 is freed and handed out again.
+    let mut held = Vec::new();
+    for (p, want) in [(0, 0.5), (1, 0.002)] {
+        for _ in 0..4 {
+            let m = miner(pool.addr(p)).await;
+            assert_eq!(m.difficulty, want, "difficulty announced on port {p}");
+            assert_eq!(m.extranonce2_size, 4);
+            assert!(
+                en1.insert(m.extranonce1.clone()),
+                "extranonce1 {} handed out twice",
+                hex::encode(&m.extranonce1)
+            );
+            held.push(m);
+        }
+    }
+    assert_eq!(pool.open(), 8);
+    drop(held);
+    pool.stop();
+}
