@@ -1,4 +1,4 @@
-//! The HTTP monitor (reference §9): read-only JSON views of the pool, Prometheus metrics and a
+//! The HTTP monitor: read-only JSON views of the pool, Prometheus metrics and a
 //! health check, served with axum on `127.0.0.1:3855` by default.
 //!
 //! | path | response |
@@ -20,7 +20,7 @@
 //! path, status, duration). At most [`MAX_CONCURRENT_REQUESTS`] requests run at once (the
 //! original's 100); more are answered 503 at once rather than queued.
 //!
-//! ## Fixes of reference §12.17
+//! ## Fixes over the original monitor
 //! - Secrets never leave: every JSON document from the [`MonitorSource`] (not only `/config`)
 //!   goes through [`redact`] before it is served, so a source that forgets a field still leaks
 //!   nothing. A member whose key [`is_secret_key`] (password, secret, token, cookie, auth, pass

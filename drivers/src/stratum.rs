@@ -14,7 +14,7 @@
 //!   (as a clean job, so nothing stale is credited);
 //! - connections: a total cap and a per-IP cap, checked before a session exists; a connection
 //!   that does not authorize within `auth_timeout`, or sends nothing for `idle_timeout`, is
-//!   closed (the original only checked on read timeouts, §12.22). Both caps are counted when
+//!   closed (the original only checked on read timeouts). Both caps are counted when
 //!   a connection is admitted, not when its task first runs, so a burst of accepts cannot
 //!   overshoot them; an [`Admission`] guard gives the slot back however the task ends.
 

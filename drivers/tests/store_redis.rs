@@ -1,4 +1,4 @@
-//! The Redis share store against a real `redis-server`: SimpleCoin's layout (reference §8.4),
+//! The Redis share store against a real `redis-server`: SimpleCoin's layout,
 //! the share stream, idempotent batches, and a Redis killed mid-run while shares keep coming.
 
 mod common {
@@ -170,7 +170,7 @@ async fn shares_land_in_the_simplecoin_layout_and_the_stream() {
     assert_eq!(applied, "1");
 }
 
-/// The worked example of reference §8.4: chain 1, currency TEST, algo sha256, diff 1e-10,
+/// A run PowerPool itself wrote to Redis: chain 1, currency TEST, algo sha256, diff 1e-10,
 /// two blocks.
 #[tokio::test]
 async fn blocks_rotate_slices_as_the_reference_worked_example() {

@@ -17,7 +17,7 @@
 //! `"{address}.{worker}"`. `{STAMP}` comes from the share's own time, so a replay lands in the
 //! minute the share was judged in. SimpleCoin takes every `min_*` key it finds once and for all
 //! (RENAME, read, DEL), so a minute is published only when it is over, as the original emitted
-//! it (reference §8.2):
+//! it:
 //! - staged, in the batch's script: `HINCRBYFLOAT {P}minute:{server:04x}:min_…_{STAMP}
 //!   "{address}.{worker}" {sum}` and `ZADD {P}minutes {STAMP} {staged key}`. Per server, not per
 //!   boot, so a restarted server publishes what its previous run left staged.
@@ -39,8 +39,8 @@
 //! `height`, `unix_ms`, `aux` (aux currencies, comma separated, may be empty).
 //!
 //! Per block record, right after the share that found it (log order, so no share accepted after
-//! the solve is credited to the solved round — the reference's §12.14):
-//! - status `submitted`: the rotation of §8.4 — `current_block_{CUR}_{ALGO}` gets
+//! the solve is credited to the solved round, as the original's asynchronous record did):
+//! - status `submitted`: the original's round rotation — `current_block_{CUR}_{ALGO}` gets
 //!   `solve_time`, is renamed to `submitted_block_{HASH}`, a fresh `current_block_{CUR}_{ALGO}`
 //!   gets `start_time`; for every `chain_{N}_shares` field of the old round,
 //!   `INCR chain_{N}_slice_index` → `idx`, the new round gets `chain_{N}_start_index = idx`,
@@ -61,7 +61,7 @@
 //!   `chain_{N}_shares` are added back, and the round's `chain_{N}_start_index` and
 //!   `start_time` are restored, so the next accepted block pays the shares of both rounds. The
 //!   slice `chain_{N}_slice_{idx}` stays: PPLNS walks slices by index and PROP reads them between
-//!   the start and solve indices, both of which then include it. (The reference's §12.12: the
+//!   the start and solve indices, both of which then include it. (The
 //!   original wrote rejected blocks as `unproc_block_*` and SimpleCoin paid them.) If another
 //!   block of the same currency and algorithm was recorded in between, the round stays closed.
 //! - `orphaned`: a block still under `unproc_block_{HASH}` (SimpleCoin has not taken it yet) or
