@@ -30,8 +30,11 @@
 //! - [`record`]: share and block records every store persists; [`time`]: time as input.
 //! - [`auxpow`]: the AuxPoW structure, parsed, built and verified as Namecoin Core does.
 //! - [`merged`]: aux work for several aux chains, the aux tree commitment, found aux blocks.
+//! - [`auxchain`]: one aux chain's nodes — work polling, failover, `getauxblock` fallback —
+//!   and aux block submission fan-out.
 
 pub mod address;
+pub mod auxchain;
 pub mod auxpow;
 pub mod coinserver;
 pub mod encode;

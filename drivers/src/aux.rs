@@ -1,44 +1,27 @@
-//! The aux chain driver (merged mining): one task per aux chain that fetches the chain's work
-//! and submits its blocks, over the same [`RpcClient`] as the parent's coinservers.
+//! The aux chain driver (merged mining): runs one [`AuxChain`] per aux chain against its
+//! nodes, over the same [`RpcClient`] as the parent's coinservers.
 //!
-//! Work: every `poll_interval` (and right after one of the chain's blocks was accepted, since
-//! its tip then moved) `createauxblock <payout address>` is asked of the chain's nodes in
-//! priority order (lowest first, ties in config order); the first valid answer is the chain's
-//! work and is sent to the router as [`AuxEvent::Work`] when it differs from the last one sent.
-//! A node that answers -32601 (no `createauxblock`, as older Dogecoin Core) is asked
-//! `getauxblock` instead, then and afterwards. Trying the preferred node first on every round
-//! is the failover: the work comes from the best node that answers, and comes back to a
-//! preferred node as soon as it answers again. A node that fails costs at most its RPC timeout
-//! per round.
-//!
-//! Blocks: an [`AuxBlockSubmission`] goes to every node of its chain at once
-//! (`submitauxblock <hash> <auxpow>`, or `getauxblock <hash> <auxpow>` after -32601). A node
-//! only accepts a block it handed out itself (Namecoin Core and Dogecoin Core keep the blocks
-//! they created per node), so sending to every node is what makes the block reach the node
-//! that created it even when the preferred node has changed since. An answer of `true` or
-//! `null` is acceptance (a null result is what some daemons return on success). Only a node
-//! that could not be reached is tried again (up to [`SUBMIT_ATTEMPTS`] times, a short pause
-//! apart); a node that answered `false` or an RPC error has judged the proof and is not asked
-//! again, unlike the original, which repeated any refusal five times a second apart. Nodes the
-//! last work round found down get one attempt. The outcome is reported once: at the first
-//! acceptance, or after every node has answered or given up.
+//! A thin loop like the coinserver driver's: every call the machine asks for runs
+//! concurrently on its own task; replies and aux blocks from the router are fed back as
+//! inputs; events go out on a channel, with node ids turned into names; between inputs the
+//! loop sleeps until the machine's next timeout. Every decision (node order, the
+//! `getauxblock` fallback, polling, retries, outcomes) is the machine's, and its module docs
+//! say what they are.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use powerpool_core::auxchain::{AuxChain, AuxChainConfig, ConfigError, Event};
+pub use powerpool_core::auxchain::{SUBMIT_ATTEMPTS, SUBMIT_RETRY_DELAY};
+use powerpool_core::coinserver::{NodeConfig, Reply, ReplyError};
 use powerpool_core::merged::{AuxBlockSubmission, AuxWork};
 use powerpool_core::record::RecordId;
-use serde_json::{Value, json};
+use powerpool_core::time::{Now, Timestamp};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::time::Instant;
 
-use crate::rpc::{RpcClient, RpcError, RpcTransport};
-
-/// Attempts per reachable node for one aux block.
-pub const SUBMIT_ATTEMPTS: u32 = 3;
-/// Pause between attempts on a node that could not be reached.
-pub const SUBMIT_RETRY_DELAY: Duration = Duration::from_millis(300);
+use crate::rpc::{RpcClient, RpcTransport};
 
 /// What the driver needs to know about one aux chain.
 #[derive(Debug, Clone)]
@@ -101,21 +84,35 @@ pub enum AuxDriverError {
         clients: usize,
         nodes: usize,
     },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
-/// One node's answer to a work request: the work and its `coinbasevalue`, or why not.
-type PollAnswer = Result<(AuxWork, Option<u64>), String>;
-
-/// Per-node knowledge the driver keeps.
-#[derive(Debug, Clone, Default)]
-struct NodeStatus {
-    down: bool,
-    /// The node has no `createauxblock`: use `getauxblock`.
-    legacy: bool,
+/// The driver's clock: monotonic milliseconds since the driver started, plus the wall clock.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    origin: Instant,
 }
 
-/// Runs one aux chain until `shutdown` resolves or the router is gone. `clients[i]` serves
-/// `spec.nodes[i]`.
+impl Clock {
+    fn now(&self) -> Now {
+        let mono = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Now::new(Timestamp(mono), unix_ms)
+    }
+
+    fn instant(&self, t: Timestamp) -> Instant {
+        // "No deadline" is u64::MAX ms, past what an Instant can hold: wake now and then.
+        self.origin
+            .checked_add(Duration::from_millis(t.as_millis()))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+    }
+}
+
+/// Runs one aux chain until `shutdown` resolves or the router is gone, then finishes the
+/// blocks already handed over. `clients[i]` serves `spec.nodes[i]`.
 pub async fn run_chain<T: RpcTransport>(
     spec: AuxChainSpec,
     clients: Vec<Arc<RpcClient<T>>>,
@@ -130,274 +127,124 @@ pub async fn run_chain<T: RpcTransport>(
             nodes: spec.nodes.len(),
         });
     }
-    let spec = Arc::new(spec);
-    let mut order: Vec<usize> = (0..spec.nodes.len()).collect();
-    order.sort_by_key(|&i| spec.nodes[i].1);
-    let status = Arc::new(std::sync::Mutex::new(vec![
-        NodeStatus::default();
-        spec.nodes.len()
-    ]));
-    let mut last_sent: Option<AuxWork> = None;
-    let (poll_tx, mut poll_rx) = mpsc::channel::<Vec<(usize, PollAnswer)>>(4);
-    let (accepted_tx, mut accepted_rx) = mpsc::unbounded_channel::<()>();
-    let mut polling = false;
-    let mut poll_again = false;
-    let mut next_poll = tokio::time::Instant::now();
-    let mut submissions = JoinSet::new();
+    let clock = Clock {
+        origin: Instant::now(),
+    };
+    let nodes = spec
+        .nodes
+        .iter()
+        .map(|(name, priority)| NodeConfig {
+            name: name.clone(),
+            priority: *priority,
+        })
+        .collect();
+    let cfg = AuxChainConfig::new(
+        spec.currency.clone(),
+        spec.payout_address.clone(),
+        spec.poll_interval,
+        nodes,
+    );
+    let mut machine = AuxChain::new(cfg, clock.now())?;
+    let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<(u64, Reply)>();
     let mut submit_open = true;
+    let mut stopping = false;
     tokio::pin!(shutdown);
     loop {
+        while let Some(req) = machine.poll_request() {
+            let client = clients[req.node].clone();
+            let tx = reply_tx.clone();
+            tokio::spawn(async move {
+                let reply = client
+                    .call(req.call.method(), &req.call.params())
+                    .await
+                    .map_err(ReplyError::from);
+                // The driver may have stopped; the reply is then moot.
+                let _ = tx.send((req.id, reply));
+            });
+        }
+        while let Some(event) = machine.poll_event() {
+            // A router that is gone only ends the driver; the blocks in hand still finish.
+            let _ = events.send(named(&spec, event)).await;
+        }
+        if !stopping && events.is_closed() {
+            stopping = true;
+            machine.handle_shutdown(clock.now());
+            continue;
+        }
+        if stopping && machine.is_finished() {
+            return Ok(());
+        }
+        let deadline = clock.instant(machine.poll_timeout());
         tokio::select! {
             biased;
-            () = &mut shutdown => break,
-            m = submit_rx.recv(), if submit_open => match m {
-                Some(m) => {
-                    let down: Vec<bool> = lock(&status).iter().map(|s| s.down).collect();
-                    submissions.spawn(submit_block(
-                        spec.clone(),
-                        clients.clone(),
-                        status.clone(),
-                        down,
-                        m,
-                        events.clone(),
-                        accepted_tx.clone(),
-                    ));
-                }
+            () = &mut shutdown, if !stopping => {
+                stopping = true;
+                machine.handle_shutdown(clock.now());
+            }
+            Some((id, reply)) = reply_rx.recv() => machine.handle_reply(clock.now(), id, reply),
+            m = submit_rx.recv(), if submit_open && !stopping => match m {
+                Some(m) => machine.handle_submit(clock.now(), m.block_id, &m.submission),
                 None => submit_open = false,
             },
-            Some(()) = accepted_rx.recv() => {
-                if polling {
-                    poll_again = true;
-                } else {
-                    next_poll = tokio::time::Instant::now();
-                }
-            }
-            Some(round) = poll_rx.recv() => {
-                polling = false;
-                for (i, r) in round {
-                    let node = spec.nodes[i].0.clone();
-                    let was_down = std::mem::replace(&mut lock(&status)[i].down, r.is_err());
-                    match r {
-                        Ok((work, coinbase_value)) => {
-                            if was_down {
-                                tracing::info!(chain = %spec.currency, %node, "aux node up");
-                                send(&events, AuxEvent::NodeUp { chain: spec.currency.clone(), node: node.clone() }).await;
-                            }
-                            if last_sent.as_ref() != Some(&work) {
-                                last_sent = Some(work.clone());
-                                send(&events, AuxEvent::Work { node, work, coinbase_value }).await;
-                            }
-                        }
-                        Err(reason) => {
-                            tracing::warn!(chain = %spec.currency, %node, %reason, "aux node gives no work");
-                            send(&events, AuxEvent::NodeDown { chain: spec.currency.clone(), node, reason }).await;
-                        }
-                    }
-                }
-                next_poll = if std::mem::take(&mut poll_again) {
-                    tokio::time::Instant::now()
-                } else {
-                    tokio::time::Instant::now() + spec.poll_interval
-                };
-            }
-            () = tokio::time::sleep_until(next_poll), if !polling => {
-                polling = true;
-                let spec = spec.clone();
-                let clients = clients.clone();
-                let status = status.clone();
-                let order = order.clone();
-                let tx = poll_tx.clone();
-                tokio::spawn(async move {
-                    let round = poll_round(&spec, &clients, &status, &order).await;
-                    let _ = tx.send(round).await;
-                });
-            }
-            Some(_) = submissions.join_next(), if !submissions.is_empty() => {}
-        }
-        if events.is_closed() {
-            break;
+            () = tokio::time::sleep_until(deadline) => machine.handle_timeout(clock.now()),
         }
     }
-    // Blocks already handed over still get their answers, within the attempts' bounds.
-    while submissions.join_next().await.is_some() {}
-    Ok(())
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-async fn send(events: &mpsc::Sender<AuxEvent>, ev: AuxEvent) {
-    // The router stopping ends the driver at the loop's next turn.
-    let _ = events.send(ev).await;
-}
-
-/// Asks nodes in `order` until one gives valid work; returns what each asked node answered.
-async fn poll_round<T: RpcTransport>(
-    spec: &AuxChainSpec,
-    clients: &[Arc<RpcClient<T>>],
-    status: &std::sync::Mutex<Vec<NodeStatus>>,
-    order: &[usize],
-) -> Vec<(usize, PollAnswer)> {
-    let mut round = Vec::new();
-    for &i in order {
-        let legacy = lock(status)[i].legacy;
-        let r = fetch_work(spec, &clients[i], legacy).await;
-        let r = match r {
-            Err(RpcError::Rpc { code: -32601, .. }) if !legacy => {
-                lock(status)[i].legacy = true;
-                fetch_work(spec, &clients[i], true).await
-            }
-            r => r,
-        };
-        let r = r.map_err(|e| e.to_string()).and_then(|v| {
-            let value = v.get("coinbasevalue").and_then(Value::as_u64);
-            AuxWork::from_rpc(&spec.currency, &v)
-                .map(|w| (w, value))
-                .map_err(|e| e.to_string())
-        });
-        let ok = r.is_ok();
-        round.push((i, r));
-        if ok {
-            break;
-        }
-    }
-    round
-}
-
-async fn fetch_work<T: RpcTransport>(
-    spec: &AuxChainSpec,
-    client: &RpcClient<T>,
-    legacy: bool,
-) -> Result<Value, RpcError> {
-    if legacy {
-        client.call("getauxblock", &json!([])).await
-    } else {
-        client
-            .call("createauxblock", &json!([spec.payout_address]))
-            .await
-    }
-}
-
-/// Sends one aux block to every node of the chain; reports each node's answer and the
-/// outcome.
-async fn submit_block<T: RpcTransport>(
-    spec: Arc<AuxChainSpec>,
-    clients: Vec<Arc<RpcClient<T>>>,
-    status: Arc<std::sync::Mutex<Vec<NodeStatus>>>,
-    down: Vec<bool>,
-    msg: AuxSubmitMsg,
-    events: mpsc::Sender<AuxEvent>,
-    accepted_tx: mpsc::UnboundedSender<()>,
-) {
-    let params = json!(msg.submission.rpc_params());
-    let mut per_node = JoinSet::new();
-    for (i, client) in clients.into_iter().enumerate() {
-        let params = params.clone();
-        let status = status.clone();
-        let attempts = if down[i] { 1 } else { SUBMIT_ATTEMPTS };
-        per_node.spawn(async move {
-            let r = submit_to_node(&client, &status, i, &params, attempts).await;
-            (i, r)
-        });
-    }
+/// The machine's event with the chain's and nodes' names, as the router keys its state.
+fn named(spec: &AuxChainSpec, event: Event) -> AuxEvent {
     let chain = spec.currency.clone();
-    let mut reported = false;
-    let mut refusals = Vec::new();
-    while let Some(joined) = per_node.join_next().await {
-        let Ok((i, result)) = joined else { continue };
-        let node = spec.nodes[i].0.clone();
-        tracing::info!(chain = %chain, %node, hash = %msg.submission.aux_hash, ?result, "aux block submitted");
-        match &result {
-            Ok(true) => {}
-            Ok(false) => refusals.push(format!("{node}: refused")),
-            Err(e) => refusals.push(format!("{node}: {e}")),
-        }
-        let accepted = result == Ok(true);
-        send(
-            &events,
-            AuxEvent::Submitted {
-                block_id: msg.block_id,
-                chain: chain.clone(),
-                node,
-                result,
-            },
-        )
-        .await;
-        if accepted && !reported {
-            reported = true;
-            let _ = accepted_tx.send(());
-            send(
-                &events,
-                AuxEvent::Outcome {
-                    block_id: msg.block_id,
-                    chain: chain.clone(),
-                    accepted: true,
-                    reason: None,
-                },
-            )
-            .await;
-        }
+    let name = |node: usize| spec.nodes[node].0.clone();
+    match event {
+        Event::Work {
+            node,
+            work,
+            coinbase_value,
+        } => AuxEvent::Work {
+            node: name(node),
+            work,
+            coinbase_value,
+        },
+        Event::NodeDown { node, reason } => AuxEvent::NodeDown {
+            chain,
+            node: name(node),
+            reason,
+        },
+        Event::NodeUp { node } => AuxEvent::NodeUp {
+            chain,
+            node: name(node),
+        },
+        Event::Submitted {
+            block_id,
+            node,
+            result,
+        } => AuxEvent::Submitted {
+            block_id,
+            chain,
+            node: name(node),
+            result,
+        },
+        Event::Outcome {
+            block_id,
+            accepted,
+            reason,
+        } => AuxEvent::Outcome {
+            block_id,
+            chain,
+            accepted,
+            reason,
+        },
     }
-    if !reported {
-        send(
-            &events,
-            AuxEvent::Outcome {
-                block_id: msg.block_id,
-                chain,
-                accepted: false,
-                reason: Some(refusals.join("; ")),
-            },
-        )
-        .await;
-    }
-}
-
-/// `Ok(true)` accepted (`true` or `null`), `Ok(false)` refused, `Err` an RPC error or the
-/// node never answered.
-async fn submit_to_node<T: RpcTransport>(
-    client: &RpcClient<T>,
-    status: &std::sync::Mutex<Vec<NodeStatus>>,
-    node: usize,
-    params: &Value,
-    attempts: u32,
-) -> Result<bool, String> {
-    let mut last = String::new();
-    for attempt in 0..attempts.max(1) {
-        if attempt > 0 {
-            tokio::time::sleep(SUBMIT_RETRY_DELAY).await;
-        }
-        let legacy = lock(status)[node].legacy;
-        let method = if legacy {
-            "getauxblock"
-        } else {
-            "submitauxblock"
-        };
-        let r = match client.call(method, params).await {
-            Err(RpcError::Rpc { code: -32601, .. }) if !legacy => {
-                lock(status)[node].legacy = true;
-                client.call("getauxblock", params).await
-            }
-            r => r,
-        };
-        match r {
-            Ok(Value::Bool(b)) => return Ok(b),
-            Ok(Value::Null) => return Ok(true),
-            Ok(other) => return Err(format!("unexpected result {other}")),
-            Err(e @ RpcError::Rpc { .. }) => return Err(e.to_string()),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(last)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rpc::{HttpReply, RpcAuth, TransportError};
+    use serde_json::{Value, json};
     use std::sync::Mutex;
 
-    type Answer = Box<dyn Fn(&str) -> Result<Value, (i64, String)> + Send + Sync>;
+    type Answer = Box<dyn Fn(&str, &Value) -> Result<Value, i64> + Send + Sync>;
 
     /// Answers from a script, recording each request's method.
     struct Scripted {
@@ -417,10 +264,10 @@ mod tests {
             let method = req["method"].as_str().unwrap().to_owned();
             self.calls.lock().unwrap().push(method.clone());
             let reply = if self.reachable {
-                let v = match (self.answer)(&method) {
+                let v = match (self.answer)(&method, &req["params"]) {
                     Ok(r) => json!({"result": r, "error": null, "id": req["id"]}),
-                    Err((code, message)) => {
-                        json!({"result": null, "error": {"code": code, "message": message}, "id": req["id"]})
+                    Err(code) => {
+                        json!({"result": null, "error": {"code": code, "message": "no"}, "id": req["id"]})
                     }
                 };
                 Ok(HttpReply {
@@ -436,7 +283,7 @@ mod tests {
 
     fn client(
         reachable: bool,
-        answer: impl Fn(&str) -> Result<Value, (i64, String)> + Send + Sync + 'static,
+        answer: impl Fn(&str, &Value) -> Result<Value, i64> + Send + Sync + 'static,
     ) -> (Arc<RpcClient<Scripted>>, Arc<Mutex<Vec<String>>>) {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let t = Scripted {
@@ -463,47 +310,53 @@ mod tests {
         })
     }
 
-    fn spec(n: usize) -> AuxChainSpec {
-        AuxChainSpec {
+    /// The loop wires the machine to real RPC calls: names in events, the machine's choice
+    /// of method per node, a block to every node, shutdown once the block is decided.
+    #[tokio::test(start_paused = true)]
+    async fn drives_the_machine_over_rpc() {
+        let (down, down_calls) = client(false, |_, _| Ok(Value::Null));
+        let (legacy, legacy_calls) = client(true, |m, params| match m {
+            "getauxblock" if params.as_array().is_some_and(Vec::is_empty) => Ok(work_reply()),
+            "getauxblock" => Ok(Value::Null),
+            _ => Err(-32601),
+        });
+        let spec = AuxChainSpec {
             currency: "NMC".into(),
             payout_address: "addr".into(),
             poll_interval: Duration::from_secs(60),
-            nodes: (0..n).map(|i| (format!("n{i}"), i as u32)).collect(),
-        }
-    }
-
-    #[tokio::test]
-    async fn work_fails_over_and_falls_back_to_getauxblock() {
-        let (down, down_calls) = client(false, |_| Ok(Value::Null));
-        let (legacy, legacy_calls) = client(true, |m| match m {
-            "getauxblock" => Ok(work_reply()),
-            _ => Err((-32601, "Method not found".into())),
-        });
-        let status = Mutex::new(vec![NodeStatus::default(); 2]);
-        let round = poll_round(&spec(2), &[down, legacy], &status, &[0, 1]).await;
-        assert_eq!(round.len(), 2);
-        assert!(round[0].1.is_err());
-        let (w, value) = round[1].1.as_ref().unwrap();
-        assert_eq!((w.chain_id, w.height, *value), (1, 4, Some(5_000_000_000)));
-        assert_eq!(*down_calls.lock().unwrap(), ["createauxblock"]);
-        assert_eq!(
-            *legacy_calls.lock().unwrap(),
-            ["createauxblock", "getauxblock"]
+            nodes: vec![("old".into(), 1), ("gone".into(), 0)],
+        };
+        let (submit_tx, submit_rx) = mpsc::channel(4);
+        let (ev_tx, mut ev_rx) = mpsc::channel(64);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run_chain(
+            spec,
+            vec![legacy, down],
+            submit_rx,
+            ev_tx,
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let down_ev = ev_rx.recv().await.unwrap();
+        assert!(
+            matches!(&down_ev, AuxEvent::NodeDown { chain, node, .. } if chain == "NMC" && node == "gone"),
+            "{down_ev:?}"
         );
-        assert!(lock(&status)[1].legacy);
-    }
+        let AuxEvent::Work { node, work, .. } = ev_rx.recv().await.unwrap() else {
+            panic!("work expected")
+        };
+        assert_eq!((node.as_str(), work.height), ("old", 4));
 
-    #[tokio::test]
-    async fn submission_reaches_every_node_and_refusals_are_final() {
-        let (acc, acc_calls) = client(true, |_| Ok(Value::Null));
-        let (refuse, refuse_calls) = client(true, |_| Ok(json!(false)));
-        let (gone, gone_calls) = client(false, |_| Ok(json!(true)));
-        let (tx, mut rx) = mpsc::channel(16);
-        let (atx, mut arx) = mpsc::unbounded_channel();
-        let sub = AuxBlockSubmission {
+        let id = RecordId {
+            server: 0,
+            boot: 1,
+            seq: 2,
+        };
+        let submission = AuxBlockSubmission {
             chain: "NMC".into(),
             chain_id: 1,
-            aux_hash: powerpool_core::hash::Hash256([1; 32]),
+            aux_hash: work.hash,
             height: 4,
             target: powerpool_core::target::Target::MAX,
             parent_hash: powerpool_core::hash::Hash256([2; 32]),
@@ -511,38 +364,46 @@ mod tests {
             address: Arc::from("addr"),
             worker: Arc::from("w"),
         };
-        let id = RecordId {
-            server: 0,
-            boot: 1,
-            seq: 2,
-        };
-        submit_block(
-            Arc::new(spec(3)),
-            vec![acc, refuse, gone],
-            Arc::new(Mutex::new(vec![NodeStatus::default(); 3])),
-            vec![false, false, false],
-            AuxSubmitMsg {
+        submit_tx
+            .send(AuxSubmitMsg {
                 block_id: id,
-                submission: sub,
-            },
-            tx,
-            atx,
-        )
-        .await;
-        assert_eq!(acc_calls.lock().unwrap().len(), 1);
-        assert_eq!(refuse_calls.lock().unwrap().len(), 1, "a refusal is final");
-        assert_eq!(
-            gone_calls.lock().unwrap().len(),
-            SUBMIT_ATTEMPTS as usize,
-            "an unreachable node is retried"
-        );
+                submission,
+            })
+            .await
+            .unwrap();
         let mut outcomes = Vec::new();
-        while let Ok(ev) = rx.try_recv() {
-            if let AuxEvent::Outcome { accepted, .. } = ev {
-                outcomes.push(accepted);
+        let mut answers = Vec::new();
+        let mut stop = Some(stop_tx);
+        while let Some(ev) = ev_rx.recv().await {
+            match ev {
+                AuxEvent::Submitted { node, result, .. } => answers.push((node, result)),
+                AuxEvent::Outcome {
+                    block_id, accepted, ..
+                } => {
+                    outcomes.push((block_id, accepted));
+                    // Stopping now still lets the unreachable node's attempt finish.
+                    if let Some(stop) = stop.take() {
+                        stop.send(()).unwrap();
+                    }
+                }
+                _ => {}
             }
         }
-        assert_eq!(outcomes, [true], "one outcome: accepted (null counts)");
-        assert!(arx.try_recv().is_ok());
+        task.await.unwrap().unwrap();
+        assert_eq!(outcomes, [(id, true)]);
+        answers.sort();
+        assert_eq!(answers.len(), 2);
+        assert_eq!(answers[1], ("old".into(), Ok(true)));
+        assert_eq!(answers[0].0, "gone");
+        let down_calls = down_calls.lock().unwrap();
+        assert_eq!(
+            down_calls.iter().filter(|m| *m == "submitauxblock").count(),
+            1,
+            "found down: one attempt; {down_calls:?}"
+        );
+        assert_eq!(
+            legacy_calls.lock().unwrap()[..3],
+            ["createauxblock", "getauxblock", "getauxblock"]
+        );
     }
 }

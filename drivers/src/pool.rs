@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use powerpool_core::address::parse_address;
+use powerpool_core::auxchain::SubmittedAuxBlocks;
 use powerpool_core::coinserver::{
     BlockOutcome, CoinserverConfig, Coinservers, Event, NodeConfig, PushSignal,
 };
@@ -471,7 +472,7 @@ async fn run<N: Net, T: RpcTransport>(
         merged: MergedWork::new(),
         aux_submit: &aux_submit,
         aux_values: HashMap::new(),
-        aux_seen: HashMap::new(),
+        aux_seen: SubmittedAuxBlocks::new(),
     };
     loop {
         tokio::select! {
@@ -554,9 +555,8 @@ struct Router<'a> {
     aux_submit: &'a HashMap<String, mpsc::Sender<AuxSubmitMsg>>,
     /// `coinbasevalue` of recent aux work by aux block hash, for the block records.
     aux_values: HashMap<powerpool_core::hash::Hash256, u64>,
-    /// Aux blocks (display-order hash) handed to their driver: `false` while the nodes have
-    /// not answered, `true` once accepted.
-    aux_seen: HashMap<String, bool>,
+    /// Aux blocks handed to their driver, so later proofs of one become no second record.
+    aux_seen: SubmittedAuxBlocks,
 }
 
 impl Router<'_> {
@@ -775,21 +775,12 @@ impl Router<'_> {
     }
 
     /// A found aux block: to its chain's driver, then into the log like a parent block.
-    ///
-    /// Every share meeting an aux target proves the same aux block until the chain's work
-    /// changes, so later proofs of a block already submitted (and not refused) are dropped:
-    /// one aux block is one record and one submission per node. A refused block can be proven
-    /// again by a later share.
+    /// Proofs of a block already handed over are dropped ([`SubmittedAuxBlocks`]).
     async fn aux_block(&mut self, now: Now, a: AuxBlockSubmission) {
-        let hash = a.aux_hash.to_display_hex();
-        if let Some(&accepted) = self.aux_seen.get(&hash) {
-            tracing::debug!(chain = %a.chain, %hash, accepted, "aux block already submitted");
+        if !self.aux_seen.admit(a.aux_hash) {
+            tracing::debug!(chain = %a.chain, hash = %a.aux_hash, "aux block already submitted");
             return;
         }
-        if self.aux_seen.len() >= 4096 {
-            self.aux_seen.retain(|_, accepted| !*accepted);
-        }
-        self.aux_seen.insert(hash, false);
         let id = self.next_block_id();
         let rec = BlockRecord {
             id,
@@ -921,12 +912,12 @@ impl Router<'_> {
                         st.blocks_rejected += 1;
                     }
                 });
-                if let Some(rec) = self.blocks.get(&block_id) {
-                    if accepted {
-                        self.aux_seen.insert(rec.hash.clone(), true);
-                    } else {
-                        self.aux_seen.remove(&rec.hash);
-                    }
+                if let Some(hash) = self
+                    .blocks
+                    .get(&block_id)
+                    .and_then(|rec| powerpool_core::hash::Hash256::from_display_hex(&rec.hash).ok())
+                {
+                    self.aux_seen.handle_outcome(hash, accepted);
                 }
                 self.block_status(block_id, status, reason).await;
                 // Aux blocks are not followed to confirmation.
