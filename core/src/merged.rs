@@ -1,22 +1,22 @@
 //! Merged mining: aux work for any number of aux chains, the aux chain merkle tree committed in
 //! the parent coinbase, and AuxPoW assembly when a share meets an aux target.
 //!
-//! Flow: the aux-chain driver feeds each `createauxblock` / `getauxblock` reply through
-//! [`AuxWork::from_rpc`] into [`MergedWork::handle_aux_work`]; when the returned
-//! [`AuxUpdate::commitment_changed`] is set, the current [`AuxCommitment`] is handed to the job
-//! manager, whose coinbase pushes [`AuxCommitment::commitment_bytes`] after the BIP34 height.
-//! A share's job keeps the commitment it was built with (an immutable `Arc` snapshot), so a
-//! share for an older job is checked against the aux work that job really committed to, and
-//! [`AuxCommitment::found_aux_blocks`] turns it into [`FoundAuxBlock`] obligations.
+//! Flow: each chain's [`crate::auxchain::AuxChain`] parses `createauxblock` / `getauxblock` replies
+//! with [`AuxWork::from_rpc`], and the router feeds that work into [`MergedWork::handle_aux_work`];
+//! when the returned [`AuxUpdate::commitment_changed`] is set, the current [`AuxCommitment`] is
+//! handed to the job manager, whose coinbase pushes [`AuxCommitment::commitment_bytes`] after the
+//! BIP34 height. A share's job keeps the commitment it was built with (an immutable `Arc`
+//! snapshot), so a share for an older job is checked against the aux work that job really committed
+//! to, and [`AuxCommitment::found_aux_blocks`] turns it into [`FoundAuxBlock`] obligations.
 //!
-//! Tree layout (reference §6.3): slot `i` of a `2^h`-slot tree holds the aux block hash of the
-//! chain whose expected index ([`crate::auxpow::expected_index`]) is `i`; empty slots hold zero;
-//! nodes are `sha256d(left ‖ right)`. The smallest tree in which every chain gets its own slot
-//! is used. The original searched sizes only with merkle nonce 0; searching nonces too, as some
-//! pools do, cannot help: for a fixed nonce the slot is `a·chain_id + b (mod 2^h)` with `a`
-//! odd, a bijection of `chain_id mod 2^h`, so two chains share a slot for one nonce exactly when
-//! they share it for every nonce. [`choose_tree`] therefore grows only the size and keeps nonce
-//! 0 (tests prove the nonce search finds nothing more).
+//! Tree layout (as merge-mined chains' nodes check it): slot `i` of a `2^h`-slot tree holds the aux
+//! block hash of the chain whose expected index ([`crate::auxpow::expected_index`]) is `i`; empty
+//! slots hold zero; nodes are `sha256d(left ‖ right)`. The smallest tree in which every chain gets
+//! its own slot is used. The original searched sizes only with merkle nonce 0; searching nonces
+//! too, as some pools do, cannot help: for a fixed nonce the slot is `a·chain_id + b (mod 2^h)`
+//! with `a` odd, a bijection of `chain_id mod 2^h`, so two chains share a slot for one nonce
+//! exactly when they share it for every nonce. [`choose_tree`] therefore grows only the size and
+//! keeps nonce 0 (tests prove the nonce search finds nothing more).
 //!
 //! Byte orders (checked against a Namecoin Core node's `createauxblock` answers):
 //! - `hash` in the RPC is display order (reversed); [`AuxWork::hash`] holds internal order,

@@ -7,7 +7,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use powerpool_core::coinserver::{BlockId, Coinservers, Event, PushSignal, Reply, ReplyError};
 use powerpool_core::hash::Hash256;
@@ -33,19 +32,18 @@ pub enum CoindError {
     NodeCount { clients: usize, nodes: usize },
 }
 
-/// The driver's clock: monotonic milliseconds since the driver started, plus the wall clock.
+/// The driver's clock: monotonic milliseconds since the driver started, plus the wall clock the
+/// runtime gives (the host's in production, the simulation's under turmoil).
 #[derive(Debug, Clone, Copy)]
-struct Clock {
+struct Clock<W> {
     origin: Instant,
+    wall: W,
 }
 
-impl Clock {
+impl<W: Fn() -> u64> Clock<W> {
     fn now(&self) -> Now {
         let mono = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Now::new(Timestamp(mono), unix_ms)
+        Now::new(Timestamp(mono), (self.wall)())
     }
 
     fn instant(&self, t: Timestamp) -> Instant {
@@ -54,20 +52,20 @@ impl Clock {
 }
 
 /// Creates the machine's clock origin; the machine must be built with [`start_time`]'s value
-/// so both agree on instants.
-pub fn start_time() -> (Instant, Now) {
-    let clock = Clock {
-        origin: Instant::now(),
-    };
-    (clock.origin, clock.now())
+/// so both agree on instants. `unix_ms` is the wall clock at this moment.
+pub fn start_time(unix_ms: u64) -> (Instant, Now) {
+    let origin = Instant::now();
+    (origin, Now::new(Timestamp(0), unix_ms))
 }
 
 /// Runs until `shutdown` resolves or the event receiver is dropped, then returns the machine.
 /// `clients[i]` serves node `i` of the machine's configuration; `origin` comes from
-/// [`start_time`].
+/// [`start_time`]; `wall` reads the wall clock in Unix milliseconds.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<T: RpcTransport>(
     mut machine: Coinservers,
     origin: Instant,
+    wall: impl Fn() -> u64,
     clients: Vec<Arc<RpcClient<T>>>,
     mut push_rx: mpsc::Receiver<PushSignal>,
     mut found_rx: mpsc::Receiver<FoundBlockMsg>,
@@ -81,7 +79,7 @@ pub async fn run<T: RpcTransport>(
             nodes,
         });
     }
-    let clock = Clock { origin };
+    let clock = Clock { origin, wall };
     let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<(u64, Reply)>();
     let mut push_open = true;
     let mut found_open = true;

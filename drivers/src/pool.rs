@@ -260,7 +260,7 @@ pub fn start_merged<N: Net, T: RpcTransport>(
         orphan_depth: nb.orphan_depth,
         ..CoinserverConfig::default()
     };
-    let (origin, now) = coind::start_time();
+    let (origin, now) = coind::start_time(io.net.unix_ms());
     let machine = Coinservers::new(coin_cfg, now)?;
 
     let state = Arc::new(Mutex::new(PoolState {
@@ -389,9 +389,14 @@ async fn run<N: Net, T: RpcTransport>(
     let (found_tx, found_rx) = mpsc::channel::<FoundBlockMsg>(256);
     let (cs_tx, mut cs_rx) = mpsc::channel::<Event>(1024);
     let (cs_stop_tx, cs_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let cs_wall = {
+        let net = net.clone();
+        move || net.unix_ms()
+    };
     let cs_task = tokio::spawn(coind::run(
         machine,
         origin,
+        cs_wall,
         clients,
         push,
         found_rx,

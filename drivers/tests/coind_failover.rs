@@ -18,6 +18,7 @@ use powerpool_core::coinserver::{
 use powerpool_core::hash::Hash256;
 use powerpool_core::record::RecordId;
 use powerpool_drivers::coind::{self, FoundBlockMsg};
+use powerpool_drivers::net::{Net, TokioNet};
 use powerpool_drivers::rpc::{ReqwestTransport, RpcAuth, RpcClient, RpcError};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -171,7 +172,8 @@ async fn failover_failback_and_fan_out_over_http() {
         submit_retry_delay: Duration::from_millis(100),
         ..CoinserverConfig::default()
     };
-    let (origin, now) = coind::start_time();
+    let wall = || TokioNet.unix_ms();
+    let (origin, now) = coind::start_time(wall());
     let machine = Coinservers::new(cfg, now).unwrap();
     let clients: Vec<_> = [&a, &b]
         .iter()
@@ -190,6 +192,7 @@ async fn failover_failback_and_fan_out_over_http() {
     let driver = tokio::spawn(coind::run(
         machine,
         origin,
+        wall,
         clients,
         push_rx,
         found_rx,
