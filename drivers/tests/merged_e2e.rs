@@ -119,7 +119,9 @@ async fn aux_blocks_reach_every_node_of_their_chain_and_only_theirs() {
     cfg.coin.network = Network::Regtest;
     cfg.coin.payout_address = ADDRESS.into();
     cfg.new_blocks.poll_interval_ms = 50;
-    cfg.new_blocks.rpc_timeout_ms = 500;
+    // Generous: a node slowed by a loaded machine must not look down, or work would rightly
+    // move to nmc-b and the per-node checks below would not hold.
+    cfg.new_blocks.rpc_timeout_ms = 5_000;
     let aux = |currency: &str, nodes: Vec<CoinserverEntry>| AuxChainConfig {
         currency: currency.into(),
         payout_address: ADDRESS.into(),
