@@ -10,18 +10,18 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use powerpool_core::auxchain::{AuxChain, AuxChainConfig, ConfigError, Event};
 pub use powerpool_core::auxchain::{SUBMIT_ATTEMPTS, SUBMIT_RETRY_DELAY};
-use powerpool_core::coinserver::{NodeConfig, Reply, ReplyError};
+use powerpool_core::coinserver::{NodeConfig, Reply};
 use powerpool_core::merged::{AuxBlockSubmission, AuxWork};
 use powerpool_core::record::RecordId;
-use powerpool_core::time::{Now, Timestamp};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::rpc::{RpcClient, RpcTransport};
+use crate::clock::DriverClock;
+use crate::rpc::{RpcClient, RpcTransport, spawn_call};
 
 /// What the driver needs to know about one aux chain.
 #[derive(Debug, Clone)]
@@ -88,34 +88,12 @@ pub enum AuxDriverError {
     Config(#[from] ConfigError),
 }
 
-/// The driver's clock: monotonic milliseconds since the driver started, plus the wall clock.
-#[derive(Debug, Clone, Copy)]
-struct Clock {
-    origin: Instant,
-}
-
-impl Clock {
-    fn now(&self) -> Now {
-        let mono = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Now::new(Timestamp(mono), unix_ms)
-    }
-
-    fn instant(&self, t: Timestamp) -> Instant {
-        // "No deadline" is u64::MAX ms, past what an Instant can hold: wake now and then.
-        self.origin
-            .checked_add(Duration::from_millis(t.as_millis()))
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
-    }
-}
-
 /// Runs one aux chain until `shutdown` resolves or the router is gone, then finishes the
 /// blocks already handed over. `clients[i]` serves `spec.nodes[i]`.
 pub async fn run_chain<T: RpcTransport>(
     spec: AuxChainSpec,
     clients: Vec<Arc<RpcClient<T>>>,
+    wall: impl Fn() -> u64,
     mut submit_rx: mpsc::Receiver<AuxSubmitMsg>,
     events: mpsc::Sender<AuxEvent>,
     shutdown: impl Future<Output = ()>,
@@ -127,9 +105,7 @@ pub async fn run_chain<T: RpcTransport>(
             nodes: spec.nodes.len(),
         });
     }
-    let clock = Clock {
-        origin: Instant::now(),
-    };
+    let clock = DriverClock::new(Instant::now(), wall);
     let nodes = spec
         .nodes
         .iter()
@@ -152,15 +128,13 @@ pub async fn run_chain<T: RpcTransport>(
     loop {
         while let Some(req) = machine.poll_request() {
             let client = clients[req.node].clone();
-            let tx = reply_tx.clone();
-            tokio::spawn(async move {
-                let reply = client
-                    .call(req.call.method(), &req.call.params())
-                    .await
-                    .map_err(ReplyError::from);
-                // The driver may have stopped; the reply is then moot.
-                let _ = tx.send((req.id, reply));
-            });
+            spawn_call(
+                client,
+                req.id,
+                req.call.method(),
+                req.call.params(),
+                reply_tx.clone(),
+            );
         }
         while let Some(event) = machine.poll_event() {
             // A router that is gone only ends the driver; the blocks in hand still finish.
@@ -332,6 +306,7 @@ mod tests {
         let task = tokio::spawn(run_chain(
             spec,
             vec![legacy, down],
+            || crate::net::Net::unix_ms(&crate::net::TokioNet),
             submit_rx,
             ev_tx,
             async move {

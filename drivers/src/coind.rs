@@ -8,13 +8,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use powerpool_core::coinserver::{BlockId, Coinservers, Event, PushSignal, Reply, ReplyError};
+use powerpool_core::coinserver::{BlockId, Coinservers, Event, PushSignal, Reply};
 use powerpool_core::hash::Hash256;
 use powerpool_core::time::{Now, Timestamp};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::rpc::{RpcClient, RpcTransport};
+use crate::clock::DriverClock;
+use crate::rpc::{RpcClient, RpcTransport, spawn_call};
 
 /// A block for the coinservers, as the job manager hands it over.
 #[derive(Debug, Clone)]
@@ -30,25 +31,6 @@ pub struct FoundBlockMsg {
 pub enum CoindError {
     #[error("{clients} RPC clients for {nodes} configured nodes: give one client per node")]
     NodeCount { clients: usize, nodes: usize },
-}
-
-/// The driver's clock: monotonic milliseconds since the driver started, plus the wall clock the
-/// runtime gives (the host's in production, the simulation's under turmoil).
-#[derive(Debug, Clone, Copy)]
-struct Clock<W> {
-    origin: Instant,
-    wall: W,
-}
-
-impl<W: Fn() -> u64> Clock<W> {
-    fn now(&self) -> Now {
-        let mono = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Now::new(Timestamp(mono), (self.wall)())
-    }
-
-    fn instant(&self, t: Timestamp) -> Instant {
-        self.origin + std::time::Duration::from_millis(t.as_millis())
-    }
 }
 
 /// Creates the machine's clock origin; the machine must be built with [`start_time`]'s value
@@ -79,7 +61,7 @@ pub async fn run<T: RpcTransport>(
             nodes,
         });
     }
-    let clock = Clock { origin, wall };
+    let clock = DriverClock::new(origin, wall);
     let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<(u64, Reply)>();
     let mut push_open = true;
     let mut found_open = true;
@@ -87,15 +69,13 @@ pub async fn run<T: RpcTransport>(
     loop {
         while let Some(req) = machine.poll_request() {
             let client = clients[req.node].clone();
-            let tx = reply_tx.clone();
-            tokio::spawn(async move {
-                let reply = client
-                    .call(req.call.method(), &req.call.params())
-                    .await
-                    .map_err(ReplyError::from);
-                // The driver may have stopped; the reply is then moot.
-                let _ = tx.send((req.id, reply));
-            });
+            spawn_call(
+                client,
+                req.id,
+                req.call.method(),
+                req.call.params(),
+                reply_tx.clone(),
+            );
         }
         while let Some(event) = machine.poll_event() {
             if events.send(event).await.is_err() {

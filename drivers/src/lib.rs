@@ -21,7 +21,8 @@
 //!   and the share log, and the shutdown order; [`config`]: the YAML config file.
 //! - [`stratum`]: the TCP stratum server, one task per connection driving a core session;
 //!   [`net`]: the runtime trait (accept, connect, wall clock).
-//! - [`coind`]: the coinserver driver around core's `Coinservers`; [`rpc`]: JSON-RPC over a
+//! - [`coind`]: the coinserver driver around core's `Coinservers`; [`clock`]: a driver's
+//!   clock (monotonic origin, the runtime's wall clock); [`rpc`]: JSON-RPC over a
 //!   small transport trait (reqwest in production); [`push`]: UDP block notifications and
 //!   bitcoind's ZMQ `hashblock`.
 //! - [`aux`]: merged mining's aux chains — work polled from each chain's best live node, aux
@@ -39,6 +40,7 @@
 pub mod app;
 pub mod aux;
 pub mod client;
+pub mod clock;
 pub mod coind;
 pub mod config;
 pub mod demo;

@@ -428,8 +428,10 @@ async fn run<N: Net, T: RpcTransport>(
         let mut stop = aux_stop_rx.clone();
         let chain = a.currency.clone();
         let events = aux_ev_tx.clone();
+        let net = net.clone();
+        let wall = move || net.unix_ms();
         aux_tasks.push(tokio::spawn(async move {
-            let r = run_chain(spec, clients, rx, events, async move {
+            let r = run_chain(spec, clients, wall, rx, events, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
             .await;

@@ -20,13 +20,14 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use powerpool_core::coinserver::ReplyError;
+use powerpool_core::coinserver::{Reply, ReplyError};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 /// What came back from one HTTP POST.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,6 +278,21 @@ impl RpcTransport for ReqwestTransport {
             Ok(HttpReply { status, body })
         }
     }
+}
+
+/// Makes one call on a task of its own and sends `(id, reply)` to `tx`: a driver never waits on
+/// a node, and one that stopped meanwhile just drops the reply.
+pub fn spawn_call<T: RpcTransport>(
+    client: Arc<RpcClient<T>>,
+    id: u64,
+    method: &'static str,
+    params: Value,
+    tx: mpsc::UnboundedSender<(u64, Reply)>,
+) {
+    tokio::spawn(async move {
+        let reply = client.call(method, &params).await.map_err(ReplyError::from);
+        let _ = tx.send((id, reply));
+    });
 }
 
 #[cfg(test)]
