@@ -28,9 +28,12 @@
 //!   [`transport::TurmoilHttp`];
 //! - coinservers: [`powerpool_drivers::node::Node`] on the simulated clock, served over
 //!   simulated TCP; merge-mined chains' nodes (aux mode) likewise, one host each, reached by
-//!   the pool through [`powerpool_drivers::pool::start_merged`];
+//!   the pool through [`powerpool_drivers::pool::start_merged`]. A `mempool` host feeds them
+//!   synthetic transactions over time (so templates change within a height and blocks carry
+//!   transactions), and a `p2p` host relays blocks between nodes of one chain, as their peers
+//!   would;
 //! - the share store: [`store::FaultyStore`] around a real embedded store;
-//! - miners: [`miner`];
+//! - miners: [`miner`], each with a hashrate, on a port with vardiff on, so difficulties move;
 //! - block notifications: datagrams over simulated UDP decoded by the drivers' own parser
 //!   (the drivers' UDP listener takes a tokio socket, so the simulator runs its own loop).
 //!

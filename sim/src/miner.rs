@@ -1,16 +1,21 @@
 //! Scripted stratum miners over simulated TCP.
 //!
 //! A miner speaks real stratum v1 lines and hashes for real: when its seeded model says a
-//! share is due (exponential inter-share times), it searches nonces with sha256d against the
-//! current share target, so every share the pool judges is a genuine header. Headers are
-//! rebuilt from the notify fields alone, independently of the pool's job code.
+//! share is due, it searches nonces with sha256d against the current share target, so every
+//! share the pool judges is a genuine header. Headers are rebuilt from the notify fields
+//! alone, independently of the pool's job code.
+//!
+//! The model is a hashrate: shares arrive as a Poisson process whose mean gap is the expected
+//! number of hashes per share at the current difficulty divided by the hashrate, so a miner
+//! the pool's vardiff moves to a higher difficulty sends fewer shares, as real hardware does.
 //!
 //! Kinds: [`MinerKind::Normal`]; [`MinerKind::Asic`] negotiates `mining.configure`
 //! version rolling and submits with rolled version bits; [`MinerKind::NiceHash`] sends
 //! `mining.extranonce.subscribe` and follows `mining.set_extranonce`;
 //! [`MinerKind::Misbehaving`] mixes in garbage lines, duplicates, stale and low-difficulty
-//! submits and abrupt disconnects. Everything the miner sends and receives is recorded in the
-//! [`Observations`](crate::obs::Observations).
+//! submits, abrupt disconnects, and a late share on the replaced work whenever a new block
+//! flushes its jobs (one found in the moment the notify was on the wire). Everything the miner
+//! sends and receives is recorded in the [`Observations`](crate::obs::Observations).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,7 +28,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
-use crate::obs::{Intent, Notify, Obs, SessionObs, Submit, sim_ms};
+use crate::obs::{DiffObs, Intent, MinerObs, Notify, Obs, SessionObs, Submit, sim_ms};
 use crate::rng::SimRng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +49,8 @@ pub struct MinerSpec {
     /// Pool instance index and its stratum address (`host`, port).
     pub pool: (usize, String, u16),
     pub user: String,
-    /// Mean simulated time between shares; `None` never submits (storm sessions).
-    pub share_interval: Option<Duration>,
+    /// Hashes per simulated second; `None` never submits (storm sessions).
+    pub hashrate: Option<f64>,
     /// Simulated time of the first connection.
     pub start: Duration,
     /// Simulated time at which the miner closes for good.
@@ -65,6 +70,19 @@ struct Work {
     version: u32,
     nbits: u32,
     ntime: u32,
+    /// The lowest difficulty in effect while this job was held: the pool judges a share
+    /// against the easiest difficulty the job was sent with.
+    easiest: f64,
+    aux_commitment: Option<Vec<u8>>,
+}
+
+/// Expected hashes per share at difficulty 1 (sha256d).
+const HASHES_PER_DIFF1: f64 = 4_294_967_296.0;
+
+/// Mean time to the next share at `difficulty` for `hashrate` hashes per second.
+fn mean_share_gap(hashrate: f64, difficulty: f64) -> Duration {
+    let secs = difficulty * HASHES_PER_DIFF1 / hashrate.max(1.0);
+    Duration::from_secs_f64(secs.clamp(0.001, 3_600.0))
 }
 
 enum Pending {
@@ -86,11 +104,19 @@ struct State {
     pending: BTreeMap<u64, Pending>,
     en2_counter: u64,
     last_acked: Option<usize>,
+    /// Work just replaced by a new block, owed one late share (misbehaving miners only).
+    late: Option<Work>,
 }
 
 /// Runs the miner's script; never fails the simulation (everything goes into `obs`).
 pub async fn run(spec: MinerSpec, obs: Obs) -> turmoil::Result {
     let mut rng = SimRng::new(spec.seed);
+    obs.borrow_mut().miners.push(MinerObs {
+        id: spec.id,
+        user: spec.user.clone(),
+        hashrate: spec.hashrate,
+        misbehaving: spec.kind == MinerKind::Misbehaving,
+    });
     tokio::time::sleep(spec.start).await;
     let origin = Instant::now() - spec.start;
     let stop_at = origin + spec.stop;
@@ -142,6 +168,7 @@ async fn run_session(
         pending: BTreeMap::new(),
         en2_counter: 0,
         last_acked: None,
+        late: None,
     };
     let mut out = String::new();
     let req = |st: &mut State, out: &mut String, method: &str, params: Value, p: Pending| {
@@ -187,9 +214,10 @@ async fn run_session(
     if wr.write_all(out.as_bytes()).await.is_err() {
         return;
     }
+    // Until the first difficulty arrives there is no target to hash against.
     let mut next_share = spec
-        .share_interval
-        .map(|m| Instant::now() + Duration::from_millis(rng.exp(m.as_millis() as f64) as u64 + 1));
+        .hashrate
+        .map(|_| Instant::now() + Duration::from_millis(20));
     let mut line = String::new();
     loop {
         tokio::select! {
@@ -198,13 +226,44 @@ async fn run_session(
                 match r {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
+                        let before = st.difficulty;
                         handle_line(spec, obs, &mut st, line.trim_end());
                         line.clear();
+                        // The time to the next share is memoryless: redrawing it at the new
+                        // difficulty is exact, and makes the share rate follow vardiff at once.
+                        if let Some(h) = spec.hashrate
+                            && st.difficulty != before
+                            && st.difficulty > 0.0
+                        {
+                            let mean = mean_share_gap(h, st.difficulty).as_secs_f64() * 1_000.0;
+                            next_share = Some(
+                                Instant::now() + Duration::from_millis(rng.exp(mean) as u64 + 1),
+                            );
+                        }
+                        if let Some(old) = st.late.take()
+                            && let Some((i, params)) =
+                                make_share(spec, obs, rng, &mut st, Some((Intent::Stale, old)))
+                        {
+                            let id = st.next_id;
+                            st.next_id += 1;
+                            st.pending.insert(id, Pending::Submit(i));
+                            let msg = json!({"id": id, "method": "mining.submit", "params": params});
+                            if wr.write_all(format!("{msg}\n").as_bytes()).await.is_err() {
+                                break;
+                            }
+                        }
                     }
                 }
             }
             () = sleep_opt(next_share) => {
-                let mean = spec.share_interval.map_or(1000.0, |m| m.as_millis() as f64);
+                if st.difficulty <= 0.0 {
+                    // Nothing to hash against yet; the first difficulty draws the real gap.
+                    next_share = Some(Instant::now() + Duration::from_millis(20));
+                    continue;
+                }
+                let mean = spec
+                    .hashrate
+                    .map_or(1_000.0, |h| mean_share_gap(h, st.difficulty).as_secs_f64() * 1_000.0);
                 next_share = Some(Instant::now() + Duration::from_millis(rng.exp(mean) as u64 + 1));
                 let mut out = String::new();
                 if spec.kind == MinerKind::Misbehaving && rng.chance(0.05) {
@@ -217,7 +276,7 @@ async fn run_session(
                     out.push_str(garbage[rng.range(0, garbage.len() as u64) as usize]);
                     out.push('\n');
                 }
-                if let Some(p) = make_share(spec, obs, rng, &mut st) {
+                if let Some(p) = make_share(spec, obs, rng, &mut st, None) {
                     let id = st.next_id;
                     st.next_id += 1;
                     st.pending.insert(id, Pending::Submit(p.0));
@@ -261,13 +320,21 @@ fn handle_line(spec: &MinerSpec, obs: &Obs, st: &mut State, line: &str) {
             "mining.set_difficulty" => {
                 if let Some(d) = v["params"][0].as_f64() {
                     st.difficulty = d;
+                    if let Some(w) = st.work.as_mut() {
+                        w.easiest = easier(w.easiest, d);
+                    }
                     let mut o = obs.borrow_mut();
-                    o.difficulties.push((spec.id, sim_ms(), d));
+                    o.difficulties.push(DiffObs {
+                        miner: spec.id,
+                        session: st.session,
+                        at_ms: sim_ms(),
+                        difficulty: d,
+                    });
                     o.event(format!("m{} diff {d}", spec.id));
                 }
             }
             "mining.notify" => {
-                if let Some((w, clean)) = parse_notify(&v["params"]) {
+                if let Some((mut w, clean)) = parse_notify(&v["params"]) {
                     let mut o = obs.borrow_mut();
                     o.event(format!(
                         "m{} notify {} {} clean={clean}",
@@ -282,11 +349,22 @@ fn handle_line(spec: &MinerSpec, obs: &Obs, st: &mut State, line: &str) {
                         job_id: w.job_id.clone(),
                         prevhash: w.prevhash,
                         clean,
+                        branch_len: w.branch.len(),
+                        branch_tag: w.branch.first().map_or(0, |h| {
+                            u64::from_le_bytes(h.0[..8].try_into().unwrap_or_default())
+                        }),
                     });
-                    if let Some(old) = st.work.take()
-                        && old.prevhash != w.prevhash
-                    {
-                        st.old_work = Some(old);
+                    w.easiest = st.difficulty;
+                    if let Some(old) = st.work.take() {
+                        if old.job_id == w.job_id {
+                            // Re-sent after a difficulty change: the earlier bar still counts.
+                            w.easiest = easier(w.easiest, old.easiest);
+                        } else if old.prevhash != w.prevhash {
+                            if clean && spec.kind == MinerKind::Misbehaving {
+                                st.late = Some(old.clone());
+                            }
+                            st.old_work = Some(old);
+                        }
                     }
                     st.work = Some(w);
                 }
@@ -348,6 +426,8 @@ fn handle_line(spec: &MinerSpec, obs: &Obs, st: &mut State, line: &str) {
             let ok = v["result"] == json!(true);
             let mut o = obs.borrow_mut();
             o.submits[i].accepted = Some(ok);
+            o.submits[i].error_code = v["error"][0].as_i64();
+            o.submits[i].answered_ms = Some(sim_ms());
             let s = &o.submits[i];
             let line = format!(
                 "m{} submit {:?} {} -> {ok} {}",
@@ -374,19 +454,41 @@ fn parse_notify(p: &Value) -> Option<(Work, bool)> {
         .map(|h| Hash256::from_internal_hex(h.as_str().unwrap_or_default()).ok())
         .collect::<Option<Vec<_>>>()?;
     let h32 = |v: &Value| v.as_str().and_then(|s| u32::from_str_radix(s, 16).ok());
+    let coinb1 = hex::decode(p[2].as_str()?).ok()?;
+    let coinb2 = hex::decode(p[3].as_str()?).ok()?;
+    let aux_commitment = aux_commitment(&coinb1).or_else(|| aux_commitment(&coinb2));
     Some((
         Work {
             job_id: p[0].as_str()?.to_owned(),
             prevhash,
-            coinb1: hex::decode(p[2].as_str()?).ok()?,
-            coinb2: hex::decode(p[3].as_str()?).ok()?,
+            coinb1,
+            coinb2,
             branch,
             version: h32(&p[5])?,
             nbits: h32(&p[6])?,
             ntime: h32(&p[7])?,
+            easiest: 0.0,
+            aux_commitment,
         },
         p[8].as_bool()?,
     ))
+}
+
+/// The lower of two difficulties, 0 meaning "none yet".
+fn easier(a: f64, b: f64) -> f64 {
+    match (a > 0.0, b > 0.0) {
+        (true, true) => a.min(b),
+        (true, false) => a,
+        _ => b,
+    }
+}
+
+/// The merged-mining commitment (`fabe6d6d`, root, size, nonce) in a coinbase half.
+fn aux_commitment(half: &[u8]) -> Option<Vec<u8>> {
+    let magic = powerpool_core::auxpow::MERGED_MINING_HEADER;
+    let at = half.windows(magic.len()).position(|w| w == magic)?;
+    half.get(at..at + powerpool_core::merged::COMMITMENT_LEN)
+        .map(<[u8]>::to_vec)
 }
 
 fn header(w: &Work, en1: &[u8], en2: &[u8], version: u32, nonce: u32) -> [u8; 80] {
@@ -406,18 +508,24 @@ fn header(w: &Work, en1: &[u8], en2: &[u8], version: u32, nonce: u32) -> [u8; 80
     h
 }
 
-/// Chooses what to send next and builds it; returns the index of its record and the params.
+/// Chooses what to send next (or sends `forced`) and builds it; returns the index of its
+/// record and the params.
 fn make_share(
     spec: &MinerSpec,
     obs: &Obs,
     rng: &mut SimRng,
     st: &mut State,
+    forced: Option<(Intent, Work)>,
 ) -> Option<(usize, Value)> {
     if st.difficulty <= 0.0 || st.extranonce1.is_empty() {
         return None;
     }
     let mut intent = Intent::Valid;
-    if spec.kind == MinerKind::Misbehaving {
+    let mut forced_work = None;
+    if let Some((i, w)) = forced {
+        intent = i;
+        forced_work = Some(w);
+    } else if spec.kind == MinerKind::Misbehaving {
         let r = rng.unit();
         if r < 0.15 {
             intent = Intent::Duplicate;
@@ -433,17 +541,26 @@ fn make_share(
         s.intent = Intent::Duplicate;
         s.sent_ms = sim_ms();
         s.accepted = None;
+        s.answered_ms = None;
+        s.error_code = None;
         s.session = st.session;
         let params = submit_params(spec, &s);
         let mut o = obs.borrow_mut();
         o.submits.push(s);
         return Some((o.submits.len() - 1, params));
     }
-    let work = match intent {
-        Intent::Stale => st.old_work.clone()?,
-        _ => st.work.clone()?,
+    let work = match (forced_work, intent) {
+        (Some(w), _) => w,
+        (None, Intent::Stale) => st.old_work.clone()?,
+        (None, _) => st.work.clone()?,
     };
-    let target = Target::from_difficulty(st.difficulty, &Algorithm::Sha256d.diff1()).ok()?;
+    // A low-difficulty share must miss every bar the pool could judge it against.
+    let bar = if intent == Intent::LowDifficulty && work.easiest > 0.0 {
+        work.easiest.min(st.difficulty)
+    } else {
+        st.difficulty
+    };
+    let target = Target::from_difficulty(bar, &Algorithm::Sha256d.diff1()).ok()?;
     let network = Target::from_compact(work.nbits).ok()?;
     st.en2_counter += 1;
     let size = st.en2_size.clamp(1, 8);
@@ -486,6 +603,9 @@ fn make_share(
         difficulty: st.difficulty,
         sent_ms: sim_ms(),
         accepted: None,
+        answered_ms: None,
+        error_code: None,
+        aux_commitment: work.aux_commitment.clone(),
     };
     let params = submit_params(spec, &s);
     let mut o = obs.borrow_mut();

@@ -54,6 +54,12 @@ pub struct Submit {
     pub sent_ms: u64,
     /// `Some(true)` acknowledged, `Some(false)` refused, `None` no reply (connection lost).
     pub accepted: Option<bool>,
+    /// When the reply arrived: the pool judged the share between `sent_ms` and this.
+    pub answered_ms: Option<u64>,
+    /// The stratum error code of a refusal (21 stale or unknown job, 22 duplicate, ...).
+    pub error_code: Option<i64>,
+    /// The 44-byte merged-mining commitment of the job's coinbase, when it has one.
+    pub aux_commitment: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +70,33 @@ pub struct Notify {
     pub job_id: String,
     pub prevhash: [u8; 32],
     pub clean: bool,
+    /// Merkle branch length: non-zero once the template carries transactions.
+    pub branch_len: usize,
+    /// The first 8 bytes of the branch's first hash (0 when empty): tells a job update that
+    /// changed the transactions from one that changed only the coinbase (aux work).
+    pub branch_tag: u64,
+}
+
+/// A `mining.set_difficulty` a miner received.
+#[derive(Debug, Clone)]
+pub struct DiffObs {
+    pub miner: usize,
+    pub session: u32,
+    pub at_ms: u64,
+    pub difficulty: f64,
+}
+
+/// Who a miner is, as the checks need to match store records and vardiff to it.
+#[derive(Debug, Clone)]
+pub struct MinerObs {
+    pub id: usize,
+    /// The stratum username, `address.worker` as the store records it.
+    pub user: String,
+    /// Hashes per simulated second; `None` never submits.
+    pub hashrate: Option<f64>,
+    /// Misbehaving miners have their shares refused often, so their accepted rate is not
+    /// their hashrate.
+    pub misbehaving: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -91,8 +124,11 @@ pub struct Observations {
     pub submits: Vec<Submit>,
     pub notifies: Vec<Notify>,
     pub sessions: Vec<SessionObs>,
-    pub difficulties: Vec<(usize, u64, f64)>,
+    pub difficulties: Vec<DiffObs>,
     pub tips: Vec<TipObs>,
+    pub miners: Vec<MinerObs>,
+    /// Synthetic transactions fed to the coinservers' mempools.
+    pub txs_fed: usize,
 }
 
 /// Shared by every actor of one simulation (single-threaded: turmoil runs hosts in turn).

@@ -2,17 +2,20 @@
 //! director that runs the scenario's script — on one turmoil simulation derived from a seed.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use powerpool_core::coinserver::{PushSignal, PushSource};
+use powerpool_core::hash::Hash256;
 use powerpool_core::session::PortPolicy;
+use powerpool_core::vardiff::VardiffConfig;
 use powerpool_drivers::config::{
     AuxChainConfig, CoinserverEntry, Config, Network, StratumPortConfig,
 };
-use powerpool_drivers::node::{Node, NodeConfig};
+use powerpool_drivers::node::{Answering, Node, NodeConfig};
 use powerpool_drivers::pool::{self, PoolHandle, PoolIo, PoolReport};
 use powerpool_drivers::push::{PushCommand, parse_datagram};
 use powerpool_drivers::rpc::{RpcAuth, RpcClient};
@@ -24,13 +27,15 @@ use crate::net::{SIM_EPOCH_UNIX_SECS, TurmoilNet, sim_unix_secs};
 use crate::obs::{Obs, TipObs, new_obs, sim_ms};
 use crate::rng::SimRng;
 use crate::store::FaultyStore;
-use crate::transport::TurmoilHttp;
+use crate::transport::{AuxWorkLog, TurmoilHttp};
 
 pub const PAYOUT: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
 pub const USER: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080.rig";
 pub const STRATUM_PORT: u16 = 3333;
 pub const RPC_PORT: u16 = 8332;
 pub const PUSH_PORT: u16 = 6855;
+/// The port's start difficulty unless a scenario sets another.
+pub const START_DIFFICULTY: f64 = 1e-6;
 
 /// Knobs a scenario sets; everything random comes from `seed`.
 #[derive(Debug, Clone)]
@@ -41,7 +46,25 @@ pub struct WorldConfig {
     pub same_chain: bool,
     pub node_bits: u32,
     pub pools: usize,
+    /// The port's start difficulty, and the bounds vardiff keeps every miner within.
     pub share_difficulty: f64,
+    pub min_difficulty: f64,
+    pub max_difficulty: f64,
+    /// `None`: every miner stays at `share_difficulty`.
+    pub vardiff: Option<VardiffConfig>,
+    /// Mean simulated time between synthetic transactions reaching the coinservers'
+    /// mempools; `None` leaves templates coinbase-only.
+    pub tx_interval_ms: Option<u64>,
+    /// How often the pool fetches a template without a new block (the node's clock and this
+    /// setting count whole seconds).
+    pub template_refresh_secs: u64,
+    /// Fail the run unless some miner got a job update within a block. The pool refetches
+    /// templates at most every `template_refresh_secs`, so updates need tips that last
+    /// longer than that: only scenarios with few blocks see them reliably.
+    pub require_job_updates: bool,
+    /// Nodes of one chain relay blocks to each other (as peers on a real network do) once a
+    /// block is this old; a crashed node neither sends nor receives. `None`: no relay.
+    pub relay_after_ms: Option<u64>,
     pub poll_interval_ms: u64,
     pub push: bool,
     pub push_poll_interval_ms: u64,
@@ -76,8 +99,26 @@ impl WorldConfig {
             // About 65 536 hashes per block.
             node_bits: 0x1f00_ffff,
             pools: 1,
-            // About 4 300 hashes per share: one share in 15 is a block.
-            share_difficulty: 1e-6,
+            // About 4 300 hashes per share at the start: one share in 15 is a block.
+            share_difficulty: START_DIFFICULTY,
+            // Below the block target's difficulty (about 1.5e-5), so a share is not a block
+            // by construction even at the top of the range.
+            min_difficulty: 1e-7,
+            max_difficulty: 1e-5,
+            // Retargets every second or two, so a run of a few seconds sees several, and miners
+            // whose hashrate is off the target rate by more than the tolerance are moved.
+            vardiff: Some(VardiffConfig {
+                shares_per_minute: 300.0,
+                retarget_secs: 1.5,
+                max_step: 4.0,
+                tolerance: 0.3,
+            }),
+            tx_interval_ms: Some(400),
+            template_refresh_secs: 1,
+            require_job_updates: false,
+            // Block propagation between well-connected peers; a pool submission that arrives
+            // later is answered "duplicate", which the checks accept.
+            relay_after_ms: Some(100),
             poll_interval_ms: 100,
             push: false,
             push_poll_interval_ms: 2_000,
@@ -111,6 +152,11 @@ pub struct Ctl {
     pub store: Arc<FaultyStore>,
     pub pool_configs: Vec<Config>,
     pub rng: RefCell<SimRng>,
+    /// Every aux block the aux nodes handed to a pool.
+    pub aux_work: AuxWorkLog,
+    /// (miner, from ms, to ms): when a scenario's faults may have kept messages from a miner,
+    /// so it may not have seen everything the pool sent it.
+    pub miner_link_faults: RefCell<Vec<(usize, u64, u64)>>,
     _dir: tempfile::TempDir,
 }
 
@@ -217,13 +263,15 @@ fn pool_config(w: &WorldConfig, i: usize, dir: &std::path::Path) -> Config {
     c.new_blocks.rpc_timeout_ms = w.rpc_timeout_ms;
     c.new_blocks.udp.enabled = w.push;
     c.new_blocks.push_poll_interval_ms = w.push_poll_interval_ms;
+    c.new_blocks.template_refresh_secs = w.template_refresh_secs;
     c.stratum = vec![StratumPortConfig {
         name: "sim".into(),
         bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), STRATUM_PORT),
         policy: PortPolicy {
             start_difficulty: w.share_difficulty,
-            min_difficulty: 1e-12,
-            vardiff: None,
+            min_difficulty: w.min_difficulty,
+            max_difficulty: w.max_difficulty,
+            vardiff: w.vardiff.clone(),
             ..PortPolicy::default()
         },
     }];
@@ -316,6 +364,61 @@ impl World {
             });
         }
 
+        if let Some(mean) = w.tx_interval_ms {
+            // Nodes built from one chain seed generate the same transactions only while they
+            // hold the same chain and mempool, and a block is valid on a node only with
+            // transactions it generated itself; so a group is fed while it is in step and
+            // waits while it is not (a node crashed or behind), as a real network's mempools
+            // agree only once the nodes agree on the tip.
+            let groups: Vec<Vec<Arc<Node>>> = if w.same_chain {
+                vec![nodes.clone()]
+            } else {
+                nodes.iter().map(|n| vec![n.clone()]).collect()
+            };
+            let feed_rng = rng.fork(4);
+            let obs = obs.clone();
+            sim.host("mempool", move || {
+                let groups = groups.clone();
+                let mut rng = feed_rng.clone();
+                let obs = obs.clone();
+                async move {
+                    loop {
+                        let gap = rng.exp(mean as f64) as u64 + 1;
+                        tokio::time::sleep(Duration::from_millis(gap)).await;
+                        for (g, group) in groups.iter().enumerate() {
+                            if !in_step(group) {
+                                continue;
+                            }
+                            for n in group {
+                                n.with_chain(|c| c.add_synthetic_txs(1));
+                            }
+                            let mut o = obs.borrow_mut();
+                            o.txs_fed += 1;
+                            o.event(format!("mempool group {g} +1 tx"));
+                        }
+                    }
+                }
+            });
+        }
+
+        if let Some(age) = w.relay_after_ms
+            && w.same_chain
+            && nodes.len() > 1
+        {
+            let peers = nodes.clone();
+            sim.host("p2p", move || {
+                let peers = peers.clone();
+                async move {
+                    let mut first_seen: HashMap<Hash256, u64> = HashMap::new();
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        relay(&peers, &mut first_seen, age);
+                    }
+                }
+            });
+        }
+
+        let aux_work: AuxWorkLog = AuxWorkLog::default();
         let mut aux_nodes = Vec::new();
         for (ci, a) in w.aux.iter().enumerate() {
             let mut chain = Vec::new();
@@ -364,6 +467,7 @@ impl World {
             let push = w.push;
             let nodes = w.nodes;
             let aux_sizes: Vec<usize> = w.aux.iter().map(|a| a.nodes).collect();
+            let aux_log = aux_work.clone();
             let boot = 0x5100_0000 + i as u32;
             let seed = cfg.seed.unwrap_or(0);
             sim.host(pool_host(i), move || {
@@ -373,6 +477,7 @@ impl World {
                 let store: Arc<dyn ShareStore> = store.clone();
                 let spool_dir = spool_dir.clone();
                 let aux_sizes = aux_sizes.clone();
+                let aux_log = aux_log.clone();
                 async move {
                     let net = TurmoilNet;
                     let l = powerpool_drivers::net::Net::bind(
@@ -397,7 +502,8 @@ impl World {
                             (0..*n)
                                 .map(|j| {
                                     Arc::new(RpcClient::new(
-                                        TurmoilHttp::new(aux_host(ci, j), RPC_PORT),
+                                        TurmoilHttp::new(aux_host(ci, j), RPC_PORT)
+                                            .logging_aux(ci, aux_log.clone()),
                                         RpcAuth::None,
                                         timeout,
                                     ))
@@ -450,6 +556,8 @@ impl World {
             store,
             pool_configs,
             rng: RefCell::new(rng.fork(2)),
+            aux_work,
+            miner_link_faults: RefCell::default(),
             _dir: dir,
         });
         Ok(World { sim, ctl, hosts: 0 })
@@ -509,6 +617,63 @@ impl World {
             }
         }
     }
+}
+
+/// One relay round between peers: each live node's active-chain blocks that a live peer lacks
+/// and that are at least `age_ms` old (first seen by the relay) are handed to that peer,
+/// parents first.
+fn relay(peers: &[Arc<Node>], first_seen: &mut HashMap<Hash256, u64>, age_ms: u64) {
+    let now = crate::obs::sim_ms();
+    let live: Vec<&Arc<Node>> = peers
+        .iter()
+        .filter(|n| n.answering() != Answering::Down)
+        .collect();
+    for n in &live {
+        for h in 1..=n.tip().height {
+            if let Some(hash) = n.block_hash(h) {
+                first_seen.entry(hash).or_insert(now);
+            }
+        }
+    }
+    for from in &live {
+        for to in &live {
+            if Arc::ptr_eq(from, to) {
+                continue;
+            }
+            for h in 1..=from.tip().height {
+                let Some(hash) = from.block_hash(h) else {
+                    continue;
+                };
+                if first_seen.get(&hash).is_none_or(|t| now < t + age_ms)
+                    || to.with_chain(|c| c.block(&hash).is_some())
+                {
+                    continue;
+                }
+                if let Some(block) = from.with_chain(|c| c.block(&hash).map(|e| e.block.clone())) {
+                    let at = to.now();
+                    // A block the peer refuses (it lacks a transaction) stays where it is.
+                    let _ = to.with_chain(|c| c.submit_block(block, at));
+                }
+            }
+        }
+    }
+}
+
+/// Whether the nodes of one chain hold the same tip and the same mempool.
+fn in_step(group: &[Arc<Node>]) -> bool {
+    let state = |n: &Node| {
+        n.with_chain(|c| {
+            (
+                c.tip().hash,
+                c.mempool().map(|t| t.txid).collect::<Vec<_>>(),
+            )
+        })
+    };
+    let mut it = group.iter();
+    let Some(first) = it.next().map(|n| state(n)) else {
+        return false;
+    };
+    it.all(|n| state(n) == first)
 }
 
 /// The pool's UDP block-notification port over simulated UDP, decoded by the drivers' real

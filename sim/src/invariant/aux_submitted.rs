@@ -1,28 +1,121 @@
 //! Merged mining: every aux block the pool found reaches each node of its own chain exactly
-//! once and no node of another chain, and every aux submission is backed by a share the pool
+//! once and no node of another chain, every aux submission is backed by a share the pool
 //! did not refuse (acknowledged, or unanswered because the miner left) whose parent header
-//! meets that chain's target.
+//! meets that chain's target, and, the other way round, every acknowledged share that meets
+//! the target of an aux chain its job committed to got that aux block submitted to every node
+//! of the chain.
 //!
 //! The share behind a submission is read from the AuxPoW itself: its last 80 bytes are the
 //! parent block header, whose double SHA-256 is the hash the miner computed for its share.
+//! The aux blocks a share's job committed to are read from the coinbase the miner was sent
+//! (the merged-mining commitment: the aux tree's root, size and nonce) and resolved against
+//! every aux block the chains' nodes handed out, by rebuilding the tree the pool must have
+//! built.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use powerpool_core::hash::sha256d;
+use powerpool_core::hash::{Hash256, sha256d};
+use powerpool_core::merged::{AuxTree, COMMITMENT_LEN, choose_tree};
 use powerpool_core::record::BlockRecord;
 use powerpool_core::target::Target;
 use powerpool_drivers::node::Node;
 
 use super::Violations;
 use crate::obs::Observations;
+use crate::transport::AuxWorkSeen;
 
 /// One merge-mined chain as the checker sees it.
 #[derive(Debug)]
 pub struct AuxChainObs<'a> {
     pub currency: &'a str,
+    pub chain_id: u32,
     pub bits: u32,
     pub nodes: &'a [Arc<Node>],
+}
+
+/// What the check counted, besides violations.
+#[derive(Debug, Default)]
+pub struct AuxCounts {
+    /// Per chain, how many distinct aux blocks its first node received.
+    pub submitted: Vec<usize>,
+    /// Acknowledged shares that met a committed aux chain's target (each owed a submission).
+    pub owed: usize,
+}
+
+/// The aux blocks (chain index → aux hash) a 44-byte coinbase commitment commits to, found by
+/// rebuilding the tree over every subset of chains and every combination of handed-out aux
+/// blocks; `None` if no combination gives its root.
+pub fn resolve_commitment(
+    commitment: &[u8],
+    chains: &[AuxChainObs<'_>],
+    handed_out: &[AuxWorkSeen],
+) -> Option<BTreeMap<usize, Hash256>> {
+    if commitment.len() != COMMITMENT_LEN {
+        return None;
+    }
+    let mut root = [0u8; 32];
+    root.copy_from_slice(&commitment[4..36]);
+    root.reverse();
+    let size = u32::from_le_bytes(commitment[36..40].try_into().ok()?);
+    let nonce = u32::from_le_bytes(commitment[40..44].try_into().ok()?);
+    let candidates: Vec<Vec<Hash256>> = (0..chains.len())
+        .map(|c| {
+            handed_out
+                .iter()
+                .filter(|w| w.chain == c)
+                .map(|w| w.hash)
+                .collect()
+        })
+        .collect();
+    for subset in 1u32..(1 << chains.len()) {
+        let members: Vec<usize> = (0..chains.len())
+            .filter(|c| subset & (1 << c) != 0)
+            .collect();
+        let ids: Vec<u32> = members.iter().map(|&c| chains[c].chain_id).collect();
+        let Ok(layout) = choose_tree(&ids) else {
+            continue;
+        };
+        if layout.size != size || layout.nonce != nonce {
+            continue;
+        }
+        // Odometer over the members' candidate lists.
+        let mut pick = vec![0usize; members.len()];
+        if members.iter().any(|&c| candidates[c].is_empty()) {
+            continue;
+        }
+        loop {
+            let mut leaves = vec![Hash256::ZERO; size as usize];
+            for (i, &c) in members.iter().enumerate() {
+                leaves[layout.slots[i] as usize] = candidates[c][pick[i]];
+            }
+            if AuxTree::new(nonce, leaves).is_ok_and(|t| t.root().0 == root) {
+                return Some(
+                    members
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &c)| (c, candidates[c][pick[i]]))
+                        .collect(),
+                );
+            }
+            let mut i = 0;
+            loop {
+                if i == members.len() {
+                    break;
+                }
+                pick[i] += 1;
+                if pick[i] < candidates[members[i]].len() {
+                    break;
+                }
+                pick[i] = 0;
+                i += 1;
+            }
+            if i == members.len() {
+                break;
+            }
+        }
+    }
+    None
 }
 
 /// The parent header's hash (display hex) at the end of a serialized AuxPoW.
@@ -32,14 +125,15 @@ pub fn parent_hash_of(auxpow_hex: &str) -> Option<String> {
     Some(sha256d(header).to_display_hex())
 }
 
-/// Returns violations and, per chain, how many distinct aux blocks its first node received.
+/// `handed_out`: every aux block the chains' nodes gave the pool.
 pub fn check(
     obs: &Observations,
     chains: &[AuxChainObs<'_>],
     records: &[BlockRecord],
-) -> (Violations, Vec<usize>) {
+    handed_out: &[AuxWorkSeen],
+) -> (Violations, AuxCounts) {
     let mut v = Vec::new();
-    let mut counts = Vec::new();
+    let mut counts = AuxCounts::default();
     let acked: BTreeMap<&str, &crate::obs::Submit> = obs
         .submits
         .iter()
@@ -134,7 +228,74 @@ pub fn check(
                 }
             }
             if j == 0 {
-                counts.push(seen.len());
+                counts.submitted.push(seen.len());
+            }
+        }
+    }
+    let targets: Vec<Option<Target>> = chains
+        .iter()
+        .map(|c| Target::from_compact(c.bits).ok())
+        .collect();
+    let submitted: Vec<Vec<BTreeSet<Hash256>>> = chains
+        .iter()
+        .map(|c| {
+            c.nodes
+                .iter()
+                .map(|n| {
+                    n.submitted_aux()
+                        .into_iter()
+                        .filter_map(|s| s.hash)
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let mut resolved: BTreeMap<Vec<u8>, Option<BTreeMap<usize, Hash256>>> = BTreeMap::new();
+    for s in obs.submits.iter().filter(|s| s.accepted == Some(true)) {
+        let Some(commitment) = &s.aux_commitment else {
+            continue;
+        };
+        let Ok(hash) = Hash256::from_display_hex(&s.hash) else {
+            continue;
+        };
+        let met: Vec<usize> = targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.is_some_and(|t| t.is_met_by(&hash)))
+            .map(|(c, _)| c)
+            .collect();
+        if met.is_empty() {
+            continue;
+        }
+        let committed = resolved
+            .entry(commitment.clone())
+            .or_insert_with(|| resolve_commitment(commitment, chains, handed_out));
+        let Some(committed) = committed else {
+            v.push(format!(
+                "share {} from miner {}: its job commits to aux root {} that no handed-out aux \
+                 work builds",
+                s.hash,
+                s.miner,
+                hex::encode(commitment)
+            ));
+            continue;
+        };
+        for c in met {
+            let Some(aux) = committed.get(&c) else {
+                continue;
+            };
+            counts.owed += 1;
+            for (j, got) in submitted[c].iter().enumerate() {
+                if !got.contains(aux) {
+                    v.push(format!(
+                        "{} node {j}: share {} from miner {} met the chain's target on aux block \
+                         {} but that block was never submitted",
+                        chains[c].currency,
+                        s.hash,
+                        s.miner,
+                        aux.to_display_hex()
+                    ));
+                }
             }
         }
     }
@@ -143,7 +304,64 @@ pub fn check(
 
 #[cfg(test)]
 mod tests {
-    use super::parent_hash_of;
+    use std::collections::BTreeMap;
+
+    use powerpool_core::hash::Hash256;
+    use powerpool_core::merged::{AuxCommitment, AuxWork};
+    use powerpool_core::target::Target;
+
+    use super::{AuxChainObs, parent_hash_of, resolve_commitment};
+    use crate::transport::AuxWorkSeen;
+
+    #[test]
+    fn a_commitment_resolves_to_the_aux_blocks_it_holds() {
+        let work = |chain: &str, chain_id, b| AuxWork {
+            chain: chain.into(),
+            chain_id,
+            hash: Hash256([b; 32]),
+            target: Target::MAX,
+            height: 1,
+        };
+        let chains = [
+            AuxChainObs {
+                currency: "NMC",
+                chain_id: 1,
+                bits: 0x207f_ffff,
+                nodes: &[],
+            },
+            AuxChainObs {
+                currency: "DOGE",
+                chain_id: 98,
+                bits: 0x207f_ffff,
+                nodes: &[],
+            },
+        ];
+        let seen: Vec<AuxWorkSeen> = [(0, 1u8), (0, 2), (1, 3), (1, 4)]
+            .iter()
+            .map(|&(chain, b)| AuxWorkSeen {
+                chain,
+                hash: Hash256([b; 32]),
+            })
+            .collect();
+        let both = AuxCommitment::new(vec![work("NMC", 1, 2), work("DOGE", 98, 3)]).unwrap();
+        let want: BTreeMap<usize, Hash256> = [(0, Hash256([2; 32])), (1, Hash256([3; 32]))].into();
+        assert_eq!(
+            resolve_commitment(&both.commitment_bytes(), &chains, &seen),
+            Some(want)
+        );
+        let one = AuxCommitment::new(vec![work("DOGE", 98, 4)]).unwrap();
+        let want: BTreeMap<usize, Hash256> = [(1, Hash256([4; 32]))].into();
+        assert_eq!(
+            resolve_commitment(&one.commitment_bytes(), &chains, &seen),
+            Some(want)
+        );
+        // Work the nodes never handed out resolves to nothing.
+        let other = AuxCommitment::new(vec![work("NMC", 1, 9)]).unwrap();
+        assert_eq!(
+            resolve_commitment(&other.commitment_bytes(), &chains, &seen),
+            None
+        );
+    }
 
     /// Bitcoin mainnet genesis header (block 0), whose hash is public.
     const GENESIS_HEADER: &str = "0100000000000000000000000000000000000000000000000000000000000000000000003ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a51323a9fb8aa4b1e5e4a29ab5f49ffff001d1dac2b7c";

@@ -1,6 +1,9 @@
 //! Every found block is submitted exactly once to every live coinserver: each acknowledged
 //! share that meets the network target reaches each node in `live` once, no node ever sees a
-//! block twice, and every block the pool recorded is one a miner found.
+//! block twice, every block the pool recorded is one a miner found, and the node's block
+//! checks (proof of work, merkle root, witness commitment, coinbase height and value, every
+//! transaction known and unspent) pass for every block a miner found: the node answers
+//! accepted, or "inconclusive" for a valid block that lost a race.
 //!
 //! [`check_windows`] narrows "live" to time windows: a block found while a node was
 //! unreachable (or before the pool saw it back) is not owed to that node — on a real network
@@ -10,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use powerpool_core::hash::Hash256;
 use powerpool_drivers::node::Node;
 
 use super::Violations;
@@ -34,7 +38,8 @@ pub fn check(
 }
 
 /// `down[i]`: the half-open windows `[from, to)` of simulated ms during which node `i` is not
-/// owed the blocks found (by the time the share was sent).
+/// owed the blocks found: those the pool may have handled inside a window (between the share's
+/// sending and its acknowledgement).
 pub fn check_windows(
     obs: &Observations,
     nodes: &[Arc<Node>],
@@ -42,11 +47,18 @@ pub fn check_windows(
     recorded: &[String],
 ) -> Violations {
     let mut v = Vec::new();
-    let found_at: BTreeMap<&str, u64> = obs
+    // When the pool may have handled each found block: between the share's sending and its
+    // acknowledgement (far apart on a held link).
+    let found_at: BTreeMap<&str, (u64, u64)> = obs
         .submits
         .iter()
         .filter(|s| s.accepted == Some(true) && s.meets_network)
-        .map(|s| (s.hash.as_str(), s.sent_ms))
+        .map(|s| {
+            (
+                s.hash.as_str(),
+                (s.sent_ms, s.answered_ms.unwrap_or(s.sent_ms)),
+            )
+        })
         .collect();
     let found: BTreeSet<&str> = found_at.keys().copied().collect();
     for (i, node) in nodes.iter().enumerate() {
@@ -57,7 +69,67 @@ pub fn check_windows(
             }
         }
         let windows = down.get(i).map_or(&[][..], Vec::as_slice);
-        let in_window = |at: u64| windows.iter().any(|(a, b)| at >= *a && at < *b);
+        let in_window =
+            |(sent, answered): (u64, u64)| windows.iter().any(|(a, b)| sent < *b && answered >= *a);
+        let submitted = node.submitted_blocks();
+        let parent = |h: &str| -> Option<String> {
+            let hash = Hash256::from_display_hex(h).ok()?;
+            nodes.iter().find_map(|n| {
+                n.with_chain(|c| {
+                    c.block(&hash)
+                        .map(|e| e.block.header.prev_blockhash.to_display_hex())
+                })
+            })
+        };
+        // A missing parent is excused when the pool did not owe it to this node (found in a
+        // window, so never submitted here) or its own submission was excused the same way:
+        // the node's peers had not relayed it yet. A parent the pool did get accepted here, or
+        // owed and never sent, leaves the child's refusal unexplained.
+        let excused = |child: &str| {
+            let mut h = child.to_owned();
+            for _ in 0..64 {
+                let Some(p) = parent(&h) else { return false };
+                let replies: Vec<_> = submitted
+                    .iter()
+                    .filter(|b| b.hash.is_some_and(|x| x.to_display_hex() == p))
+                    .collect();
+                if replies.is_empty() {
+                    return found_at.get(p.as_str()).is_some_and(|at| in_window(*at));
+                }
+                if !replies
+                    .iter()
+                    .all(|b| matches!(&b.reply, Ok(Some(r)) if r == "prev-blk-not-found"))
+                {
+                    return false;
+                }
+                h = p;
+            }
+            false
+        };
+        for b in &submitted {
+            let Some(h) = b.hash.map(|h| h.to_display_hex()) else {
+                continue;
+            };
+            let Some(at) = found_at.get(h.as_str()) else {
+                continue;
+            };
+            let fine = match &b.reply {
+                // "duplicate": the node already had it (from a peer, or an earlier attempt
+                // whose reply was lost); how often it was sent is judged below.
+                Ok(None) => true,
+                Ok(Some(r)) if r == "inconclusive" || r == "duplicate" => true,
+                // A block whose parent the node missed while cut off from the pool, before
+                // its peers caught it up.
+                Ok(Some(r)) if r == "prev-blk-not-found" => in_window(*at) || excused(&h),
+                _ => false,
+            };
+            if !fine {
+                v.push(format!(
+                    "node{i}: block {h} found at {} ms answered {:?}",
+                    at.0, b.reply
+                ));
+            }
+        }
         for (h, n) in &counts {
             // On a link that loses replies the pool cannot know its submission arrived, and
             // sending the block again is right (the node answers "duplicate"); anywhere else
@@ -71,7 +143,8 @@ pub fn check_windows(
             let owed = !in_window(*at);
             if owed && !counts.contains_key(*h) {
                 v.push(format!(
-                    "node{i}: block {h} found at {at} ms never submitted"
+                    "node{i}: block {h} found at {} ms (acknowledged at {} ms) never submitted",
+                    at.0, at.1
                 ));
             }
         }

@@ -15,8 +15,40 @@ use std::collections::BTreeMap;
 
 use powerpool_core::record::{ShareKind, ShareRecord};
 
+use crate::obs::Observations;
+
 /// Violations found by one checker.
 pub type Violations = Vec<String>;
+
+/// The stratum username a record was credited to, as the miner typed it.
+pub fn record_user(r: &ShareRecord) -> String {
+    if r.worker.is_empty() {
+        r.address.to_string()
+    } else {
+        format!("{}.{}", r.address, r.worker)
+    }
+}
+
+/// The miner whose username a record carries (every sim miner has its own).
+pub fn miner_of_record(obs: &Observations, r: &ShareRecord) -> Option<usize> {
+    let user = record_user(r);
+    obs.miners.iter().find(|m| m.user == user).map(|m| m.id)
+}
+
+/// Accepted share records per (pool instance, miner); records no miner's username matches
+/// are under `None`.
+pub fn accepted_by_miner(
+    obs: &Observations,
+    shares: &[ShareRecord],
+) -> BTreeMap<(u16, Option<usize>), usize> {
+    let users: BTreeMap<&str, usize> = obs.miners.iter().map(|m| (m.user.as_str(), m.id)).collect();
+    let mut m = BTreeMap::new();
+    for s in shares.iter().filter(|s| s.kind == ShareKind::Accepted) {
+        let miner = users.get(record_user(s).as_str()).copied();
+        *m.entry((s.id.server, miner)).or_default() += 1;
+    }
+    m
+}
 
 /// Accepted share records in the store, per pool instance (`server`).
 pub fn accepted_by_server(shares: &[ShareRecord]) -> BTreeMap<u16, Vec<&ShareRecord>> {
@@ -29,7 +61,16 @@ pub fn accepted_by_server(shares: &[ShareRecord]) -> BTreeMap<u16, Vec<&ShareRec
 
 #[cfg(test)]
 mod tests {
-    use crate::obs::{Intent, Notify, Observations, SessionObs, Submit, TipObs};
+    use std::sync::Arc;
+
+    use powerpool_core::record::{RecordId, ShareKind, ShareRecord};
+    use powerpool_core::session::PortPolicy;
+    use powerpool_core::sharelog::{Batch, BatchId, LogRecord};
+    use powerpool_core::vardiff::VardiffConfig;
+    use powerpool_drivers::pool::PoolReport;
+    use powerpool_drivers::store::{EmbeddedStore, ShareLogReport};
+
+    use crate::obs::{DiffObs, Intent, MinerObs, Notify, Observations, SessionObs, Submit, TipObs};
 
     fn submit(intent: Intent, accepted: Option<bool>) -> Submit {
         Submit {
@@ -52,6 +93,9 @@ mod tests {
             difficulty: 1e-6,
             sent_ms: 10,
             accepted,
+            answered_ms: None,
+            error_code: None,
+            aux_commitment: None,
         }
     }
 
@@ -63,6 +107,47 @@ mod tests {
             extranonce1: vec![0, 0, 0, en1],
             connected_ms: open,
             closed_ms: close,
+        }
+    }
+
+    fn miner(id: usize, hashrate: Option<f64>) -> MinerObs {
+        MinerObs {
+            id,
+            user: format!("addr.rig{id}"),
+            hashrate,
+            misbehaving: false,
+        }
+    }
+
+    fn record(seq: u64, worker: &str, difficulty: f64) -> ShareRecord {
+        ShareRecord {
+            id: RecordId {
+                server: 0,
+                boot: 1,
+                seq,
+            },
+            unix_ms: 1_704_067_200_000 + seq,
+            kind: ShareKind::Accepted,
+            address: Arc::from("addr"),
+            worker: Arc::from(worker),
+            difficulty,
+            currency: Arc::from("BTC"),
+            algo: Arc::from("sha256d"),
+            height: 1,
+            aux_currencies: Vec::new(),
+        }
+    }
+
+    fn notify(at_ms: u64, prevhash: [u8; 32], clean: bool) -> Notify {
+        Notify {
+            miner: 1,
+            session: 1,
+            at_ms,
+            job_id: format!("{at_ms}"),
+            prevhash,
+            clean,
+            branch_len: 0,
+            branch_tag: 0,
         }
     }
 
@@ -91,6 +176,136 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_share_is_not_hidden_by_another_miners_extra_record() {
+        let mut o = Observations {
+            miners: vec![miner(1, None), miner(2, None)],
+            ..Default::default()
+        };
+        // Miner 1: two acknowledged, one stored. Miner 2: one acknowledged, one unanswered,
+        // three stored. The pool's totals (3 acknowledged, 4 stored, 4 possible) look fine.
+        let mut s = submit(Intent::Valid, Some(true));
+        o.submits.push(s.clone());
+        s.nonce = 3;
+        o.submits.push(s.clone());
+        s.miner = 2;
+        s.nonce = 4;
+        o.submits.push(s.clone());
+        s.nonce = 5;
+        s.accepted = None;
+        o.submits.push(s);
+        let stored = vec![
+            record(1, "rig1", 1e-6),
+            record(2, "rig2", 1e-6),
+            record(3, "rig2", 1e-6),
+            record(4, "rig2", 1e-6),
+        ];
+        let report = PoolReport {
+            share_log: ShareLogReport {
+                status: Default::default(),
+                abandoned_records: 0,
+            },
+            state: Default::default(),
+        };
+        let lost = super::nothing_lost::check(&o, &stored, &[&report]);
+        assert_eq!(lost.len(), 1, "{lost:?}");
+        assert!(lost[0].contains("miner 1"));
+        let double = super::no_double_credit::check(&o, &stored);
+        assert_eq!(double.len(), 1, "{double:?}");
+        assert!(double[0].contains("miner 2"));
+        // A record under a name no miner used is reported too.
+        let stray = vec![record(1, "rig1", 1e-6), record(2, "someone", 1e-6)];
+        assert_eq!(super::no_double_credit::check(&o, &stray).len(), 1);
+    }
+
+    #[test]
+    fn a_batch_applied_twice_shows_in_the_minute_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("t.redb")).unwrap();
+        let records: Vec<LogRecord> = (1..=3)
+            .map(|i| LogRecord::Share(record(i, "rig1", 1e-6 * i as f64)))
+            .collect();
+        let batch = |seq| Batch {
+            id: BatchId {
+                server: 0,
+                boot: 1,
+                seq,
+            },
+            records: records.clone(),
+        };
+        store.write_batch_blocking(&batch(1)).unwrap();
+        let shares = store.shares().unwrap();
+        let totals = store.minute_totals().unwrap();
+        assert!(super::no_double_credit::check_totals(&shares, &totals).is_empty());
+        // The same records again under a new batch sequence (a replay that lost its
+        // idempotency key): the shares table is unchanged, the totals doubled.
+        store.write_batch_blocking(&batch(2)).unwrap();
+        let again = store.shares().unwrap();
+        assert_eq!(again, shares);
+        let totals = store.minute_totals().unwrap();
+        assert_eq!(
+            super::no_double_credit::check_totals(&again, &totals).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn credited_difficulties_and_vardiff_direction_are_checked() {
+        let policy = PortPolicy {
+            start_difficulty: 1e-6,
+            min_difficulty: 1e-7,
+            max_difficulty: 1e-5,
+            vardiff: Some(VardiffConfig {
+                shares_per_minute: 300.0,
+                retarget_secs: 1.0,
+                ..VardiffConfig::default()
+            }),
+            ..PortPolicy::default()
+        };
+        // Miner 1 is fast: its ideal difficulty is 10 times the start.
+        let fast = 1e-5 * 4_294_967_296.0 * 5.0;
+        let mut o = Observations {
+            miners: vec![miner(1, Some(fast))],
+            ..Default::default()
+        };
+        o.sessions.push(session(1, 1, 0, Some(10_000)));
+        let diff = |at_ms, difficulty| DiffObs {
+            miner: 1,
+            session: 1,
+            at_ms,
+            difficulty,
+        };
+        o.difficulties = vec![diff(0, 1e-6)];
+        let v = super::difficulty_bounds::check(&o, &[], &policy, &[], &[]);
+        assert_eq!(v.len(), 2, "never retargeted, and not moved up: {v:?}");
+        o.difficulties.push(diff(1_000, 4e-6));
+        assert!(super::difficulty_bounds::check(&o, &[], &policy, &[], &[]).is_empty());
+        o.difficulties.push(diff(2_000, 5e-7));
+        assert_eq!(
+            super::difficulty_bounds::check(&o, &[], &policy, &[], &[]).len(),
+            1,
+            "moved the wrong way"
+        );
+        o.difficulties.pop();
+        let sent = [record(1, "rig1", 4e-6)];
+        assert!(super::difficulty_bounds::check(&o, &sent, &policy, &[], &[]).is_empty());
+        let other = [record(1, "rig1", 2e-6)];
+        assert_eq!(
+            super::difficulty_bounds::check(&o, &other, &policy, &[], &[]).len(),
+            1
+        );
+        assert!(super::difficulty_bounds::check(&o, &other, &policy, &[2e-6], &[]).is_empty());
+        // While its link is faulted a miner may have missed the announcement.
+        let faulted = [(1, 0, 10)];
+        assert!(super::difficulty_bounds::check(&o, &other, &policy, &[], &faulted).is_empty());
+        o.difficulties.push(diff(3_000, 2e-5));
+        assert_eq!(
+            super::difficulty_bounds::check(&o, &[], &policy, &[], &[]).len(),
+            1,
+            "above the bound"
+        );
+    }
+
+    #[test]
     fn extranonce_reuse_only_counts_while_both_are_open() {
         let mut o = Observations::default();
         o.sessions.push(session(1, 7, 0, Some(100)));
@@ -101,28 +316,40 @@ mod tests {
     }
 
     #[test]
-    fn late_or_missing_work_is_reported() {
+    fn late_missing_or_unclean_work_is_reported() {
         let mut o = Observations::default();
         o.sessions.push(session(1, 1, 0, None));
-        let tip = TipObs {
+        let tip = |at_ms, b| TipObs {
             node: 0,
-            at_ms: 1_000,
-            hash: [9; 32],
+            at_ms,
+            hash: [b; 32],
             height: 5,
         };
-        let (v, _) = super::work_freshness::check(&o, std::slice::from_ref(&tip), 500, 10_000);
-        assert_eq!(v.len(), 1, "never got the work");
-        o.notifies.push(Notify {
-            miner: 1,
-            session: 1,
-            at_ms: 1_700,
-            job_id: "2".into(),
-            prevhash: [9; 32],
-            clean: true,
-        });
-        let (v, worst) = super::work_freshness::check(&o, std::slice::from_ref(&tip), 500, 10_000);
-        assert_eq!((v.len(), worst), (1, 700), "too late");
-        let (v, _) = super::work_freshness::check(&o, &[tip], 800, 10_000);
-        assert!(v.is_empty());
+        let one = [tip(1_000, 9)];
+        let f = super::work_freshness::check(&o, &one, 500, 10_000);
+        assert_eq!((f.violations.len(), f.judged), (1, 1), "never got the work");
+        o.notifies.push(notify(1_200, [9; 32], false));
+        let f = super::work_freshness::check(&o, &one, 500, 10_000);
+        assert_eq!(
+            f.violations.len(),
+            1,
+            "a job that is not clean does not count"
+        );
+        o.notifies.push(notify(1_700, [9; 32], true));
+        let f = super::work_freshness::check(&o, &one, 500, 10_000);
+        assert_eq!((f.violations.len(), f.worst_ms), (1, 700), "too late");
+        let f = super::work_freshness::check(&o, &one, 800, 10_000);
+        assert!(f.violations.is_empty());
+        // A tip replaced within the bound is answered by a clean job on its successor; a tip
+        // that lasted the bound must be answered itself.
+        o.notifies.clear();
+        let two = [tip(1_000, 9), tip(1_100, 10)];
+        o.notifies.push(notify(1_300, [10; 32], true));
+        let f = super::work_freshness::check(&o, &two, 500, 10_000);
+        assert!(f.violations.is_empty(), "{:?}", f.violations);
+        assert_eq!(f.judged, 2);
+        let spaced = [tip(1_000, 9), tip(1_600, 10)];
+        let f = super::work_freshness::check(&o, &spaced, 500, 10_000);
+        assert_eq!(f.violations.len(), 1, "{:?}", f.violations);
     }
 }

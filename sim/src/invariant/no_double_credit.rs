@@ -1,12 +1,17 @@
-//! No share is credited twice: the pool acknowledges a given header at most once, and the
-//! store holds each accepted share record once (record ids are unique) and no more accepted
-//! records per instance than the pool could have acknowledged.
+//! No share is credited twice:
+//! - the pool acknowledges a given header at most once;
+//! - the store holds each accepted share record once (record ids are unique), and no more
+//!   accepted records per instance, and per miner, than the pool could have acknowledged;
+//! - every accepted record carries the username of a miner that submitted to that instance;
+//! - the store's per-minute difficulty totals equal the sums over the distinct share records
+//!   it holds ([`check_totals`]). The shares table is keyed by record id, so a batch applied
+//!   twice leaves it unchanged and only the totals, which add, show the double credit.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use powerpool_core::record::ShareRecord;
 
-use super::{Violations, accepted_by_server};
+use super::{Violations, accepted_by_miner, accepted_by_server, record_user};
 use crate::obs::Observations;
 
 pub fn check(obs: &Observations, stored: &[ShareRecord]) -> Violations {
@@ -48,6 +53,81 @@ pub fn check(obs: &Observations, stored: &[ShareRecord]) -> Violations {
             v.push(format!(
                 "pool {server}: {} accepted records stored but at most {possible} shares could have been acknowledged",
                 recs.len()
+            ));
+        }
+    }
+    for ((server, miner), n) in accepted_by_miner(obs, stored) {
+        let Some(miner) = miner else {
+            let names: BTreeSet<String> = stored
+                .iter()
+                .filter(|r| r.id.server == server)
+                .map(record_user)
+                .filter(|u| !obs.miners.iter().any(|m| &m.user == u))
+                .collect();
+            v.push(format!(
+                "pool {server}: {n} accepted records credit usernames no miner used: {names:?}"
+            ));
+            continue;
+        };
+        let possible = obs
+            .submits
+            .iter()
+            .filter(|s| {
+                s.pool == usize::from(server) && s.miner == miner && s.accepted != Some(false)
+            })
+            .count();
+        if n > possible {
+            v.push(format!(
+                "pool {server}, miner {miner}: {n} accepted records but at most {possible} \
+                 of its shares could have been acknowledged"
+            ));
+        }
+    }
+    v
+}
+
+/// The store's minute totals (`{kind}_{algo}_{minute}`, `{address}.{worker}` → summed
+/// difficulty) against the same sums recomputed from the distinct share records it holds.
+pub fn check_totals(
+    stored: &[ShareRecord],
+    totals: &BTreeMap<(String, String), f64>,
+) -> Violations {
+    let mut expect: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for s in stored {
+        let stamp = s.unix_ms / 1000 / 60 * 60;
+        let key = (
+            format!("{}_{}_{stamp}", s.kind.simplecoin_name(), s.algo),
+            format!("{}.{}", s.address, s.worker),
+        );
+        let add = if s.difficulty.is_finite() {
+            s.difficulty
+        } else {
+            0.0
+        };
+        *expect.entry(key).or_default() += add;
+    }
+    let mut v = Vec::new();
+    for (k, want) in &expect {
+        match totals.get(k) {
+            None => v.push(format!(
+                "no minute total for {} {} though records sum to {want}",
+                k.0, k.1
+            )),
+            Some(got) if (got - want).abs() > 1e-9 * got.abs().max(want.abs()) => {
+                v.push(format!(
+                    "minute total {} {} is {got}, but its distinct records sum to {want} \
+                     (a batch credited twice?)",
+                    k.0, k.1
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for (k, got) in totals {
+        if !expect.contains_key(k) {
+            v.push(format!(
+                "minute total {} {} is {got} with no share record behind it",
+                k.0, k.1
             ));
         }
     }
