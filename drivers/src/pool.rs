@@ -385,7 +385,12 @@ async fn run<N: Net, T: RpcTransport>(
         store_tx,
     ));
 
-    // Coinservers.
+    // Coinservers. The longest a found block's submission can take, every attempt timing out:
+    // how long shutdown waits for outcomes still due.
+    let submit_bound = {
+        let c = machine.config();
+        (c.rpc_timeout + c.submit_retry_delay) * c.submit_attempts
+    };
     let (found_tx, found_rx) = mpsc::channel::<FoundBlockMsg>(256);
     let (cs_tx, mut cs_rx) = mpsc::channel::<Event>(1024);
     let (cs_stop_tx, cs_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -500,12 +505,16 @@ async fn run<N: Net, T: RpcTransport>(
     while let Ok(ev) = ev_rx.try_recv() {
         router.pool_event(now(), ev).await;
     }
-    // Found blocks still get submitted: give the coinserver driver a moment for them.
-    let grace = tokio::time::sleep(Duration::from_secs(2));
-    tokio::pin!(grace);
-    loop {
+    // Found blocks still get submitted and their outcomes recorded, so none is left as
+    // `submitted` in the store for want of a moment; a node that never answers costs at most
+    // the submission bound.
+    let deadline = tokio::time::Instant::now() + submit_bound;
+    while router.awaiting_outcome() {
         tokio::select! {
-            _ = &mut grace => break,
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::warn!("stopping with block outcomes still unknown");
+                break;
+            }
             Some(ev) = cs_rx.recv() => router.coin_event(now(), &mut work, ev).await,
             Some(ev) = aux_rx.recv() => router.aux_event(now(), &mut work, ev).await,
         }
@@ -567,6 +576,13 @@ struct Router<'a> {
 }
 
 impl Router<'_> {
+    /// A found block (parent or aux) has no outcome yet.
+    fn awaiting_outcome(&self) -> bool {
+        self.blocks
+            .values()
+            .any(|b| b.status == BlockStatus::Submitted)
+    }
+
     /// A found block (parent or aux) enters the monitor's recent blocks and the metrics.
     fn found(&self, rec: &BlockRecord, also: impl FnOnce(&mut PoolState)) {
         self.metrics.block_found();

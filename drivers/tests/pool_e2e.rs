@@ -15,7 +15,9 @@ use std::time::Duration;
 use common::redis::RedisServer;
 use common::wait::wait_until;
 use powerpool_core::pow::Algorithm;
+use powerpool_core::record::BlockStatus;
 use powerpool_core::session::PortPolicy;
+use powerpool_core::target::Target;
 use powerpool_drivers::app::{Launched, launch};
 use powerpool_drivers::client::StratumClient;
 use powerpool_drivers::config::{
@@ -299,6 +301,13 @@ async fn redis_killed_mid_run_loses_and_doubles_nothing() {
     .await;
     redis.restart();
     acked += ack(&mut m, 10).await;
+    // The spool is replayed into the restarted Redis (a shutdown before that would leave it
+    // for the next start, which replays it first).
+    wait_until("the spool replayed into Redis", Duration::from_secs(15), || {
+        let s = store.borrow();
+        s.primary_up && s.spooled_batches == 0 && s.pending_records == 0
+    })
+    .await;
     let report = stop(pool, tx).await;
     assert_eq!(report.share_log.abandoned_records, 0);
 
@@ -333,4 +342,46 @@ async fn slice_entries(con: &mut redis::aio::MultiplexedConnection) -> u64 {
         n += con.llen::<_, u64>(k).await.unwrap();
     }
     n
+}
+
+/// A block found just before shutdown is submitted and its verdict recorded even when the node
+/// takes longer to answer than a fixed pause would allow; it is not left `submitted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_a_slow_nodes_verdict_on_a_found_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, addr, _stop) = start_node(11).await;
+    let mut cfg = config(&[addr], dir.path(), None);
+    cfg.new_blocks.rpc_timeout_ms = 10_000;
+    let (tx, rx) = watch::channel(false);
+    let pool = launch(cfg, rx).await.unwrap();
+    let mut m = miner(pool.stratum_addrs[0]).await;
+
+    // A share that is also a block, found without submitting the ones that are not.
+    let net = Target::from_compact(NODE_BITS).unwrap();
+    let found = (1..2_000u64)
+        .find_map(|en2| {
+            m.search(Algorithm::Sha256d, en2, 10_000_000)
+                .filter(|f| net.is_met_by(&f.hash))
+        })
+        .expect("about one share in 15 is a block");
+    node.set_latency(Duration::from_millis(2_500));
+    let r = m.submit(USER, &found).await.unwrap();
+    assert_eq!(r["result"], serde_json::json!(true), "{r}");
+    let state = pool.handle.state.clone();
+    wait_until("the block is recorded", Duration::from_secs(5), || {
+        !state.lock().unwrap().blocks.is_empty()
+    })
+    .await;
+
+    let report = stop(pool, tx).await;
+    let hash = found.hash.to_display_hex();
+    let block = report
+        .state
+        .blocks
+        .iter()
+        .find(|b| b.hash == hash)
+        .expect("the block is in the report");
+    assert_eq!(block.status, BlockStatus::Accepted, "{block:?}");
+    assert_eq!(node.submitted_blocks().len(), 1);
+    assert_eq!(node.tip().hash, found.hash);
 }
