@@ -303,10 +303,14 @@ async fn redis_killed_mid_run_loses_and_doubles_nothing() {
     acked += ack(&mut m, 10).await;
     // The spool is replayed into the restarted Redis (a shutdown before that would leave it
     // for the next start, which replays it first).
-    wait_until("the spool replayed into Redis", Duration::from_secs(15), || {
-        let s = store.borrow();
-        s.primary_up && s.spooled_batches == 0 && s.pending_records == 0
-    })
+    wait_until(
+        "the spool replayed into Redis",
+        Duration::from_secs(15),
+        || {
+            let s = store.borrow();
+            s.primary_up && s.spooled_batches == 0 && s.pending_records == 0
+        },
+    )
     .await;
     let report = stop(pool, tx).await;
     assert_eq!(report.share_log.abandoned_records, 0);
