@@ -200,7 +200,8 @@ struct AuthorizedWorker {
 struct Judged {
     worker: Option<usize>,
     difficulty: Option<f64>,
-    job: Option<Arc<Job>>,
+    /// Index in `jobs`, which nothing changes between judging a share and recording it.
+    job: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -745,7 +746,7 @@ impl Session {
             return ShareOutcome::Rejected(R::UnknownJob);
         };
         self.judged.difficulty = self.jobs[job_idx].difficulties.first().map(|(d, _)| *d);
-        self.judged.job = Some(self.jobs[job_idx].job.clone());
+        self.judged.job = Some(job_idx);
         if self.jobs[job_idx].stale {
             return ShareOutcome::Rejected(R::Stale);
         }
@@ -922,7 +923,8 @@ impl Session {
         let (height, aux_currencies) = self
             .judged
             .job
-            .as_ref()
+            .and_then(|i| self.jobs.get(i))
+            .map(|j| &j.job)
             .or(self.latest.as_ref())
             .map_or((0, Default::default()), |j| {
                 (j.height, j.aux_chains.clone())
