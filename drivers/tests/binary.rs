@@ -42,6 +42,16 @@ fn check_config(path: &Path) -> Output {
         .unwrap()
 }
 
+/// Writes `text` to `name` under `dir`, checks it, asserts the check refuses it, and returns
+/// what it printed on stderr.
+fn check_config_refuses(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    let out = check_config(&path);
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A running child whose stdout and stderr lines arrive on a channel; killed on drop unless
 /// it has already exited.
 struct Running {
@@ -158,11 +168,7 @@ fn check_config_passes_the_example_and_refuses_mistakes() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 
     // As shipped, the example lacks the payout address, and says so.
-    let shipped = dir.path().join("shipped.yml");
-    std::fs::write(&shipped, EXAMPLE).unwrap();
-    let out = check_config(&shipped);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_config_refuses(dir.path(), "shipped.yml", EXAMPLE);
     assert!(err.contains("coin.payout_address"), "{err}");
 
     // A misspelt key: named, with the file, line and column.
@@ -173,24 +179,16 @@ fn check_config_passes_the_example_and_refuses_mistakes() {
         .position(|l| l.contains("idle_timout_secs"))
         .unwrap()
         + 1;
-    let bad = dir.path().join("bad.yml");
-    std::fs::write(&bad, text).unwrap();
-    let out = check_config(&bad);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_config_refuses(dir.path(), "bad.yml", &text);
     assert!(err.contains("idle_timout_secs"), "{err}");
     assert!(
-        err.contains(&format!("{}:{line}:", bad.display())),
+        err.contains(&format!("{}:{line}:", dir.path().join("bad.yml").display())),
         "file:line:column, line {line}: {err}"
     );
 
     // Valid YAML the pool could not run: refused at check time, naming the key and the fix.
     let text = example_config(dir.path(), "https://node.example:8332");
-    let tls = dir.path().join("tls.yml");
-    std::fs::write(&tls, text).unwrap();
-    let out = check_config(&tls);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_config_refuses(dir.path(), "tls.yml", &text);
     assert!(
         err.contains("coinservers[0].url") && err.contains("http://"),
         "{err}"

@@ -64,6 +64,17 @@ fn block(seq: u64, hash: &str, status: BlockStatus) -> LogRecord {
     })
 }
 
+/// The node's verdict on block `hash`, found by record `seq`.
+fn block_status(seq: u64, hash: &str, status: BlockStatus, reason: Option<&str>) -> LogRecord {
+    LogRecord::BlockStatus {
+        id: id(seq),
+        hash: hash.into(),
+        currency: "TEST".into(),
+        status,
+        reason: reason.map(String::from),
+    }
+}
+
 fn batch(seq: u64, records: Vec<LogRecord>) -> Batch {
     Batch {
         id: BatchId {
@@ -244,13 +255,6 @@ async fn a_rejected_block_is_not_credited_and_its_round_reopens() {
     let h0 = "00000000000000000000000000000000000000000000000000000000000000f0";
     let hr = "00000000000000000000000000000000000000000000000000000000000000bb";
     let ha = "00000000000000000000000000000000000000000000000000000000000000cc";
-    let status = |seq, hash: &str, st, reason: Option<&str>| LogRecord::BlockStatus {
-        id: id(seq),
-        hash: hash.into(),
-        currency: "TEST".into(),
-        status: st,
-        reason: reason.map(String::from),
-    };
     // An earlier accepted block opens the round at slice index 1.
     s.write_batch(&batch(
         1,
@@ -276,7 +280,7 @@ async fn a_rejected_block_is_not_credited_and_its_round_reopens() {
         2,
         vec![
             share(5, ShareKind::Accepted, "b", 4.0),
-            status(4, hr, BlockStatus::Rejected, Some("bad-txns")),
+            block_status(4, hr, BlockStatus::Rejected, Some("bad-txns")),
         ],
     ))
     .await
@@ -300,7 +304,7 @@ async fn a_rejected_block_is_not_credited_and_its_round_reopens() {
         3,
         vec![
             block(6, ha, BlockStatus::Submitted),
-            status(6, ha, BlockStatus::Accepted, None),
+            block_status(6, ha, BlockStatus::Accepted, None),
         ],
     ))
     .await
@@ -620,13 +624,8 @@ async fn an_orphaned_block_leaves_the_unprocessed_blocks() {
     let mut c = conn(&server);
     let ho = "00000000000000000000000000000000000000000000000000000000000000d0";
     let hk = "00000000000000000000000000000000000000000000000000000000000000d1";
-    let orphaned = |seq, hash: &str| LogRecord::BlockStatus {
-        id: id(seq),
-        hash: hash.into(),
-        currency: "TEST".into(),
-        status: BlockStatus::Orphaned,
-        reason: Some("replaced by 00ff".into()),
-    };
+    let orphaned =
+        |seq, hash: &str| block_status(seq, hash, BlockStatus::Orphaned, Some("replaced by 00ff"));
     s.write_batch(&batch(
         1,
         vec![

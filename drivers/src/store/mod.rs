@@ -234,8 +234,7 @@ pub async fn run_share_log(
             () = tokio::time::sleep_until(next_flush), if op.is_none() && !shutting_down => {
                 next_flush = Instant::now() + FLUSH_INTERVAL;
                 // While batches wait to be replayed, their minutes are not over for the store.
-                let st = log.status();
-                if st.primary_up && st.spooled_batches == 0 {
+                if caught_up(&log.status()) {
                     let primary = primary.clone();
                     let limit = cfg.write_timeout;
                     op = Some(Box::pin(async move {
@@ -261,13 +260,19 @@ pub async fn run_share_log(
         }
     }
     let st = log.status();
-    if st.primary_up && st.spooled_batches == 0 {
+    if caught_up(&st) {
         flush_with_timeout(&*primary, FlushScope::All, cfg.write_timeout).await;
     }
     ShareLogReport {
         status: st,
         abandoned_records: 0,
     }
+}
+
+/// Whether the primary is up with nothing left in the spool to replay: only then may the store
+/// publish what it holds back (module docs).
+fn caught_up(st: &ShareLogStatus) -> bool {
+    st.primary_up && st.spooled_batches == 0
 }
 
 /// Failures are logged only: what a store holds back stays durable in it and goes out on a
