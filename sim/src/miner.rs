@@ -76,13 +76,19 @@ struct Work {
     aux_commitment: Option<Vec<u8>>,
 }
 
-/// Expected hashes per share at difficulty 1 (sha256d).
-const HASHES_PER_DIFF1: f64 = 4_294_967_296.0;
-
 /// Mean time to the next share at `difficulty` for `hashrate` hashes per second.
 fn mean_share_gap(hashrate: f64, difficulty: f64) -> Duration {
-    let secs = difficulty * HASHES_PER_DIFF1 / hashrate.max(1.0);
+    let secs = difficulty * Algorithm::Sha256d.hashes_per_diff1() / hashrate.max(1.0);
     Duration::from_secs_f64(secs.clamp(0.001, 3_600.0))
+}
+
+/// When the next share is due: an exponential draw around the mean gap at `difficulty`
+/// (1 s for a miner without a hashrate).
+fn next_share_at(rng: &mut SimRng, hashrate: Option<f64>, difficulty: f64) -> Instant {
+    let mean = hashrate.map_or(1_000.0, |h| {
+        mean_share_gap(h, difficulty).as_secs_f64() * 1_000.0
+    });
+    Instant::now() + Duration::from_millis(rng.exp(mean) as u64 + 1)
 }
 
 enum Pending {
@@ -231,24 +237,19 @@ async fn run_session(
                         line.clear();
                         // The time to the next share is memoryless: redrawing it at the new
                         // difficulty is exact, and makes the share rate follow vardiff at once.
-                        if let Some(h) = spec.hashrate
+                        if spec.hashrate.is_some()
                             && st.difficulty != before
                             && st.difficulty > 0.0
                         {
-                            let mean = mean_share_gap(h, st.difficulty).as_secs_f64() * 1_000.0;
-                            next_share = Some(
-                                Instant::now() + Duration::from_millis(rng.exp(mean) as u64 + 1),
-                            );
+                            next_share = Some(next_share_at(rng, spec.hashrate, st.difficulty));
                         }
                         if let Some(old) = st.late.take()
                             && let Some((i, params)) =
                                 make_share(spec, obs, rng, &mut st, Some((Intent::Stale, old)))
                         {
-                            let id = st.next_id;
-                            st.next_id += 1;
-                            st.pending.insert(id, Pending::Submit(i));
-                            let msg = json!({"id": id, "method": "mining.submit", "params": params});
-                            if wr.write_all(format!("{msg}\n").as_bytes()).await.is_err() {
+                            let mut out = String::new();
+                            req(&mut st, &mut out, "mining.submit", params, Pending::Submit(i));
+                            if wr.write_all(out.as_bytes()).await.is_err() {
                                 break;
                             }
                         }
@@ -261,10 +262,7 @@ async fn run_session(
                     next_share = Some(Instant::now() + Duration::from_millis(20));
                     continue;
                 }
-                let mean = spec
-                    .hashrate
-                    .map_or(1_000.0, |h| mean_share_gap(h, st.difficulty).as_secs_f64() * 1_000.0);
-                next_share = Some(Instant::now() + Duration::from_millis(rng.exp(mean) as u64 + 1));
+                next_share = Some(next_share_at(rng, spec.hashrate, st.difficulty));
                 let mut out = String::new();
                 if spec.kind == MinerKind::Misbehaving && rng.chance(0.05) {
                     // Abrupt disconnect mid-session.
@@ -276,12 +274,8 @@ async fn run_session(
                     out.push_str(garbage[rng.range(0, garbage.len() as u64) as usize]);
                     out.push('\n');
                 }
-                if let Some(p) = make_share(spec, obs, rng, &mut st, None) {
-                    let id = st.next_id;
-                    st.next_id += 1;
-                    st.pending.insert(id, Pending::Submit(p.0));
-                    out.push_str(&json!({"id": id, "method": "mining.submit", "params": p.1}).to_string());
-                    out.push('\n');
+                if let Some((i, params)) = make_share(spec, obs, rng, &mut st, None) {
+                    req(&mut st, &mut out, "mining.submit", params, Pending::Submit(i));
                 }
                 if !out.is_empty() && wr.write_all(out.as_bytes()).await.is_err() {
                     break;

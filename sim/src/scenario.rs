@@ -78,7 +78,8 @@ fn mix(
                 pool: (pool, pool_host(pool), STRATUM_PORT),
                 user: format!("{USER}{id}"),
                 hashrate: Some(
-                    START_DIFFICULTY * 4_294_967_296.0 * 1_000.0 / interval_ms.max(1) as f64
+                    START_DIFFICULTY * Algorithm::Sha256d.hashes_per_diff1() * 1_000.0
+                        / interval_ms.max(1) as f64
                         * (r.unit() * 3.0 - 1.5).exp2(),
                 ),
                 start: Duration::from_millis(r.range(200, 600)),
@@ -356,10 +357,7 @@ pub fn orphan(seed: u64) -> anyhow::Result<RunResult> {
                 ctl.event("no misbehaving miner got work on the pool's block within 1 s");
             }
             let tip = node.tip().height;
-            *rp.borrow_mut() = (height..=tip)
-                .filter_map(|h| node.block_hash(h))
-                .map(|h| h.0)
-                .collect();
+            *rp.borrow_mut() = branch(&ctl);
             // Deep enough for the pool's orphan check (depth 3).
             match node.reorg_to(height - 1, tip - height + 3) {
                 Ok(_) => {
@@ -1259,17 +1257,23 @@ pub fn net_faults(seed: u64) -> anyhow::Result<RunResult> {
     }
     let bound = 1_500;
     let tips = tips_of(&w.ctl, 0);
-    let windows = [
+    // Miners 0, 1 and 2's link faults, in that order.
+    let miner_faults = [
         (hold_m0, release_m0),
-        (hold_n0, release_n0),
         (cut_m1, heal_m1.max(6_200 + j)),
         (loss_on, loss_off.max(8_200 + j)),
     ];
-    *w.ctl.miner_link_faults.borrow_mut() = vec![
-        (0, hold_m0, release_m0),
-        (1, cut_m1, heal_m1.max(6_200 + j)),
-        (2, loss_on, loss_off.max(8_200 + j)),
+    let windows = [
+        miner_faults[0],
+        (hold_n0, release_n0),
+        miner_faults[1],
+        miner_faults[2],
     ];
+    *w.ctl.miner_link_faults.borrow_mut() = miner_faults
+        .iter()
+        .enumerate()
+        .map(|(m, &(from, to))| (m, from, to))
+        .collect();
     let in_fault = |t: &TipObs| {
         windows
             .iter()

@@ -99,10 +99,7 @@ pub fn resolve_commitment(
                 );
             }
             let mut i = 0;
-            loop {
-                if i == members.len() {
-                    break;
-                }
+            while i < members.len() {
                 pick[i] += 1;
                 if pick[i] < candidates[members[i]].len() {
                     break;

@@ -15,15 +15,13 @@
 
 use std::collections::BTreeMap;
 
+use powerpool_core::pow::Algorithm;
 use powerpool_core::record::{ShareKind, ShareRecord};
 use powerpool_core::session::PortPolicy;
 
 use super::{Violations, miner_of_record};
 use crate::net::SIM_EPOCH_UNIX_SECS;
 use crate::obs::Observations;
-
-/// Expected hashes per share at difficulty 1 (sha256d).
-const HASHES_PER_DIFF1: f64 = 4_294_967_296.0;
 
 /// How far from its start a miner's ideal difficulty must be before the direction it moved is
 /// judged: within this factor, share-count noise over a few retarget windows can legitimately
@@ -125,7 +123,7 @@ pub fn check(
         if m.misbehaving {
             continue;
         }
-        let rate = m.hashrate.unwrap_or(0.0) / HASHES_PER_DIFF1;
+        let rate = m.hashrate.unwrap_or(0.0) / Algorithm::Sha256d.hashes_per_diff1();
         let ideal = (rate * 60.0 / vd.shares_per_minute)
             .clamp(policy.min_difficulty, policy.max_difficulty);
         let Some(ds) = per_session.get(&(s.miner, s.session)) else {
