@@ -64,7 +64,6 @@ fn job_update(now: Now) -> JobUpdate {
                 extranonce1_size: 4,
                 extranonce2_size: 4,
             },
-            max_live_jobs: 8,
         },
         1,
     );

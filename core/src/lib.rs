@@ -32,6 +32,8 @@
 //! - [`merged`]: aux work for several aux chains, the aux tree commitment, found aux blocks.
 //! - [`auxchain`]: one aux chain's nodes — work polling, failover, `getauxblock` fallback —
 //!   and aux block submission fan-out.
+//! - [`pool`]: the pool machine above them all — admission and extranonce1 allocation, the
+//!   current work, each found block's whole life, and the connection registry.
 
 pub mod address;
 pub mod auxchain;
@@ -44,6 +46,7 @@ pub mod hash;
 pub mod job;
 pub mod merged;
 pub mod merkle;
+pub mod pool;
 pub mod pow;
 pub mod record;
 pub mod session;

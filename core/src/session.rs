@@ -233,6 +233,8 @@ pub struct SessionStats {
     pub accepted_difficulty: f64,
     pub blocks: u64,
     pub last_share_ms: Option<u64>,
+    /// Error replies sent, by code: index 0 is code 20, index 5 code 25.
+    pub errors: [u64; 6],
 }
 
 #[derive(Debug)]
@@ -504,6 +506,12 @@ impl Session {
     }
 
     fn error(&mut self, id: &Id, code: i32, msg: &str) {
+        if let Some(n) = usize::try_from(code - 20)
+            .ok()
+            .and_then(|i| self.stats.errors.get_mut(i))
+        {
+            *n += 1;
+        }
         let mut out = Vec::with_capacity(64 + msg.len());
         write_error(&mut out, id, code, msg);
         self.out.push_back(Transmit::Owned(out));

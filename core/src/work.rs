@@ -24,8 +24,6 @@ pub struct WorkConfig {
     pub currency: Arc<str>,
     pub algo: Algorithm,
     pub coinbase: CoinbaseParams,
-    /// Jobs of the current block that stay valid for shares (the oldest is dropped first).
-    pub max_live_jobs: usize,
 }
 
 /// A job to hand to every session: `clean` means "drop all earlier work".
@@ -56,7 +54,6 @@ pub struct Work {
     template: Option<BlockTemplate>,
     key: Option<TemplateKey>,
     current: Option<Arc<Job>>,
-    live: VecDeque<JobId>,
     updates: VecDeque<JobUpdate>,
 }
 
@@ -69,7 +66,6 @@ impl Work {
             template: None,
             key: None,
             current: None,
-            live: VecDeque::new(),
             updates: VecDeque::new(),
         }
     }
@@ -84,12 +80,6 @@ impl Work {
 
     pub fn template(&self) -> Option<&BlockTemplate> {
         self.template.as_ref()
-    }
-
-    /// True while shares for `id` can still be credited (built on the current tip and within
-    /// the live window).
-    pub fn is_live(&self, id: JobId) -> bool {
-        self.live.contains(&id)
     }
 
     /// A fresh template from the coinserver. Returns whether a job was made.
@@ -159,13 +149,6 @@ impl Work {
             now,
         )?);
         self.next_id = self.next_id.wrapping_add(1);
-        if clean {
-            self.live.clear();
-        }
-        self.live.push_back(id);
-        while self.live.len() > self.cfg.max_live_jobs.max(1) {
-            self.live.pop_front();
-        }
         self.template = Some(tpl);
         self.key = Some(key);
         self.current = Some(job.clone());

@@ -61,7 +61,6 @@ impl Pool {
                     extranonce1_size: 4,
                     extranonce2_size: policy.extranonce2_size,
                 },
-                max_live_jobs: 8,
             },
             1,
         );

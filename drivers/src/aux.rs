@@ -94,7 +94,7 @@ pub async fn run_chain<T: RpcTransport>(
     spec: AuxChainSpec,
     clients: Vec<Arc<RpcClient<T>>>,
     wall: impl Fn() -> u64,
-    mut submit_rx: mpsc::Receiver<AuxSubmitMsg>,
+    mut submit_rx: mpsc::UnboundedReceiver<AuxSubmitMsg>,
     events: mpsc::Sender<AuxEvent>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AuxDriverError> {
@@ -155,11 +155,12 @@ pub async fn run_chain<T: RpcTransport>(
                 stopping = true;
                 machine.handle_shutdown(clock.now());
             }
-            Some((id, reply)) = reply_rx.recv() => machine.handle_reply(clock.now(), id, reply),
+            // Found blocks before anything else: a block's chance shrinks by the millisecond.
             m = submit_rx.recv(), if submit_open && !stopping => match m {
                 Some(m) => machine.handle_submit(clock.now(), m.block_id, &m.submission),
                 None => submit_open = false,
             },
+            Some((id, reply)) = reply_rx.recv() => machine.handle_reply(clock.now(), id, reply),
             () = tokio::time::sleep_until(deadline) => machine.handle_timeout(clock.now()),
         }
     }
@@ -300,7 +301,7 @@ mod tests {
             poll_interval: Duration::from_secs(60),
             nodes: vec![("old".into(), 1), ("gone".into(), 0)],
         };
-        let (submit_tx, submit_rx) = mpsc::channel(4);
+        let (submit_tx, submit_rx) = mpsc::unbounded_channel();
         let (ev_tx, mut ev_rx) = mpsc::channel(64);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(run_chain(
@@ -344,7 +345,6 @@ mod tests {
                 block_id: id,
                 submission,
             })
-            .await
             .unwrap();
         let mut outcomes = Vec::new();
         let mut answers = Vec::new();

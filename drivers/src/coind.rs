@@ -50,7 +50,7 @@ pub async fn run<T: RpcTransport>(
     wall: impl Fn() -> u64,
     clients: Vec<Arc<RpcClient<T>>>,
     mut push_rx: mpsc::Receiver<PushSignal>,
-    mut found_rx: mpsc::Receiver<FoundBlockMsg>,
+    mut found_rx: mpsc::UnboundedReceiver<FoundBlockMsg>,
     events: mpsc::Sender<Event>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Coinservers, CoindError> {
@@ -86,11 +86,12 @@ pub async fn run<T: RpcTransport>(
         tokio::select! {
             biased;
             () = &mut shutdown => return Ok(machine),
-            Some((id, reply)) = reply_rx.recv() => machine.handle_reply(clock.now(), id, reply),
+            // Found blocks before anything else: a block's chance shrinks by the millisecond.
             b = found_rx.recv(), if found_open => match b {
                 Some(b) => machine.handle_found_block(clock.now(), b.block_id, b.hex, b.hash, b.height),
                 None => found_open = false,
             },
+            Some((id, reply)) = reply_rx.recv() => machine.handle_reply(clock.now(), id, reply),
             s = push_rx.recv(), if push_open => match s {
                 Some(s) => machine.handle_push(clock.now(), s),
                 None => push_open = false,

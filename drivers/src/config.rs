@@ -99,8 +99,6 @@ pub struct CoinConfig {
     pub extranonce1_size: usize,
     /// `getblocktemplate` rules (Bitcoin Core needs "segwit"; Litecoin adds "mweb").
     pub gbt_rules: Vec<String>,
-    /// Jobs of the current block kept valid for shares.
-    pub max_live_jobs: usize,
 }
 
 impl Default for CoinConfig {
@@ -113,7 +111,6 @@ impl Default for CoinConfig {
             pool_tag: "/powerpool/".into(),
             extranonce1_size: 4,
             gbt_rules: vec!["segwit".into()],
-            max_live_jobs: 16,
         }
     }
 }
@@ -453,9 +450,6 @@ impl Config {
                 "coin.currency",
                 "a non-empty code without '_' or spaces (SimpleCoin splits Redis keys on '_')",
             );
-        }
-        if self.coin.max_live_jobs == 0 {
-            return err("coin.max_live_jobs", "must be at least 1");
         }
         if self.coinservers.is_empty() {
             return err(

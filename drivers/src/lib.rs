@@ -15,10 +15,44 @@
 //! - The same driver code runs on tokio sockets and, in the simulator, on turmoil's: drivers are
 //!   generic over [`net::Net`] and [`rpc::RpcTransport`], never switched by Cargo features.
 //!
+//! ## The task graph
+//! Tasks, the queues between them, their capacities, and what happens when each is full. It
+//! has no cycle of awaited bounded sends: the only awaited bounded sends are a connection's
+//! share records into the share log and a driver's events into a consumer that never awaits
+//! anything but its own queue.
+//!
+//! ```text
+//!                       ┌──────────── pool machine (core Pool in hub::Hub, a mutex) ───────────┐
+//!  connection tasks ──▶ │ admission, found blocks: direct calls, never wait                    │
+//!  coin-events task ──▶ │ templates, verdicts        (consumes coinserver events)              │
+//!  aux-events task  ──▶ │ aux work, aux verdicts     (consumes aux-chain events)               │
+//!                       └──┬──────────────┬──────────────────┬──────────────────┬──────────────┘
+//!                          │ found blocks │ jobs             │ block records     │ view
+//!                          ▼ (unbounded)  ▼ (broadcast 64 +  ▼ (log queue,      ▼ (PoolState,
+//!               coinserver / aux drivers    latest watch)      never waits)        metrics)
+//!                                         connections         share log
+//! ```
+//!
+//! | queue | from → to | capacity | when full |
+//! |---|---|---|---|
+//! | found blocks | machine → coinserver driver | unbounded | cannot fill: one entry per found block, each taken first by the driver's biased select |
+//! | aux blocks | machine → each aux-chain driver | unbounded | as above |
+//! | jobs | machine → every connection | broadcast of 64 + the latest | a lagging connection skips to the latest job, sent clean ([`stratum`]) |
+//! | share records | connection → share log | 65,536 records ([`store::log_channel`]) | that connection waits (its miner is paced); nobody else does |
+//! | block records and verdicts | machine → share log (same FIFO) | not counted against the 65,536 | never waits: bounded by found blocks |
+//! | coinserver events | coinserver driver → coin-events task | 1,024 | the driver waits; the consumer only calls the machine, which never waits |
+//! | aux events | aux-chain drivers → aux-events task | 1,024 | as above |
+//! | push signals | UDP/ZMQ listeners → monitor tap → coinserver driver | 256 each | the listener waits; neither consumer sends back to it |
+//! | RPC replies | call tasks → their driver | unbounded | one entry per call the driver made |
+//!
+//! A found block therefore reaches the coinserver driver in the call that reports it,
+//! whatever the store, the share rate or the connection count; new miners are admitted by a
+//! machine call that nothing queues in front of; jobs go out without waiting on the store.
+//!
 //! ## Layout
 //! - [`app`]: builds a running pool from a [`config::Config`] (the binary and the tests both
-//!   use it); [`pool`]: the router between stratum ports, job manager, coinservers, aux chains
-//!   and the share log, and the shutdown order; [`config`]: the YAML config file.
+//!   use it); [`pool`]: wires the task graph above and the shutdown order; [`hub`]: the pool
+//!   machine behind its mutex and the outlets it drains into; [`config`]: the YAML config file.
 //! - [`stratum`]: the TCP stratum server, one task per connection driving a core session;
 //!   [`net`]: the runtime trait (accept, connect, wall clock).
 //! - [`coind`]: the coinserver driver around core's `Coinservers`; [`clock`]: a driver's
@@ -44,6 +78,7 @@ pub mod clock;
 pub mod coind;
 pub mod config;
 pub mod demo;
+pub mod hub;
 pub mod metrics;
 pub mod monitor;
 pub mod net;

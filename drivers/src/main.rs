@@ -279,7 +279,7 @@ fn announce(l: &Launched, demo: Option<&DemoOptions>) {
 async fn finish(l: Launched) -> anyhow::Result<()> {
     let report = l.task.await.context("pool task")?;
     tracing::info!(
-        accepted = report.state.shares_accepted,
+        accepted = report.shares_accepted,
         blocks = report.state.blocks.len(),
         abandoned = report.share_log.abandoned_records,
         "stopped"

@@ -746,6 +746,20 @@ impl Metrics {
         self.errors[error_index(code)].fetch_add(1, Relaxed);
     }
 
+    /// `n` more error replies with stratum error `code` (20-25; any other counts as 20).
+    pub fn stratum_errors(&self, code: i32, n: u64) {
+        let i = usize::try_from(code - 20)
+            .ok()
+            .filter(|i| *i < ERROR_CODES.len())
+            .unwrap_or(0);
+        self.errors[i].fetch_add(n, Relaxed);
+    }
+
+    /// Shares judged so far as `kind`.
+    pub fn shares_total(&self, kind: ShareKind) -> u64 {
+        self.shares[share_index(kind)].load(Relaxed)
+    }
+
     /// A submitted share was judged. `difficulty` is the credited difficulty for accepted
     /// shares and the difficulty judged against for rejects (as in `ShareRecord`).
     pub fn share_judged(&self, kind: ShareKind, difficulty: f64) {

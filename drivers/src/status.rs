@@ -3,11 +3,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use powerpool_core::record::ShareKind;
 use serde_json::{Value, json};
 
 use crate::monitor::MonitorSource;
 use crate::pool::PoolHandle;
 use crate::stratum::ClientInfo;
+
+const SHARE_REJECTS: [ShareKind; 4] = [
+    ShareKind::Duplicate,
+    ShareKind::LowDifficulty,
+    ShareKind::Stale,
+    ShareKind::Invalid,
+];
 
 #[derive(Debug, Clone)]
 pub struct PoolMonitor {
@@ -52,8 +60,8 @@ impl MonitorSource for PoolMonitor {
             "current_job": state.current_job,
             "jobs_published": state.jobs_published,
             "clean_jobs": state.clean_jobs,
-            "shares_accepted": state.shares_accepted,
-            "shares_rejected": state.shares_rejected,
+            "shares_accepted": self.pool.metrics.shares_total(ShareKind::Accepted),
+            "shares_rejected": SHARE_REJECTS.iter().map(|k| self.pool.metrics.shares_total(*k)).sum::<u64>(),
             "primary_coinserver": state.primary,
             "last_push_signal": state.last_push,
             "recent_blocks": state.blocks,
@@ -95,6 +103,7 @@ impl MonitorSource for PoolMonitor {
             .map(|s| s.clone())
             .unwrap_or_default();
         let store = self.pool.store_status.borrow().clone();
+        let counters = self.pool.hub.view(|p| p.counters());
         json!({
             "coinservers": {
                 "primary": state.primary,
@@ -121,8 +130,8 @@ impl MonitorSource for PoolMonitor {
             })).collect::<Vec<_>>(),
             "connections": {
                 "open": self.pool.stratum.connection_count(),
-                "total": state.connections,
-                "refused": state.refused_connections,
+                "total": counters.connections_admitted,
+                "refused": counters.connections_refused,
             },
         })
     }

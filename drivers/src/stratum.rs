@@ -12,32 +12,39 @@
 //!   read) ends the connection; while a write is pending nothing more is read;
 //! - job updates a slow connection misses are collapsed: it resynchronises on the latest job
 //!   (as a clean job, so nothing stale is credited);
-//! - connections: a total cap and a per-IP cap, checked before a session exists; a connection
-//!   that does not authorize within `auth_timeout`, or sends nothing for `idle_timeout`, is
-//!   closed (the original only checked on read timeouts). Both caps are counted when
-//!   a connection is admitted, not when its task first runs, so a burst of accepts cannot
-//!   overshoot them; an [`Admission`] guard gives the slot back however the task ends.
+//! - connections: the pool machine ([`powerpool_core::pool::Pool`]) admits each connection
+//!   (total and per-IP caps, extranonce1) before a session exists; a connection that does not
+//!   authorize within `auth_timeout`, or sends nothing for `idle_timeout`, is closed (the
+//!   original only checked on read timeouts). An [`Admission`] guard gives the slot back
+//!   however the task ends.
+//!
+//! What a connection sends on, and whether it may wait:
+//! - a found block (parent or aux) goes to the pool machine ([`Hub::with`]) as soon as the
+//!   session reports it, before the reply is written and before any share record: the
+//!   machine hands it to the coinserver driver without waiting;
+//! - share records go to the share log ([`LogSender::send`]), waiting for room when the log is
+//!   full: that holds back this miner only, never the pool;
+//! - counters go straight to [`Metrics`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use powerpool_core::extranonce::ExtranonceAllocator;
-use powerpool_core::merged::AuxBlockSubmission;
-use powerpool_core::record::ShareRecord;
+use powerpool_core::pool::Refusal;
 use powerpool_core::session::{Session, SessionContext, SessionEvent};
-use powerpool_core::share::BlockSubmission;
+use powerpool_core::sharelog::LogRecord;
 use powerpool_core::time::{Now, Timestamp};
 use powerpool_core::work::JobUpdate;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
-use crate::metrics::RefuseReason;
+use crate::hub::Hub;
+use crate::metrics::{Metrics, RefuseReason};
 use crate::net::{Listener, Net};
+use crate::store::LogSender;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -59,28 +66,6 @@ impl Default for Limits {
             write_timeout_secs: 15,
         }
     }
-}
-
-/// What connections tell the rest of the pool.
-#[derive(Debug)]
-pub enum PoolEvent {
-    Share(ShareRecord),
-    /// A found block: must be submitted.
-    Block(BlockSubmission),
-    /// A found aux-chain block (merged mining): must be submitted to that chain.
-    AuxBlock(AuxBlockSubmission),
-    Connected {
-        serial: u64,
-        port: usize,
-    },
-    Disconnected {
-        serial: u64,
-        port: usize,
-    },
-    Refused {
-        port: usize,
-        reason: RefuseReason,
-    },
 }
 
 /// What the monitor shows of one connection.
@@ -109,62 +94,90 @@ pub struct Port {
     pub ctx: Arc<SessionContext>,
 }
 
-/// State shared by every connection of every port of one pool instance.
+/// Jobs on their way to every connection: a broadcast of updates plus the latest one, for
+/// connections that join or fall behind. Publishing never waits: a connection that lags
+/// misses updates and resynchronises on the latest.
 #[derive(Debug)]
-pub struct StratumShared {
-    pub ports: Vec<Port>,
-    pub limits: Limits,
-    pub allocator: Mutex<ExtranonceAllocator>,
-    pub jobs: broadcast::Sender<JobUpdate>,
-    /// The latest job, for connections that join or fall behind.
-    pub latest: watch::Sender<Option<JobUpdate>>,
-    pub events: mpsc::Sender<PoolEvent>,
-    /// One slot per connection. The registry's lock is taken only on connect and disconnect;
-    /// each connection updates its own slot in place (uncontended except by the monitor).
-    clients: Mutex<HashMap<u64, Arc<Mutex<ClientInfo>>>>,
-    /// Admitted connections per address. Every admission holds this lock while it checks and
-    /// counts, which is what makes both caps exact.
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    /// Admitted connections in total (changed only under `per_ip`'s lock; read without it).
-    active: AtomicUsize,
-    next_serial: AtomicU64,
-    epoch: Instant,
+pub struct JobFeed {
+    jobs: broadcast::Sender<JobUpdate>,
+    latest: watch::Sender<Option<JobUpdate>>,
 }
 
-impl StratumShared {
-    pub fn new(
-        ports: Vec<Port>,
-        limits: Limits,
-        allocator: ExtranonceAllocator,
-        events: mpsc::Sender<PoolEvent>,
-    ) -> Arc<Self> {
-        let (jobs, _) = broadcast::channel(64);
-        let (latest, _) = watch::channel(None);
-        Arc::new(StratumShared {
-            ports,
-            limits,
-            allocator: Mutex::new(allocator),
-            jobs,
-            latest,
-            events,
-            clients: Mutex::new(HashMap::new()),
-            per_ip: Mutex::new(HashMap::new()),
-            active: AtomicUsize::new(0),
-            next_serial: AtomicU64::new(1),
-            epoch: Instant::now(),
-        })
+impl Default for JobFeed {
+    fn default() -> Self {
+        JobFeed {
+            jobs: broadcast::channel(64).0,
+            latest: watch::channel(None).0,
+        }
     }
+}
 
-    /// Hands a job update to every connection.
+impl JobFeed {
     pub fn publish(&self, update: JobUpdate) {
         self.latest.send_replace(Some(update.clone()));
         // No receivers is fine: nobody is connected.
         let _ = self.jobs.send(update);
     }
 
+    /// The latest job, if any.
+    pub fn latest(&self) -> Option<JobUpdate> {
+        self.latest.borrow().clone()
+    }
+
+    /// Updates from now on. Subscribe before reading [`JobFeed::latest`], so nothing published
+    /// in between is missed.
+    pub fn subscribe(&self) -> broadcast::Receiver<JobUpdate> {
+        self.jobs.subscribe()
+    }
+}
+
+/// State shared by every connection of every port of one pool instance.
+#[derive(Debug)]
+pub struct StratumShared {
+    pub ports: Vec<Port>,
+    /// The port numbers listened on, by port index (the metrics' `port` label).
+    pub port_numbers: Vec<u16>,
+    pub limits: Limits,
+    pub feed: Arc<JobFeed>,
+    pub hub: Arc<Hub>,
+    log: LogSender,
+    metrics: Arc<Metrics>,
+    /// One slot per connection. The registry's lock is taken only on connect and disconnect;
+    /// each connection updates its own slot in place (uncontended except by the monitor).
+    clients: Mutex<HashMap<u64, Arc<Mutex<ClientInfo>>>>,
+    epoch: Instant,
+}
+
+/// What [`StratumShared::new`] needs.
+#[derive(Debug)]
+pub struct StratumSetup {
+    pub ports: Vec<Port>,
+    pub port_numbers: Vec<u16>,
+    pub limits: Limits,
+    pub feed: Arc<JobFeed>,
+    pub hub: Arc<Hub>,
+    pub log: LogSender,
+    pub metrics: Arc<Metrics>,
+}
+
+impl StratumShared {
+    pub fn new(setup: StratumSetup) -> Arc<Self> {
+        Arc::new(StratumShared {
+            ports: setup.ports,
+            port_numbers: setup.port_numbers,
+            limits: setup.limits,
+            feed: setup.feed,
+            hub: setup.hub,
+            log: setup.log,
+            metrics: setup.metrics,
+            clients: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+        })
+    }
+
     /// Connections admitted and not yet ended.
     pub fn connection_count(&self) -> usize {
-        self.active.load(Ordering::Acquire)
+        self.hub.view(|p| p.connection_count())
     }
 
     /// A copy of every connection's monitor view.
@@ -191,29 +204,27 @@ impl StratumShared {
         self.epoch + Duration::from_millis(t.as_millis())
     }
 
-    /// Admission control: claims a slot in both caps and an extranonce1, or says why not.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, RefuseReason> {
-        let mut per_ip = self.per_ip.lock().map_err(|_| RefuseReason::Other)?;
-        if self.active.load(Ordering::Acquire) >= self.limits.max_connections {
-            return Err(RefuseReason::PoolFull);
-        }
-        let n = per_ip.get(&ip).copied().unwrap_or(0);
-        if n >= self.limits.max_connections_per_ip {
-            return Err(RefuseReason::AddressLimit);
-        }
-        let en1 = self
-            .allocator
-            .lock()
-            .map_err(|_| RefuseReason::Other)?
-            .allocate()
-            .ok_or(RefuseReason::PoolFull)?;
-        per_ip.insert(ip, n + 1);
-        self.active.fetch_add(1, Ordering::AcqRel);
+    fn port_number(&self, port: usize) -> u16 {
+        self.port_numbers.get(port).copied().unwrap_or(0)
+    }
+
+    /// Admission control, by the pool machine: a slot in both caps and an extranonce1, or why
+    /// not.
+    fn admit(self: &Arc<Self>, port: usize, ip: IpAddr) -> Result<Admission, RefuseReason> {
+        let admitted = self
+            .hub
+            .with(|p, now| p.handle_connect(now, port, ip))
+            .map_err(|r| match r {
+                Refusal::PoolFull => RefuseReason::PoolFull,
+                Refusal::AddressLimit => RefuseReason::AddressLimit,
+                Refusal::ShuttingDown => RefuseReason::ShuttingDown,
+            })?;
+        self.metrics.connection_opened(self.port_number(port));
         Ok(Admission {
             shared: self.clone(),
-            ip,
-            en1,
-            serial: self.next_serial.fetch_add(1, Ordering::Relaxed),
+            port,
+            en1: admitted.extranonce1,
+            serial: admitted.conn,
         })
     }
 }
@@ -223,7 +234,7 @@ impl StratumShared {
 /// that ends any way at all (including being dropped at runtime shutdown) frees its slot.
 struct Admission {
     shared: Arc<StratumShared>,
-    ip: IpAddr,
+    port: usize,
     en1: Vec<u8>,
     serial: u64,
 }
@@ -234,20 +245,9 @@ impl Drop for Admission {
         if let Ok(mut c) = s.clients.lock() {
             c.remove(&self.serial);
         }
-        if let Ok(mut a) = s.allocator.lock() {
-            a.release(&self.en1);
-        }
-        // The counts go last, so a connection admitted into the freed slot finds the
-        // extranonce1 already back in the allocator.
-        if let Ok(mut per_ip) = s.per_ip.lock() {
-            if let Some(n) = per_ip.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    per_ip.remove(&self.ip);
-                }
-            }
-            s.active.fetch_sub(1, Ordering::AcqRel);
-        }
+        let serial = self.serial;
+        s.hub.with(|p, now| p.handle_disconnect(now, serial));
+        s.metrics.connection_closed(s.port_number(self.port));
     }
 }
 
@@ -280,7 +280,7 @@ pub async fn serve_port<N: Net>(
                         continue;
                     }
                 };
-                match shared.admit(peer.ip()) {
+                match shared.admit(port, peer.ip()) {
                     Ok(admission) => {
                         tasks.spawn(connection(
                             net.clone(),
@@ -294,7 +294,7 @@ pub async fn serve_port<N: Net>(
                     }
                     Err(reason) => {
                         tracing::debug!(%peer, ?reason, "connection refused");
-                        let _ = shared.events.try_send(PoolEvent::Refused { port, reason });
+                        shared.metrics.connection_refused(shared.port_number(port), reason);
                         drop(stream);
                     }
                 }
@@ -321,9 +321,8 @@ async fn connection<N: Net>(
     let ctx = shared.ports[port].ctx.clone();
     let now = shared.now(&net);
     let mut session = Session::new(ctx, serial, admission.en1.clone(), now);
-    let mut jobs = shared.jobs.subscribe();
-    let latest = shared.latest.borrow().clone();
-    if let Some(u) = latest {
+    let mut jobs = shared.feed.subscribe();
+    if let Some(u) = shared.feed.latest() {
         session.handle_job(now, &u);
     }
     let info = ClientInfo {
@@ -346,10 +345,6 @@ async fn connection<N: Net>(
     if let Ok(mut c) = shared.clients.lock() {
         c.insert(serial, slot.clone());
     }
-    let _ = shared
-        .events
-        .send(PoolEvent::Connected { serial, port })
-        .await;
 
     let (mut rd, mut wr) = tokio::io::split(stream);
     let limits = shared.limits.clone();
@@ -359,6 +354,11 @@ async fn connection<N: Net>(
     let mut last_rx = Instant::now();
     let mut buf = vec![0u8; 4096];
     let mut out: Vec<u8> = Vec::with_capacity(4096);
+    let mut records = Vec::new();
+    let mut errors_seen = [0u64; 6];
+    // The job a resynchronisation after a lag applied, so the same update arriving again
+    // through the fresh receiver is not applied twice.
+    let mut resynced: Option<JobUpdate> = None;
     let mut closing = false;
     let mut stopping = false;
 
@@ -384,12 +384,22 @@ async fn connection<N: Net>(
                 }
             },
             j = jobs.recv() => match j {
-                Ok(u) => session.handle_job(shared.now(&net), &u),
+                Ok(u) => {
+                    let again = resynced
+                        .take()
+                        .is_some_and(|r| Arc::ptr_eq(&r.job, &u.job));
+                    if !again {
+                        session.handle_job(shared.now(&net), &u);
+                    }
+                }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let latest = shared.latest.borrow().clone();
-                    if let Some(mut u) = latest {
+                    // The updates missed are all older than the latest: skip them, and take
+                    // the latest as a clean job so nothing stale is credited.
+                    jobs = jobs.resubscribe();
+                    if let Some(mut u) = shared.feed.latest() {
                         u.clean = true;
                         session.handle_job(shared.now(&net), &u);
+                        resynced = Some(u);
                     }
                 }
                 Err(broadcast::error::RecvError::Closed) => closing = true,
@@ -408,38 +418,67 @@ async fn connection<N: Net>(
             }
         }
 
+        // Found blocks first: to the pool machine, which hands them to the coinserver driver
+        // without waiting, before the reply is written or any record waits for the log.
+        let mut changed = false;
+        let mut workers_changed = false;
+        while let Some(ev) = session.poll_event() {
+            changed = true;
+            match ev {
+                SessionEvent::Share(r) => {
+                    shared.metrics.share_judged(r.kind, r.difficulty);
+                    records.push(r);
+                }
+                SessionEvent::Block(b) => {
+                    // The records so far (the winning share last) go with the block, so they
+                    // are logged ahead of it without waiting for room.
+                    let before = std::mem::take(&mut records);
+                    let b = b.into_submission();
+                    shared
+                        .hub
+                        .with(|p, now| p.handle_found_block(now, b, before));
+                }
+                SessionEvent::AuxBlock(a) => {
+                    let before = std::mem::take(&mut records);
+                    let a = a.into_submission();
+                    shared
+                        .hub
+                        .with(|p, now| p.handle_found_aux_block(now, a, before));
+                }
+                SessionEvent::Authorized { .. } => {
+                    shared.metrics.worker_authorized();
+                    workers_changed = true;
+                }
+                SessionEvent::Close(reason) => {
+                    tracing::debug!(serial, ?reason, "session closed");
+                    closing = true;
+                }
+            }
+        }
+
         out.clear();
         while let Some(t) = session.poll_transmit() {
             out.extend_from_slice(t.as_bytes());
         }
         if !out.is_empty() {
+            let errors = session.stats().errors;
+            if errors != errors_seen {
+                for (i, (n, seen)) in errors.iter().zip(&errors_seen).enumerate() {
+                    if n > seen {
+                        shared.metrics.stratum_errors(20 + i as i32, n - seen);
+                    }
+                }
+                errors_seen = errors;
+            }
             match tokio::time::timeout(write_timeout, wr.write_all(&out)).await {
                 Ok(Ok(())) => {}
                 _ => closing = true,
             }
         }
-        let mut changed = false;
-        let mut workers_changed = false;
-        while let Some(ev) = session.poll_event() {
-            changed = true;
-            let fwd = match ev {
-                SessionEvent::Share(r) => Some(PoolEvent::Share(r)),
-                SessionEvent::Block(b) => Some(PoolEvent::Block(b.into_submission())),
-                SessionEvent::AuxBlock(a) => Some(PoolEvent::AuxBlock(a.into_submission())),
-                SessionEvent::Authorized { .. } => {
-                    workers_changed = true;
-                    None
-                }
-                SessionEvent::Close(reason) => {
-                    tracing::debug!(serial, ?reason, "session closed");
-                    closing = true;
-                    None
-                }
-            };
-            if let Some(ev) = fwd
-                && shared.events.send(ev).await.is_err()
-            {
-                closing = true;
+        for r in records.drain(..) {
+            // Waits while the log is full: this miner is held back, nobody else.
+            if shared.log.send(LogRecord::Share(r)).await.is_err() {
+                tracing::error!(serial, "share log is gone: share record not persisted");
             }
         }
         if changed && let Ok(mut info) = slot.lock() {
@@ -449,10 +488,6 @@ async fn connection<N: Net>(
     // Bounded: a peer that does not read must not hold the slot past its write timeout.
     let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
     drop(admission);
-    let _ = shared
-        .events
-        .send(PoolEvent::Disconnected { serial, port })
-        .await;
 }
 
 /// Counters are copied on every change; the strings only when a worker authorized (they do

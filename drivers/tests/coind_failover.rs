@@ -186,7 +186,7 @@ async fn failover_failback_and_fan_out_over_http() {
         })
         .collect();
     let (_push_tx, push_rx) = mpsc::channel(8);
-    let (found_tx, found_rx) = mpsc::channel(8);
+    let (found_tx, found_rx) = mpsc::unbounded_channel();
     let (ev_tx, mut ev) = mpsc::channel(64);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let driver = tokio::spawn(coind::run(
@@ -256,7 +256,6 @@ async fn failover_failback_and_fan_out_over_http() {
             hash: Hash256::from_display_hex(BLOCK).unwrap(),
             height: 100_000,
         })
-        .await
         .unwrap();
     let mut submitted = Vec::new();
     let mut outcomes = 0;

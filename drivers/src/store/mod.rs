@@ -40,16 +40,18 @@ use tokio::time::Instant;
 
 use async_trait::async_trait;
 use powerpool_core::sharelog::{
-    Batch, BatchId, LogAction, LogRecord, ReplayFailure, ReplayOutcome, ShareLog, ShareLogConfig,
+    Batch, BatchId, LogAction, ReplayFailure, ReplayOutcome, ShareLog, ShareLogConfig,
     ShareLogStatus, SpoolFailure, WriteError,
 };
 use powerpool_core::time::Timestamp;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
+pub mod channel;
 pub mod embedded;
 pub mod redis;
 pub mod spool;
 
+pub use channel::{LogClosed, LogReceiver, LogSender, log_channel};
 pub use embedded::EmbeddedStore;
 pub use redis::{RedisStore, RedisStoreConfig};
 pub use spool::{Spool, SpoolError};
@@ -155,13 +157,14 @@ pub async fn run_share_log(
     cfg: ShareLogDriverConfig,
     primary: Arc<dyn ShareStore>,
     spool: Spool,
-    mut rx: mpsc::Receiver<LogRecord>,
+    rx: impl Into<LogReceiver>,
     shutdown: impl Future<Output = ()> + Send,
     status: watch::Sender<ShareLogStatus>,
 ) -> ShareLogReport {
     // tokio's clock, not std's: the simulator runs this loop on virtual time.
     let origin = Instant::now();
     let now = || Timestamp::from_millis(origin.elapsed().as_millis() as u64);
+    let mut rx = rx.into();
     let mut log = ShareLog::new(cfg.log.clone(), spool.pending_batches());
     let spool = Arc::new(Mutex::new(spool));
     let mut op: Option<Op> = None;
@@ -216,8 +219,8 @@ pub async fn run_share_log(
                     // Take whatever else is queued in one go so batches fill under load.
                     while shutting_down || log.wants_records() {
                         match rx.try_recv() {
-                            Ok(rec) => log.handle_record(t, rec),
-                            Err(_) => break,
+                            Some(rec) => log.handle_record(t, rec),
+                            None => break,
                         }
                     }
                 }

@@ -205,6 +205,7 @@ mod tests {
                 abandoned_records: 0,
             },
             state: Default::default(),
+            shares_accepted: 0,
         };
         let lost = super::nothing_lost::check(&o, &stored, &[&report]);
         assert_eq!(lost.len(), 1, "{lost:?}");
