@@ -30,7 +30,7 @@
 //!   attempt. The outcome ([`Event::Outcome`]) is reported once: at the first acceptance, or
 //!   after every node has answered or given up.
 //! - Later proofs of an aux block already handed over are dropped before they become records:
-//!   [`SubmittedAuxBlocks`], kept by the router, since one aux block is one record.
+//!   [`SubmittedAuxBlocks`], kept by the pool machine ([`crate::pool`]), since one aux block is one record.
 //!
 //! ## Driving it
 //! After every `handle_*` call (and after [`AuxChain::new`]) the driver drains, in this order:
@@ -591,7 +591,7 @@ fn describe(e: &ReplyError) -> String {
     }
 }
 
-/// Aux blocks already handed to their chain, kept by the router that turns found aux blocks
+/// Aux blocks already handed to their chain, kept by the pool machine that turns found aux blocks
 /// into records.
 ///
 /// Every share meeting an aux target proves the same aux block until the chain's work

@@ -2,7 +2,7 @@
 //! the parent coinbase, and AuxPoW assembly when a share meets an aux target.
 //!
 //! Flow: each chain's [`crate::auxchain::AuxChain`] parses `createauxblock` / `getauxblock` replies
-//! with [`AuxWork::from_rpc`], and the router feeds that work into [`MergedWork::handle_aux_work`];
+//! with [`AuxWork::from_rpc`], and the pool machine feeds that work into [`MergedWork::handle_aux_work`];
 //! when the returned [`AuxUpdate::commitment_changed`] is set, the current [`AuxCommitment`] is
 //! handed to the job manager, whose coinbase pushes [`AuxCommitment::commitment_bytes`] after the
 //! BIP34 height. A share's job keeps the commitment it was built with (an immutable `Arc`

@@ -2,7 +2,7 @@
 //! nodes, over the same [`RpcClient`] as the parent's coinservers.
 //!
 //! A thin loop like the coinserver driver's: every call the machine asks for runs
-//! concurrently on its own task; replies and aux blocks from the router are fed back as
+//! concurrently on its own task; replies and aux blocks from the pool machine are fed back as
 //! inputs; events go out on a channel, with node ids turned into names; between inputs the
 //! loop sleeps until the machine's next timeout. Every decision (node order, the
 //! `getauxblock` fallback, polling, retries, outcomes) is the machine's, and its module docs
@@ -33,7 +33,7 @@ pub struct AuxChainSpec {
     pub nodes: Vec<(String, u32)>,
 }
 
-/// An aux block the router hands to its chain's driver.
+/// An aux block the pool machine hands to its chain's driver.
 #[derive(Debug, Clone)]
 pub struct AuxSubmitMsg {
     /// The id of the block's record, echoed in the events.
@@ -41,7 +41,7 @@ pub struct AuxSubmitMsg {
     pub submission: AuxBlockSubmission,
 }
 
-/// What an aux chain driver reports to the router.
+/// What an aux chain driver reports to the pool machine.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AuxEvent {
     /// New work for the chain (differs from the previous one sent).
@@ -88,7 +88,7 @@ pub enum AuxDriverError {
     Config(#[from] ConfigError),
 }
 
-/// Runs one aux chain until `shutdown` resolves or the router is gone, then finishes the
+/// Runs one aux chain until `shutdown` resolves or its event consumer is gone, then finishes the
 /// blocks already handed over. `clients[i]` serves `spec.nodes[i]`.
 pub async fn run_chain<T: RpcTransport>(
     spec: AuxChainSpec,
@@ -137,7 +137,7 @@ pub async fn run_chain<T: RpcTransport>(
             );
         }
         while let Some(event) = machine.poll_event() {
-            // A router that is gone only ends the driver; the blocks in hand still finish.
+            // A consumer that is gone only ends the driver; the blocks in hand still finish.
             let _ = events.send(named(&spec, event)).await;
         }
         if !stopping && events.is_closed() {
@@ -166,7 +166,7 @@ pub async fn run_chain<T: RpcTransport>(
     }
 }
 
-/// The machine's event with the chain's and nodes' names, as the router keys its state.
+/// The machine's event with the chain's and nodes' names, as the pool's view keys them.
 fn named(spec: &AuxChainSpec, event: Event) -> AuxEvent {
     let chain = spec.currency.clone();
     let name = |node: usize| spec.nodes[node].0.clone();

@@ -11,7 +11,8 @@
 //! - output: a write that does not complete within `write_timeout` (a miner that does not
 //!   read) ends the connection; while a write is pending nothing more is read;
 //! - job updates a slow connection misses are collapsed: it resynchronises on the latest job
-//!   (as a clean job, so nothing stale is credited);
+//!   (as a clean job, so nothing stale is credited) and never receives an older one after it
+//!   ([`JobCursor`]);
 //! - connections: the pool machine ([`powerpool_core::pool::Pool`]) admits each connection
 //!   (total and per-IP caps, extranonce1) before a session exists; a connection that does not
 //!   authorize within `auth_timeout`, or sends nothing for `idle_timeout`, is closed (the
@@ -124,10 +125,57 @@ impl JobFeed {
         self.latest.borrow().clone()
     }
 
-    /// Updates from now on. Subscribe before reading [`JobFeed::latest`], so nothing published
-    /// in between is missed.
-    pub fn subscribe(&self) -> broadcast::Receiver<JobUpdate> {
-        self.jobs.subscribe()
+    /// A connection's cursor on the feed, and the job to start from.
+    pub fn cursor(self: &Arc<Self>) -> (JobCursor, Option<JobUpdate>) {
+        // Subscribe before reading the latest, so nothing published in between is missed.
+        let rx = self.jobs.subscribe();
+        (
+            JobCursor {
+                feed: self.clone(),
+                rx,
+                resynced: None,
+            },
+            self.latest(),
+        )
+    }
+}
+
+/// One connection's place in the [`JobFeed`]. After falling behind it yields the latest job
+/// (as clean, so nothing stale is credited) and then only what is published after it: the
+/// updates it missed are all older and are never replayed.
+#[derive(Debug)]
+pub struct JobCursor {
+    feed: Arc<JobFeed>,
+    rx: broadcast::Receiver<JobUpdate>,
+    /// The job a resynchronisation yielded: the fresh receiver may deliver it once more.
+    resynced: Option<JobUpdate>,
+}
+
+impl JobCursor {
+    /// The next job for the connection; `None` once the feed is gone. Cancel safe.
+    pub async fn next(&mut self) -> Option<JobUpdate> {
+        loop {
+            match self.rx.recv().await {
+                Ok(u) => {
+                    let again = self
+                        .resynced
+                        .take()
+                        .is_some_and(|r| Arc::ptr_eq(&r.job, &u.job));
+                    if !again {
+                        return Some(u);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.rx = self.rx.resubscribe();
+                    if let Some(mut u) = self.feed.latest() {
+                        u.clean = true;
+                        self.resynced = Some(u.clone());
+                        return Some(u);
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
     }
 }
 
@@ -321,8 +369,8 @@ async fn connection<N: Net>(
     let ctx = shared.ports[port].ctx.clone();
     let now = shared.now(&net);
     let mut session = Session::new(ctx, serial, admission.en1.clone(), now);
-    let mut jobs = shared.feed.subscribe();
-    if let Some(u) = shared.feed.latest() {
+    let (mut jobs, first) = shared.feed.cursor();
+    if let Some(u) = first {
         session.handle_job(now, &u);
     }
     let info = ClientInfo {
@@ -356,9 +404,6 @@ async fn connection<N: Net>(
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut records = Vec::new();
     let mut errors_seen = [0u64; 6];
-    // The job a resynchronisation after a lag applied, so the same update arriving again
-    // through the fresh receiver is not applied twice.
-    let mut resynced: Option<JobUpdate> = None;
     let mut closing = false;
     let mut stopping = false;
 
@@ -383,26 +428,9 @@ async fn connection<N: Net>(
                     session.handle_input(shared.now(&net), &buf[..n]);
                 }
             },
-            j = jobs.recv() => match j {
-                Ok(u) => {
-                    let again = resynced
-                        .take()
-                        .is_some_and(|r| Arc::ptr_eq(&r.job, &u.job));
-                    if !again {
-                        session.handle_job(shared.now(&net), &u);
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // The updates missed are all older than the latest: skip them, and take
-                    // the latest as a clean job so nothing stale is credited.
-                    jobs = jobs.resubscribe();
-                    if let Some(mut u) = shared.feed.latest() {
-                        u.clean = true;
-                        session.handle_job(shared.now(&net), &u);
-                        resynced = Some(u);
-                    }
-                }
-                Err(broadcast::error::RecvError::Closed) => closing = true,
+            j = jobs.next() => match j {
+                Some(u) => session.handle_job(shared.now(&net), &u),
+                None => closing = true,
             },
             _ = tokio::time::sleep_until(deadline) => {
                 let now_i = Instant::now();
@@ -508,4 +536,80 @@ fn refresh_info(info: &mut ClientInfo, s: &Session, workers_changed: bool) {
     info.accepted_difficulty = st.accepted_difficulty;
     info.blocks = st.blocks;
     info.last_share_unix_ms = st.last_share_ms;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use powerpool_core::job::CoinbaseParams;
+    use powerpool_core::pool::{Pool, PoolConfig};
+    use powerpool_core::pow::Algorithm;
+    use powerpool_core::work::WorkConfig;
+
+    /// `n` job updates of one block (different coinbase values), in publication order.
+    fn updates(n: u64) -> Vec<JobUpdate> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../core/tests/data/regtest/small_p2pkh/gbt.json"
+        );
+        let tpl: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut pool = Pool::new(PoolConfig {
+            server: 0,
+            boot: 0,
+            extranonce1_size: 4,
+            seed: 0,
+            max_connections: 1,
+            max_connections_per_ip: 1,
+            aux_chains: Vec::new(),
+            recent_blocks: 1,
+            work: WorkConfig {
+                currency: Arc::from("BTC"),
+                algo: Algorithm::Sha256d,
+                coinbase: CoinbaseParams {
+                    payout_script: vec![0x51],
+                    pool_tag: Vec::new(),
+                    aux: None,
+                    extranonce1_size: 4,
+                    extranonce2_size: 4,
+                },
+            },
+        })
+        .unwrap();
+        let now = Now::new(Timestamp::from_millis(0), 1_700_000_000_000);
+        (0..n)
+            .map(|i| {
+                let mut t = tpl.clone();
+                t["coinbasevalue"] = serde_json::json!(5_000_000_000u64 + i);
+                pool.handle_template(now, 0, &t, false);
+                pool.poll_job().expect("a changed template makes a job")
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lagging_connection_gets_the_latest_job_clean_and_nothing_older_after_it() {
+        let feed = Arc::new(JobFeed::default());
+        let (mut cursor, first) = feed.cursor();
+        assert!(first.is_none());
+        let all = updates(101);
+        // Published without the cursor running, as when a connection's task is not polled
+        // while the pool publishes: more than the broadcast holds.
+        for u in &all[..100] {
+            feed.publish(u.clone());
+        }
+        let got = cursor.next().await.unwrap();
+        assert!(Arc::ptr_eq(&got.job, &all[99].job), "the latest job first");
+        assert!(got.clean, "sent clean after a lag");
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), cursor.next())
+                .await
+                .is_err(),
+            "no older update may follow the latest"
+        );
+        feed.publish(all[100].clone());
+        let next = cursor.next().await.unwrap();
+        assert!(Arc::ptr_eq(&next.job, &all[100].job));
+        assert!(!next.clean);
+    }
 }

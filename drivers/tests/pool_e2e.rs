@@ -145,6 +145,28 @@ async fn shares_reach_redis_and_blocks_reach_every_live_node() {
             acked += 1;
         }
     }
+    // A share for a job the pool never sent is refused (21), and counted as such.
+    let refused = m
+        .request(
+            "mining.submit",
+            serde_json::json!([USER, "ffffffff", "00000000", "00000000", "00000000"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused["error"][0], serde_json::json!(21), "{refused}");
+    let metrics = pool.handle.metrics.render_prometheus();
+    let series = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{metrics}"))
+    };
+    assert_eq!(series("powerpool_workers_authorized_total "), 1.0);
+    assert_eq!(
+        series("powerpool_stratum_errors_total{code=\"stale_job\"} "),
+        1.0
+    );
+
     // Wait for the nodes' verdicts on the blocks found.
     wait_until("block outcomes", Duration::from_secs(10), || {
         let s = state.lock().unwrap();
