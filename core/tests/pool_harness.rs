@@ -29,7 +29,8 @@
 //! - every found block a session reported was queued for submission by the very pool call that
 //!   reported it, reached the coinservers exactly once in the same step, under a unique id;
 //! - each found block has exactly one block record in the share log's input, right after the
-//!   share that found it;
+//!   share that found it; every block a node is sent parses, commits to its transactions,
+//!   meets its bits, and is one a session found;
 //! - block statuses only move along submitted → accepted | rejected → confirmed | orphaned, each
 //!   move is what a coinserver event said, the pool's view agrees with the log, and the pool
 //!   awaits an outcome exactly while some found block has none;
@@ -459,6 +460,8 @@ struct Reached {
     batches_spooled: u64,
     batches_replayed: u64,
     write_failures: u64,
+    /// Submissions a node parsed and checked.
+    blocks_judged: u64,
     node_busy_replies: u64,
     node_silences: u64,
     nodes_down: u64,
@@ -479,6 +482,7 @@ impl Reached {
         self.batches_replayed += o.batches_replayed;
         self.write_failures += o.write_failures;
         self.node_busy_replies += o.node_busy_replies;
+        self.blocks_judged += o.blocks_judged;
         self.node_silences += o.node_silences;
         self.nodes_down += o.nodes_down;
     }
@@ -866,6 +870,13 @@ impl World {
             calls.rotate_left(k);
         }
         for (id, node, call) in calls {
+            if let Call::SubmitBlock { hex } = &call {
+                self.reached.blocks_judged += 1;
+                if let Err(e) = self.judge_block(hex) {
+                    self.violations
+                        .push(format!("node {node} was sent a bad block: {e}"));
+                }
+            }
             let reply = self.nodes[node].answer(&call);
             match (&reply, &call) {
                 (None, Call::SubmitBlock { .. }) => self.reached.node_silences += 1,
@@ -879,6 +890,25 @@ impl World {
                 self.cs_drain();
             }
         }
+    }
+
+    /// What any node checks of a block whatever its chain: it parses, its merkle root commits
+    /// to its transactions, its hash meets its bits, and it is a block a session found.
+    fn judge_block(&self, hex: &str) -> Result<(), String> {
+        let bytes = hex::decode(hex).map_err(|e| e.to_string())?;
+        let block = Block::parse(&bytes).map_err(|e| e.to_string())?;
+        let hash = block.header.block_hash();
+        if block.compute_merkle_root() != block.header.merkle_root {
+            return Err(format!("{hash}: bad-txnmrklroot"));
+        }
+        let target = Target::from_compact(block.header.bits).map_err(|e| format!("{e:?}"))?;
+        if block.header.bits != 0x207f_ffff || !target.is_met_by(&hash) {
+            return Err(format!("{hash}: high-hash"));
+        }
+        if !self.found.values().any(|f| f.hash == hash) {
+            return Err(format!("{hash}: no session found it"));
+        }
+        Ok(())
     }
 
     /// Runs the drivers until none has anything left to do at this instant.
@@ -1580,7 +1610,10 @@ fn random_interactions_keep_every_invariant() {
     println!("pool_harness: reached {t:?}");
     assert!(t.acked_shares > 0, "no share was acknowledged: {t:?}");
     assert!(t.rejected_shares > 0, "no share was refused: {t:?}");
-    assert!(t.blocks > 0, "no block was found: {t:?}");
+    assert!(
+        t.blocks > 0 && t.blocks_judged > 0,
+        "no block was found: {t:?}"
+    );
     assert!(
         t.accepted > 0 && t.rejected > 0,
         "verdicts not reached: {t:?}"
@@ -1722,7 +1755,7 @@ fn a_fixed_script_reaches_every_path() {
     println!("pool_harness: fixed script reached {r:?}");
     assert!(r.acked_shares >= 8, "{r:?}");
     assert!(r.rejected_shares >= 3, "{r:?}");
-    assert!(r.blocks >= 7, "{r:?}");
+    assert!(r.blocks >= 7 && r.blocks_judged >= 7, "{r:?}");
     assert!(r.accepted >= 3, "{r:?}");
     assert!(r.rejected >= 1, "{r:?}");
     assert!(r.confirmed >= 1 && r.orphaned >= 1, "{r:?}");
