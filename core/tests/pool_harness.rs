@@ -20,6 +20,9 @@
 //! - one [`ShareLog`] with a scripted primary store (writes succeed, fail, or hang until the
 //!   driver's write timeout and may or may not have landed) that applies a batch id once, and a
 //!   spool (a queue of batches that can be full), performed as `drivers/src/store/mod.rs` does;
+//! - one merge-mined aux chain (NMC): aux work goes into the pool, sessions report the aux
+//!   blocks their shares prove, and a scripted aux chain driver takes the pool's aux
+//!   submissions and reports accepted or refused, as `Hub::aux_event`;
 //! - a virtual clock: time only moves when an operation says so, and every machine's timer is
 //!   fired at its own deadline in order;
 //! - a shutdown: admission ends while everything else keeps running, as while the binary
@@ -27,13 +30,17 @@
 //!
 //! ## Invariants, checked after every step ([`World::check`])
 //! - every found block a session reported was queued for submission by the very pool call that
-//!   reported it, reached the coinservers exactly once in the same step, under a unique id;
+//!   reported it, reached the coinservers (or the aux driver) exactly once in the same step,
+//!   under a unique id;
 //! - each found block has exactly one block record in the share log's input, right after the
 //!   share that found it; every block a node is sent parses, commits to its transactions,
 //!   meets its bits, and is one a session found;
-//! - block statuses only move along submitted → accepted | rejected → confirmed | orphaned, each
-//!   move is what a coinserver event said, the pool's view agrees with the log, and the pool
-//!   awaits an outcome exactly while some found block has none;
+//! - an aux block gets a record and a submission only while every earlier one for the same
+//!   aux block hash was refused; any other proof of it is only a share;
+//! - block statuses only move along submitted → accepted | rejected → confirmed | orphaned (aux
+//!   blocks stop at their verdict), each move is what a coinserver or aux driver event said,
+//!   the pool's view agrees with the log, and the pool awaits an outcome exactly while some
+//!   found block has none;
 //! - connection caps hold and are exact (refused only when a cap applies, or once shutting
 //!   down), live connections have distinct extranonce1s, disconnects free their slots;
 //! - every share a miner saw acknowledged `true` reaches the share log exactly once and no
@@ -44,7 +51,8 @@
 //!   verdict and the store holds exactly the log's input, in order, each record once.
 //!
 //! The suite asserts that its runs reached what the checks need (acknowledged shares, blocks,
-//! accepted and rejected verdicts, refused connections, spooled batches), a fixed script
+//! aux blocks and duplicates, every verdict, refused connections, spooled batches, busy and
+//! silent nodes), a fixed script
 //! reaches every path deterministically, and broken wirings are reported by the checks.
 //!
 //! ## Replaying
@@ -65,6 +73,7 @@ use powerpool_core::coinserver::{
 };
 use powerpool_core::hash::{Hash256, sha256d};
 use powerpool_core::job::CoinbaseParams;
+use powerpool_core::merged::{AuxBlockSubmission, AuxWork};
 use powerpool_core::merkle::fold_branch;
 use powerpool_core::pool::{Pool, PoolConfig, Refusal, Submission};
 use powerpool_core::pow::Algorithm;
@@ -185,6 +194,16 @@ enum Op {
     /// `rotate` calls into the queue: replies of concurrent calls come in any order.
     Deliver {
         rotate: u8,
+    },
+    /// New work from the aux chain (NMC): a new aux block when `fresh`, at a target every
+    /// share meets when `easy` (so many shares prove the same aux block).
+    AuxWork {
+        fresh: bool,
+        easy: bool,
+    },
+    /// The aux chain driver reports the verdicts of every aux block it was handed.
+    AuxVerdicts {
+        accept: bool,
     },
     /// The pool stops admitting connections (the rest keeps running, as while a driver waits
     /// for verdicts before exiting).
@@ -438,6 +457,7 @@ fn submit_params(s: &Sent) -> Value {
 
 #[derive(Debug)]
 struct Found {
+    merged: bool,
     winning: Option<RecordId>,
     hash: Hash256,
     /// The pool call that reported it also queued its submission.
@@ -460,6 +480,11 @@ struct Reached {
     batches_spooled: u64,
     batches_replayed: u64,
     write_failures: u64,
+    aux_blocks: u64,
+    aux_accepted: u64,
+    aux_rejected: u64,
+    /// Proofs of an aux block already handed over.
+    aux_duplicates: u64,
     /// Submissions a node parsed and checked.
     blocks_judged: u64,
     node_busy_replies: u64,
@@ -483,6 +508,10 @@ impl Reached {
         self.write_failures += o.write_failures;
         self.node_busy_replies += o.node_busy_replies;
         self.blocks_judged += o.blocks_judged;
+        self.aux_blocks += o.aux_blocks;
+        self.aux_accepted += o.aux_accepted;
+        self.aux_rejected += o.aux_rejected;
+        self.aux_duplicates += o.aux_duplicates;
         self.node_silences += o.node_silences;
         self.nodes_down += o.nodes_down;
     }
@@ -511,6 +540,11 @@ struct World {
     log_op: Option<(Timestamp, LogDone)>,
     next_ext_block: u64,
     shutting_down: bool,
+    /// Aux blocks handed to the aux chain driver, awaiting their verdicts.
+    to_aux: VecDeque<RecordId>,
+    aux_seq: u64,
+    /// Block ids given for each aux block hash, in order.
+    aux_ids: BTreeMap<Hash256, Vec<RecordId>>,
     // What was seen:
     acked: BTreeSet<RecordId>,
     found: BTreeMap<RecordId, Found>,
@@ -550,7 +584,7 @@ impl World {
             seed: 42,
             max_connections: MAX_CONNECTIONS,
             max_connections_per_ip: MAX_PER_IP,
-            aux_chains: Vec::new(),
+            aux_chains: vec!["NMC".into()],
             recent_blocks: 10_000,
             work: WorkConfig {
                 currency: Arc::from("BTC"),
@@ -635,6 +669,9 @@ impl World {
             log_op: None,
             next_ext_block: 0,
             shutting_down: false,
+            to_aux: VecDeque::new(),
+            aux_seq: 0,
+            aux_ids: BTreeMap::new(),
             acked: BTreeSet::new(),
             found: BTreeMap::new(),
             handed: BTreeMap::new(),
@@ -657,7 +694,9 @@ impl World {
 
     fn reached(&self) -> Reached {
         let mut r = self.reached;
-        r.blocks = self.found.len() as u64;
+        r.blocks = self.found.values().filter(|f| !f.merged).count() as u64;
+        r.aux_blocks = self.found.values().filter(|f| f.merged).count() as u64;
+        r.aux_duplicates = self.pool.counters().aux_duplicates;
         r.acked_shares = self.acked.len() as u64;
         let st = self.log.status();
         r.batches_spooled = st.batches_spooled;
@@ -698,6 +737,7 @@ impl World {
         let id = self.pool.handle_found_block(self.now, b, before);
         let queued = self.pool_drain();
         let f = Found {
+            merged: false,
             winning,
             hash,
             queued_by_same_call: queued == [id],
@@ -705,6 +745,85 @@ impl World {
         if self.found.insert(id, f).is_some() {
             self.violations.push(format!("block id {id} given twice"));
         }
+    }
+
+    fn found_aux_block(&mut self, a: AuxBlockSubmission, before: Vec<ShareRecord>) {
+        let winning = before.last().map(|r| r.id);
+        let hash = a.aux_hash;
+        let got = self.pool.handle_found_aux_block(self.now, a, before);
+        let queued = self.pool_drain();
+        // The dedup rule: a new record and submission only while every earlier one for
+        // this aux block was refused.
+        let earlier = self.aux_ids.get(&hash).cloned().unwrap_or_default();
+        let live = earlier.iter().find(|id| {
+            self.outcomes.get(id).and_then(|o| o.first()) != Some(&BlockStatus::Rejected)
+        });
+        match (got, live) {
+            (Some(id), None) => {
+                self.aux_ids.entry(hash).or_default().push(id);
+                let f = Found {
+                    merged: true,
+                    winning,
+                    hash,
+                    queued_by_same_call: queued == [id],
+                };
+                if self.found.insert(id, f).is_some() {
+                    self.violations.push(format!("block id {id} given twice"));
+                }
+            }
+            (None, Some(_)) => {
+                if !queued.is_empty() {
+                    self.violations
+                        .push(format!("aux block {hash} refused but submitted"));
+                }
+            }
+            (Some(id), Some(old)) => self.violations.push(format!(
+                "aux block {hash} recorded again as {id} while {old} is not refused"
+            )),
+            (None, None) => self.violations.push(format!(
+                "aux block {hash} refused as a duplicate of nothing live"
+            )),
+        }
+    }
+
+    /// As `Hub::aux_event` for the verdicts of the aux chain driver.
+    fn aux_verdicts(&mut self, accept: bool) {
+        while let Some(id) = self.to_aux.pop_front() {
+            let st = if accept {
+                BlockStatus::Accepted
+            } else {
+                BlockStatus::Rejected
+            };
+            self.outcomes.entry(id).or_default().push(st);
+            if accept {
+                self.reached.aux_accepted += 1;
+            } else {
+                self.reached.aux_rejected += 1;
+            }
+            let reason = (!accept).then(|| "bad-auxpow".to_owned());
+            self.pool.handle_block_status(self.now, id, st, reason);
+            self.pool_drain();
+        }
+    }
+
+    fn aux_work(&mut self, fresh: bool, easy: bool) {
+        if fresh || self.aux_seq == 0 {
+            self.aux_seq += 1;
+        }
+        let work = AuxWork {
+            chain: "NMC".into(),
+            chain_id: 1,
+            hash: sha256d(format!("aux block {}", self.aux_seq).as_bytes()),
+            target: if easy {
+                Target::MAX
+            } else {
+                Target::SHA256D_DIFF1
+            },
+            height: 500 + self.aux_seq,
+        };
+        self.pool
+            .handle_aux_work(self.now, "nmc0".into(), work, Some(5_000_000_000));
+        self.pool_drain();
     }
 
     // ----- the share log driver -----
@@ -917,16 +1036,25 @@ impl World {
             let mut progress = false;
             while let Some(s) = self.to_cs.pop_front() {
                 progress = true;
-                let Submission::Parent {
-                    block_id,
-                    hex,
-                    hash,
-                    height,
-                } = s
-                else {
-                    self.violations
-                        .push("an aux submission with no aux chain".into());
-                    continue;
+                let (block_id, hex, hash, height) = match s {
+                    Submission::Parent {
+                        block_id,
+                        hex,
+                        hash,
+                        height,
+                    } => (block_id, hex, hash, height),
+                    Submission::Aux {
+                        block_id,
+                        submission,
+                    } => {
+                        if submission.chain != "NMC" {
+                            self.violations
+                                .push(format!("aux block for {}", submission.chain));
+                        }
+                        *self.handed.entry(block_id).or_default() += 1;
+                        self.to_aux.push_back(block_id);
+                        continue;
+                    }
                 };
                 if self.wiring.drop_first_submission && !self.dropped_one {
                     self.dropped_one = true;
@@ -1044,9 +1172,9 @@ impl World {
                     let before = std::mem::take(&mut records);
                     self.found_block(b.into_submission(), before);
                 }
-                SessionEvent::AuxBlock(_) => {
-                    self.violations
-                        .push("an aux block with no aux chain configured".into());
+                SessionEvent::AuxBlock(a) => {
+                    let before = std::mem::take(&mut records);
+                    self.found_aux_block(a.into_submission(), before);
                 }
                 SessionEvent::Authorized { .. } => {}
                 SessionEvent::Close(_) => close = true,
@@ -1301,6 +1429,8 @@ impl World {
                 self.cs_drain();
             }
             Op::Deliver { rotate } => self.deliver(rotate),
+            Op::AuxWork { fresh, easy } => self.aux_work(fresh, easy),
+            Op::AuxVerdicts { accept } => self.aux_verdicts(accept),
             Op::Shutdown => {
                 self.shutting_down = true;
                 self.pool.handle_shutdown(self.now);
@@ -1372,9 +1502,15 @@ impl World {
                     if b.hash != f.hash.to_display_hex() {
                         return Err(format!("block {} recorded with another hash", b.id));
                     }
+                    if b.merged != f.merged {
+                        return Err(format!("block {} recorded with merged={}", b.id, b.merged));
+                    }
                     let before = i.checked_sub(1).map(|j| &self.log_in[j]);
                     match (before, f.winning) {
                         (Some(LogRecord::Share(s)), Some(w)) if s.id == w => {}
+                        // An aux block found by the share that found a parent block: the share
+                        // went with the parent block.
+                        (Some(LogRecord::Block(_)), None) if f.merged => {}
                         _ => {
                             return Err(format!(
                                 "block {} not right after its winning share",
@@ -1405,7 +1541,8 @@ impl World {
         }
         let mut awaiting = false;
         for (id, h) in &statuses {
-            if !lifecycle(h) {
+            let merged = self.found.get(id).is_some_and(|f| f.merged);
+            if !lifecycle(h) || (merged && h.len() > 2) {
                 return Err(format!("block {id} went through {h:?}"));
             }
             let told: Vec<BlockStatus> = std::iter::once(BlockStatus::Submitted)
@@ -1479,6 +1616,7 @@ impl World {
         self.store_mode = StoreMode::Up;
         self.spool_full = false;
         for _ in 0..120 {
+            self.aux_verdicts(true);
             self.deliver(0);
             self.advance(Duration::from_millis(500));
             self.check()?;
@@ -1572,6 +1710,9 @@ fn op() -> impl Strategy<Value = Op> {
         6 => store_mode().prop_map(Op::Store),
         3 => any::<bool>().prop_map(Op::SpoolFull),
         12 => (1u64..8000).prop_map(|ms| Op::Advance { ms }),
+        3 => (prop::bool::weighted(0.6), any::<bool>())
+            .prop_map(|(fresh, easy)| Op::AuxWork { fresh, easy }),
+        4 => prop::bool::weighted(0.7).prop_map(|accept| Op::AuxVerdicts { accept }),
         1 => Just(Op::Shutdown),
     ]
 }
@@ -1615,11 +1756,15 @@ fn random_interactions_keep_every_invariant() {
         "no block was found: {t:?}"
     );
     assert!(
-        t.accepted > 0 && t.rejected > 0,
+        t.accepted > 0 && t.rejected > 0 && t.confirmed > 0 && t.orphaned > 0,
         "verdicts not reached: {t:?}"
     );
     assert!(t.refused_connections > 0, "no cap was hit: {t:?}");
     assert!(t.refused_shutting_down > 0, "never shut down: {t:?}");
+    assert!(
+        t.aux_blocks > 0 && t.aux_accepted > 0 && t.aux_rejected > 0 && t.aux_duplicates > 0,
+        "merged mining not reached: {t:?}"
+    );
     assert!(
         t.batches_spooled > 0 && t.batches_replayed > 0,
         "no store outage: {t:?}"
@@ -1680,6 +1825,25 @@ fn full_script() -> Vec<Op> {
             share: ShareOp::Garbage(1),
         },
         block(1),
+    ]);
+    // Merged mining: every share proves the aux block; proofs after the first are
+    // duplicates until the aux chain refuses it, then one more is handed over.
+    ops.extend([
+        Op::AuxWork {
+            fresh: true,
+            easy: true,
+        },
+        share(0),
+        share(1),
+        Op::AuxVerdicts { accept: false },
+        share(2),
+        block(3),
+        Op::AuxVerdicts { accept: true },
+        share(0),
+        Op::AuxWork {
+            fresh: true,
+            easy: false,
+        },
     ]);
     // Accepted by both nodes, then buried by another miner's block: confirmed.
     ops.extend(pump(2));
@@ -1755,7 +1919,11 @@ fn a_fixed_script_reaches_every_path() {
     println!("pool_harness: fixed script reached {r:?}");
     assert!(r.acked_shares >= 8, "{r:?}");
     assert!(r.rejected_shares >= 3, "{r:?}");
-    assert!(r.blocks >= 7 && r.blocks_judged >= 7, "{r:?}");
+    assert!(r.blocks >= 8 && r.blocks_judged >= 8, "{r:?}");
+    assert!(
+        r.aux_blocks >= 2 && r.aux_accepted >= 1 && r.aux_rejected >= 1 && r.aux_duplicates >= 2,
+        "{r:?}"
+    );
     assert!(r.accepted >= 3, "{r:?}");
     assert!(r.rejected >= 1, "{r:?}");
     assert!(r.confirmed >= 1 && r.orphaned >= 1, "{r:?}");
