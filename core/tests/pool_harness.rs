@@ -1145,8 +1145,8 @@ impl World {
     // ----- the connection driver -----
 
     /// After an input to connection `c`: found blocks to the pool first, then the replies,
-    /// then the share records to the log (as `drivers/src/stratum.rs`). `submit_id` is the id of
-    /// a submit whose reply tells whether a share was credited.
+    /// then the share records to the log (as `drivers/src/stratum.rs`). `submit_id` is the id
+    /// of a submit whose reply tells whether a share was credited.
     fn conn_events(&mut self, c: u64, submit_id: Option<u64>) {
         let Some(m) = self.miners.get_mut(&c) else {
             return;
