@@ -4,10 +4,10 @@
 //! ## What it models
 //! - one [`Pool`] (admission, extranonce1, work, found blocks), drained after every call in
 //!   its documented order, like `drivers/src/hub.rs` (`Hub::with`);
-//! - up to five [`Session`]s (four addresses, two per address) fed stratum lines by scripted miners that rebuild headers from the notify
-//!   line and search nonces at a tiny share difficulty; found blocks go to the pool with the
-//!   records that precede them, the other share records go to the share log after the replies,
-//!   like `drivers/src/stratum.rs`;
+//! - up to five [`Session`]s (from four addresses, at most two each) fed stratum lines by
+//!   scripted miners that rebuild headers from the notify line and search nonces at a tiny
+//!   share difficulty; found blocks go to the pool with the records that precede them, the
+//!   other share records go to the share log after the replies, like `drivers/src/stratum.rs`;
 //! - one [`Coinservers`] machine with two scripted nodes. Each node has a chain (the regtest
 //!   fixture's tip, then blocks of its own), answers `getblockchaininfo`, `getbestblockhash`,
 //!   `getblocktemplate` (the real regtest template `tests/data/regtest/small_p2pkh`, moved to
