@@ -14,7 +14,8 @@
 //!   the node's tip, bits 0x207fffff so about half of the hashes are blocks), `getblockhash`,
 //!   and `submitblock` by accepting (extending its chain when the block builds on its tip),
 //!   rejecting, staying silent until the machine's deadline, answering like a busy HTTP
-//!   server (a 503, a transport error) or like a node still starting (RPC error -28). Replies
+//!   server (a 503, a transport error) or like a node still starting (RPC error -28), or by
+//!   hanging or answering an RPC error on `submitblock` alone while serving work. Replies
 //!   to concurrent calls arrive in any order. Its events go back to the pool as in
 //!   `Hub::coin_event`;
 //! - one [`ShareLog`] with a scripted primary store (writes succeed, fail, or hang until the
@@ -132,6 +133,10 @@ enum NodeMode {
     Busy,
     /// Answers every call with RPC error -28 (still starting up).
     Warmup,
+    /// Serves work but never answers `submitblock` (a node stuck validating).
+    SlowSubmit,
+    /// Serves work but answers `submitblock` with an ordinary RPC error.
+    SubmitError,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,7 +264,14 @@ impl Node {
                     message: "Loading block index...".into(),
                 }));
             }
-            NodeMode::Accept | NodeMode::Reject => {}
+            NodeMode::SlowSubmit if matches!(call, Call::SubmitBlock { .. }) => return None,
+            NodeMode::SubmitError if matches!(call, Call::SubmitBlock { .. }) => {
+                return Some(Err(ReplyError::Rpc {
+                    code: -1,
+                    message: "CheckBlockHeader failed".into(),
+                }));
+            }
+            NodeMode::Accept | NodeMode::Reject | NodeMode::SlowSubmit | NodeMode::SubmitError => {}
         }
         let tip = self.tip();
         Some(Ok(match call {
@@ -1682,6 +1694,8 @@ fn node_mode() -> impl Strategy<Value = NodeMode> {
         1 => Just(NodeMode::Silent),
         1 => Just(NodeMode::Busy),
         1 => Just(NodeMode::Warmup),
+        1 => Just(NodeMode::SlowSubmit),
+        1 => Just(NodeMode::SubmitError),
     ]
 }
 
