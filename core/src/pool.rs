@@ -442,11 +442,12 @@ impl Pool {
     ) -> Option<RecordId> {
         if !self.aux_seen.admit(a.aux_hash) {
             self.counters.aux_duplicates += 1;
-            self.records.extend(shares.into_iter().map(LogRecord::Share));
+            self.records
+                .extend(shares.into_iter().map(LogRecord::Share));
             return None;
         }
         let id = self.next_block_id();
-        let known = self.cfg.aux_chains.iter().any(|c| *c == a.chain);
+        let known = self.cfg.aux_chains.contains(&a.chain);
         let mut rec = BlockRecord {
             id,
             unix_ms: now.unix_ms,
@@ -475,7 +476,8 @@ impl Pool {
             rec.reject_reason = Some("no driver for this aux chain".into());
             self.aux_seen.handle_outcome(a.aux_hash, false);
             self.counters.blocks_found += 1;
-            self.records.extend(shares.into_iter().map(LogRecord::Share));
+            self.records
+                .extend(shares.into_iter().map(LogRecord::Share));
             self.records.push_back(LogRecord::Block(rec.clone()));
             self.events.push_back(PoolEvent::Block {
                 id,
@@ -601,7 +603,8 @@ impl Pool {
 
     fn track(&mut self, now: Now, rec: BlockRecord, shares: Vec<ShareRecord>) {
         self.counters.blocks_found += 1;
-        self.records.extend(shares.into_iter().map(LogRecord::Share));
+        self.records
+            .extend(shares.into_iter().map(LogRecord::Share));
         self.records.push_back(LogRecord::Block(rec.clone()));
         self.events.push_back(PoolEvent::Block {
             id: rec.id,

@@ -268,7 +268,11 @@ impl Hub {
     }
 
     fn with_state(&self, f: impl FnOnce(&mut PoolState)) {
-        let mut s = self.out.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut s = self
+            .out
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         f(&mut s);
     }
 
@@ -319,9 +323,8 @@ impl Hub {
                 };
                 self.with(|p, now| p.handle_block_status(now, block_id, st, reason));
             }
-            Event::BlockConfirmed { block_id } => self.with(|p, now| {
-                p.handle_block_status(now, block_id, BlockStatus::Confirmed, None)
-            }),
+            Event::BlockConfirmed { block_id } => self
+                .with(|p, now| p.handle_block_status(now, block_id, BlockStatus::Confirmed, None)),
             Event::BlockOrphaned {
                 block_id,
                 replaced_by,

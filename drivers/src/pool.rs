@@ -559,11 +559,7 @@ async fn run<N: Net, T: RpcTransport>(
         let _ = t.await;
     }
     let _ = aux_events.await;
-    let state = g
-        .state
-        .lock()
-        .map(|s| s.clone())
-        .unwrap_or_default();
+    let state = g.state.lock().map(|s| s.clone()).unwrap_or_default();
     PoolReport {
         share_log,
         state,
