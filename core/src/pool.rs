@@ -474,15 +474,14 @@ impl Pool {
             // Only a job built before a chain was removed can name an unknown chain.
             rec.status = BlockStatus::Rejected;
             rec.reject_reason = Some("no driver for this aux chain".into());
-            self.aux_seen.handle_outcome(a.aux_hash, false);
+            // It stays admitted in the dedup set: later proofs of it make no more records.
             self.counters.blocks_found += 1;
             self.records
                 .extend(shares.into_iter().map(LogRecord::Share));
             self.records.push_back(LogRecord::Block(rec.clone()));
-            self.events.push_back(PoolEvent::Block {
-                id,
-                status: rec.status,
-            });
+            for status in [BlockStatus::Submitted, BlockStatus::Rejected] {
+                self.events.push_back(PoolEvent::Block { id, status });
+            }
             self.remember(TrackedBlock {
                 history: vec![(now.unix_ms, rec.status)],
                 record: rec,
@@ -790,6 +789,63 @@ mod tests {
             ]
         );
         assert_eq!(p.open_blocks().count(), 0);
+    }
+
+    fn aux(chain: &str) -> AuxBlockSubmission {
+        AuxBlockSubmission {
+            chain: chain.into(),
+            chain_id: 1,
+            aux_hash: Hash256([9; 32]),
+            height: 3,
+            target: Target::MAX,
+            parent_hash: Hash256([1; 32]),
+            auxpow_hex: "00".into(),
+            address: Arc::from("addr"),
+            worker: Arc::from("w"),
+        }
+    }
+
+    #[test]
+    fn an_aux_block_is_recorded_and_submitted_once_until_refused() {
+        let mut p = Pool::new(cfg()).unwrap();
+        let id = p
+            .handle_found_aux_block(now(0), aux("NMC"), Vec::new())
+            .unwrap();
+        assert!(
+            matches!(p.poll_submission(), Some(Submission::Aux { block_id, .. }) if block_id == id)
+        );
+        assert_eq!(
+            p.handle_found_aux_block(now(1), aux("NMC"), Vec::new()),
+            None
+        );
+        assert_eq!(p.poll_submission(), None);
+        p.handle_block_status(now(2), id, BlockStatus::Rejected, Some("bad".into()));
+        // Refused: a later proof of the same block is a new attempt.
+        assert!(
+            p.handle_found_aux_block(now(3), aux("NMC"), Vec::new())
+                .is_some()
+        );
+        assert!(p.poll_submission().is_some());
+        assert_eq!(p.counters().aux_duplicates, 1);
+    }
+
+    #[test]
+    fn an_aux_block_of_an_unknown_chain_is_recorded_refused_and_never_submitted() {
+        let mut p = Pool::new(cfg()).unwrap();
+        let id = p
+            .handle_found_aux_block(now(0), aux("DOGE"), Vec::new())
+            .unwrap();
+        assert_eq!(p.poll_submission(), None);
+        assert!(matches!(
+            p.poll_record(),
+            Some(LogRecord::Block(r)) if r.id == id && r.status == BlockStatus::Rejected
+        ));
+        assert_eq!(
+            p.handle_found_aux_block(now(1), aux("DOGE"), Vec::new()),
+            None
+        );
+        assert_eq!(p.poll_record(), None);
+        assert!(!p.awaiting_outcome());
     }
 
     #[test]
