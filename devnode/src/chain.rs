@@ -28,7 +28,7 @@ use powerpool_core::tx::{Block, BlockHeader, OutPoint, Transaction, TxIn, TxOut}
 use ruint::aliases::U256;
 use serde::{Deserialize, Serialize};
 
-use super::mempool::{MempoolTx, TxFactory, legacy_sigops};
+use crate::mempool::{MempoolTx, TxFactory, legacy_sigops};
 
 pub const COIN: u64 = 100_000_000;
 pub const MAX_MONEY: u64 = 21_000_000 * COIN;

@@ -41,7 +41,7 @@ pub use aux::{AuxBlock, SubmittedAux};
 pub use chain::{
     Accepted, BlockRejection, BlockTemplate, Chain, ChainParams, ReorgError, TemplateTx, Tip,
 };
-pub use http::{serve, serve_connection, serve_listener};
+pub use http::{Accept, serve, serve_connection, serve_listener};
 pub use mempool::MempoolTx;
 pub use rpc::RpcError;
 

@@ -6,6 +6,8 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,12 +22,30 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use super::rpc::{RpcError, dispatch};
-use super::{Answering, Node};
-use crate::net::{Listener, TokioListener};
+use crate::rpc::{RpcError, dispatch};
+use crate::{Answering, Node};
 
 /// Core's `MAX_SIZE` for an HTTP request body.
 const MAX_BODY: usize = 32 * 1024 * 1024;
+
+/// A source of incoming connections: tokio's [`TcpListener`] here, a simulated listener in
+/// the simulator. The node needs nothing else of a listener, so it does not borrow a runtime
+/// abstraction from the pool's crates.
+pub trait Accept: Send + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Stream = tokio::net::TcpStream;
+
+    async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)> {
+        let (s, a) = TcpListener::accept(self).await?;
+        // A reply must leave at once rather than wait for the client's ACK of the last one.
+        let _ = s.set_nodelay(true);
+        Ok((s, a))
+    }
+}
 
 /// Serves JSON-RPC on `listener` until `shutdown` completes; also runs the node's clock tick
 /// (synthetic transactions arrive) and, when configured, the background miner. Open
@@ -34,13 +54,13 @@ pub async fn serve<F>(node: Arc<Node>, listener: TcpListener, shutdown: F)
 where
     F: Future<Output = ()> + Send,
 {
-    serve_listener(node, TokioListener(listener), shutdown).await;
+    serve_listener(node, listener, shutdown).await;
 }
 
-/// [`serve`] over any [`Listener`] (the simulator passes its own).
+/// [`serve`] over any [`Accept`] (the simulator passes its own).
 pub async fn serve_listener<L, F>(node: Arc<Node>, mut listener: L, shutdown: F)
 where
-    L: Listener,
+    L: Accept,
     F: Future<Output = ()> + Send,
 {
     let background = tokio::spawn(background(node.clone()));
