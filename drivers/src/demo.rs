@@ -12,8 +12,8 @@ use powerpool_core::vardiff::VardiffConfig;
 use tokio::sync::watch;
 
 use crate::config::{CoinserverEntry, Config, Network, StratumPortConfig};
-use crate::node::{Node, NodeConfig};
 use crate::stratum::stopped;
+use powerpool_devnode::{Node, NodeConfig};
 
 /// A regtest address for miners who have none (any regtest address works).
 pub const DEMO_ADDRESS: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
@@ -56,9 +56,13 @@ pub async fn start_chain(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let rpc = listener.local_addr()?;
     let mut stop = shutdown;
-    tokio::spawn(crate::node::serve(node.clone(), listener, async move {
-        stopped(&mut stop).await;
-    }));
+    tokio::spawn(powerpool_devnode::serve(
+        node.clone(),
+        listener,
+        async move {
+            stopped(&mut stop).await;
+        },
+    ));
     std::fs::create_dir_all(&opts.data_dir)?;
 
     let mut cfg = Config {

@@ -65,9 +65,9 @@
 //!   local spool that covers outages.
 //! - [`monitor`]: the HTTP monitor; [`status`]: what it shows of a running pool;
 //!   [`metrics`]: lock-free counters, Prometheus text and statsd.
-//! - [`node`]: a self-contained chain with real block rules served over JSON-RPC: the demo
-//!   chain of `powerpool demo`, the coinserver of the integration tests and the simulator, and
-//!   an AuxPoW chain for merged-mining tests; [`demo`]: the `powerpool demo` setup.
+//! - [`demo`]: the `powerpool demo` setup — the pool on embedded defaults pointed at the demo
+//!   chain, which is test equipment and lives in its own crate (`powerpool-devnode`, also the
+//!   coinserver of the integration tests and the simulator), not in this library.
 //! - [`client`]: a stratum client — `powerpool check`, the scripted miner of the tests and the
 //!   demo's CPU miner.
 
@@ -82,7 +82,6 @@ pub mod hub;
 pub mod metrics;
 pub mod monitor;
 pub mod net;
-pub mod node;
 pub mod pool;
 pub mod push;
 pub mod rpc;

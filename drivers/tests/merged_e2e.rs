@@ -17,12 +17,12 @@ use common::wait::wait_until;
 use powerpool_core::pow::Algorithm;
 use powerpool_core::record::{BlockRecord, BlockStatus};
 use powerpool_core::session::PortPolicy;
+use powerpool_devnode::{Node, NodeConfig};
 use powerpool_drivers::app::launch;
 use powerpool_drivers::client::StratumClient;
 use powerpool_drivers::config::{
     AuxChainConfig, CoinserverEntry, Config, Network, StratumPortConfig,
 };
-use powerpool_drivers::node::{Node, NodeConfig};
 use powerpool_drivers::store::EmbeddedStore;
 use tokio::sync::watch;
 
@@ -42,7 +42,7 @@ async fn serve(node: Arc<Node>) -> (SocketAddr, watch::Sender<bool>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, mut rx) = watch::channel(false);
-    tokio::spawn(powerpool_drivers::node::serve(node, listener, async move {
+    tokio::spawn(powerpool_devnode::serve(node, listener, async move {
         let _ = rx.wait_for(|s| *s).await;
     }));
     (addr, tx)

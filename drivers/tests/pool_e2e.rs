@@ -18,12 +18,12 @@ use powerpool_core::pow::Algorithm;
 use powerpool_core::record::BlockStatus;
 use powerpool_core::session::PortPolicy;
 use powerpool_core::target::Target;
+use powerpool_devnode::{Answering, Node, NodeConfig};
 use powerpool_drivers::app::{Launched, launch};
 use powerpool_drivers::client::StratumClient;
 use powerpool_drivers::config::{
     CoinserverEntry, Config, Network, StoreBackend, StratumPortConfig,
 };
-use powerpool_drivers::node::{Answering, Node, NodeConfig};
 use redis::AsyncCommands;
 use tokio::sync::watch;
 
@@ -41,7 +41,7 @@ async fn start_node(seed: u64) -> (Arc<Node>, SocketAddr, watch::Sender<bool>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, mut rx) = watch::channel(false);
-    tokio::spawn(powerpool_drivers::node::serve(
+    tokio::spawn(powerpool_devnode::serve(
         node.clone(),
         listener,
         async move {

@@ -15,10 +15,10 @@ use std::time::Duration;
 use common::wait::wait_until;
 use powerpool_core::session::PortPolicy;
 use powerpool_core::vardiff::VardiffConfig;
+use powerpool_devnode::{Node, NodeConfig};
 use powerpool_drivers::app::{Launched, launch};
 use powerpool_drivers::client::{ClientError, StratumClient};
 use powerpool_drivers::config::{CoinserverEntry, Config, Network, StratumPortConfig};
-use powerpool_drivers::node::{Node, NodeConfig};
 use powerpool_drivers::stratum::Limits;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
@@ -75,7 +75,7 @@ async fn start(limits: Limits, ports: Vec<StratumPortConfig>) -> Pool {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let rpc = listener.local_addr().unwrap();
     let (node_stop, mut rx) = watch::channel(false);
-    tokio::spawn(powerpool_drivers::node::serve(
+    tokio::spawn(powerpool_devnode::serve(
         node.clone(),
         listener,
         async move {

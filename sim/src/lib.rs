@@ -26,7 +26,7 @@
 //! ## Actors
 //! - pool instances: [`powerpool_drivers::pool::start`] over [`net::TurmoilNet`], RPC over
 //!   [`transport::TurmoilHttp`];
-//! - coinservers: [`powerpool_drivers::node::Node`] on the simulated clock, served over
+//! - coinservers: [`powerpool_devnode::Node`] on the simulated clock, served over
 //!   simulated TCP; merge-mined chains' nodes (aux mode) likewise, one host each, reached by
 //!   the pool through [`powerpool_drivers::pool::start_merged`]. A `mempool` host feeds them
 //!   synthetic transactions over time (so templates change within a height and blocks carry

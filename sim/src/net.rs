@@ -1,4 +1,5 @@
-//! The drivers' runtime trait over turmoil: simulated TCP and a simulated wall clock.
+//! The drivers' runtime trait (and the node's accept trait) over turmoil: simulated TCP and a
+//! simulated wall clock.
 //!
 //! The wall clock is the simulation's epoch (fixed by the scenario, never the host's clock)
 //! plus simulated elapsed time, so every `unix_ms` a pool records is the same on every run of
@@ -47,6 +48,14 @@ impl Listener for TurmoilListener {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
+    }
+}
+
+impl powerpool_devnode::Accept for TurmoilListener {
+    type Stream = turmoil::net::TcpStream;
+
+    async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)> {
+        self.0.accept().await
     }
 }
 

@@ -14,7 +14,7 @@ use powerpool_core::hash::Hash256;
 use powerpool_core::pow::Algorithm;
 use powerpool_core::record::BlockStatus;
 use powerpool_core::target::Target;
-use powerpool_drivers::node::Answering;
+use powerpool_devnode::Answering;
 
 use crate::invariant;
 use crate::miner::{MinerKind, MinerSpec};
@@ -503,7 +503,7 @@ pub fn orphan(seed: u64) -> anyhow::Result<RunResult> {
 }
 
 /// Copies blocks `from` has and `to` lacks (a restarted node syncing from its peers).
-fn sync_nodes(from: &powerpool_drivers::node::Node, to: &powerpool_drivers::node::Node) {
+fn sync_nodes(from: &powerpool_devnode::Node, to: &powerpool_devnode::Node) {
     let top = from.tip().height;
     let now = to.now();
     for h in 1..=top {

@@ -12,10 +12,10 @@ use powerpool_core::coinserver::{PushSignal, PushSource};
 use powerpool_core::hash::Hash256;
 use powerpool_core::session::PortPolicy;
 use powerpool_core::vardiff::VardiffConfig;
+use powerpool_devnode::{Answering, Node, NodeConfig};
 use powerpool_drivers::config::{
     AuxChainConfig, CoinserverEntry, Config, Network, StratumPortConfig,
 };
-use powerpool_drivers::node::{Answering, Node, NodeConfig};
 use powerpool_drivers::pool::{self, PoolHandle, PoolIo, PoolReport};
 use powerpool_drivers::push::{PushCommand, parse_datagram};
 use powerpool_drivers::rpc::{RpcAuth, RpcClient};
@@ -353,7 +353,7 @@ impl World {
                             });
                         }
                     });
-                    powerpool_drivers::node::serve_listener(
+                    powerpool_devnode::serve_listener(
                         node,
                         crate::net::TurmoilListener(l),
                         std::future::pending(),
@@ -436,7 +436,7 @@ impl World {
                             RPC_PORT,
                         ))
                         .await?;
-                        powerpool_drivers::node::serve_listener(
+                        powerpool_devnode::serve_listener(
                             node,
                             crate::net::TurmoilListener(l),
                             std::future::pending(),

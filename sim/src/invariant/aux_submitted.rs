@@ -19,7 +19,7 @@ use powerpool_core::hash::{Hash256, sha256d};
 use powerpool_core::merged::{AuxTree, COMMITMENT_LEN, choose_tree};
 use powerpool_core::record::BlockRecord;
 use powerpool_core::target::Target;
-use powerpool_drivers::node::Node;
+use powerpool_devnode::Node;
 
 use super::Violations;
 use crate::obs::Observations;

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use powerpool_core::hash::Hash256;
-use powerpool_drivers::node::Node;
+use powerpool_devnode::Node;
 
 use super::Violations;
 use crate::obs::Observations;

@@ -13,8 +13,8 @@ use powerpool_core::hash::Hash256;
 use powerpool_core::merkle::{witness_commitment, witness_commitment_script, witness_root};
 use powerpool_core::target::Target;
 use powerpool_core::tx::{Block, BlockHeader, OutPoint, Transaction, TxIn, TxOut};
-use powerpool_drivers::node::chain::{check_block, contextual_check_block};
-use powerpool_drivers::node::{
+use powerpool_devnode::chain::{check_block, contextual_check_block};
+use powerpool_devnode::{
     Accepted, Answering, BlockRejection, BlockTemplate, Chain, ChainParams, MempoolTx, Node,
     NodeConfig, ReorgError,
 };
@@ -658,13 +658,9 @@ async fn serve(config: NodeConfig) -> Served {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(powerpool_drivers::node::serve(
-        node.clone(),
-        listener,
-        async {
-            let _ = rx.await;
-        },
-    ));
+    tokio::spawn(powerpool_devnode::serve(node.clone(), listener, async {
+        let _ = rx.await;
+    }));
     Served {
         node,
         url,
@@ -1007,13 +1003,9 @@ async fn background_miner_and_arrivals_follow_the_clock() {
     let mut tips = node.subscribe_tips();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(powerpool_drivers::node::serve(
-        node.clone(),
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let server = tokio::spawn(powerpool_devnode::serve(node.clone(), listener, async {
+        let _ = stopped.await;
+    }));
     tokio::time::sleep(Duration::from_secs(35)).await;
     assert_eq!(node.tip().height, 3);
     for h in 1..=3 {

@@ -10,8 +10,8 @@ use powerpool_core::tx::Block;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::Node;
-use super::chain::{BlockEntry, Chain};
+use crate::Node;
+use crate::chain::{BlockEntry, Chain};
 
 /// A JSON-RPC error object, with Bitcoin Core's codes. The message says what was wrong with
 /// the call; retrying the same call gives the same error (except -28, node still starting).
@@ -109,7 +109,7 @@ pub(crate) async fn dispatch(
     method: &str,
     params: &Value,
 ) -> Result<Value, RpcError> {
-    if let Some(reply) = super::aux::dispatch(node, method, params) {
+    if let Some(reply) = crate::aux::dispatch(node, method, params) {
         return reply;
     }
     let p = Params(params);

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use powerpool_core::encode::{bip34_height, push_data};
 use powerpool_core::hash::{Hash256, sha256d};
@@ -28,7 +29,7 @@ use powerpool_core::tx::{Block, BlockHeader, OutPoint, Transaction, TxIn, TxOut}
 use ruint::aliases::U256;
 use serde::{Deserialize, Serialize};
 
-use super::mempool::{MempoolTx, TxFactory, legacy_sigops};
+use crate::mempool::{MempoolTx, TxFactory, legacy_sigops};
 
 pub const COIN: u64 = 100_000_000;
 pub const MAX_MONEY: u64 = 21_000_000 * COIN;
@@ -1158,7 +1159,8 @@ impl Chain {
     }
 }
 
-/// Finds a nonce meeting `target`, bumping the time when the nonce space runs out.
+/// Finds a nonce meeting `target`, bumping the time when the nonce space runs out. Unbounded:
+/// for easy targets (a hard one holds the calling thread for as long as it takes).
 pub fn grind(target: &Target, header: &mut BlockHeader) {
     loop {
         for nonce in 0..=u32::MAX {
@@ -1171,9 +1173,87 @@ pub fn grind(target: &Target, header: &mut BlockHeader) {
     }
 }
 
+/// Nonces between checks of `stop` and updates of the hash counter.
+const GRIND_CHUNK: u64 = 4096;
+
+/// Tries positions `from..from + count` of the sequence [`grind`] walks (position `n` is nonce
+/// `n mod 2^32` with the header's time plus `n / 2^32` seconds). Returns whether the header now
+/// meets `target`; when it does not, the header is as it came in. Gives up early once `stop`
+/// is set; adds the nonces tried to `tried` as it goes.
+pub(crate) fn grind_range(
+    target: &Target,
+    header: &mut BlockHeader,
+    from: u64,
+    count: u64,
+    stop: &AtomicBool,
+    tried: &AtomicU64,
+) -> bool {
+    let (time, nonce) = (header.time, header.nonce);
+    let end = from.saturating_add(count);
+    let mut n = from;
+    while n < end && !stop.load(Ordering::Relaxed) {
+        let chunk_end = end.min(n.saturating_add(GRIND_CHUNK));
+        let chunk_start = n;
+        while n < chunk_end {
+            // Truncation is the point: the low 32 bits are the nonce, the rest bumps the time.
+            header.nonce = n as u32;
+            header.time = time.wrapping_add((n >> 32) as u32);
+            n += 1;
+            if target.is_met_by(&header.block_hash()) {
+                tried.fetch_add(n - chunk_start, Ordering::Relaxed);
+                return true;
+            }
+        }
+        tried.fetch_add(n - chunk_start, Ordering::Relaxed);
+    }
+    header.time = time;
+    header.nonce = nonce;
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grind_range_walks_the_sequence_of_grind() {
+        let target = Target::from_compact(0x207f_ffff).unwrap();
+        let base = BlockHeader {
+            version: 0x2000_0000,
+            prev_blockhash: Hash256([3; 32]),
+            merkle_root: Hash256([4; 32]),
+            time: 1_700_000_000,
+            bits: 0x207f_ffff,
+            nonce: 0,
+        };
+        let mut whole = base;
+        grind(&target, &mut whole);
+        let winner = u64::from(whole.nonce);
+        let (never, tried) = (AtomicBool::new(false), AtomicU64::new(0));
+        // A range before the winner finds nothing and leaves the header alone.
+        let mut h = base;
+        if winner > 0 {
+            assert!(!grind_range(&target, &mut h, 0, winner, &never, &tried));
+            assert_eq!(h, base);
+            assert_eq!(tried.load(Ordering::Relaxed), winner);
+        }
+        // The range holding it finds the same header, counting the nonces up to the winner.
+        assert!(grind_range(&target, &mut h, winner, 10, &never, &tried));
+        assert_eq!(h, whole);
+        assert_eq!(tried.load(Ordering::Relaxed), winner + 1);
+        // Past the nonce space the time goes up by one second per wrap.
+        let mut h = base;
+        let hard = Target::from_compact(0x0300_0001).unwrap();
+        assert!(!grind_range(&hard, &mut h, 1 << 32, 1, &never, &tried));
+        assert_eq!(h, base);
+        assert!(grind_range(&target, &mut h, 1 << 32, 64, &never, &tried));
+        assert_eq!(h.time, base.time + 1);
+        // A raised stop flag ends the range before any hashing.
+        let stopped = AtomicBool::new(true);
+        let counted = tried.load(Ordering::Relaxed);
+        assert!(!grind_range(&target, &mut h, 0, 1 << 20, &stopped, &tried));
+        assert_eq!(tried.load(Ordering::Relaxed), counted);
+    }
 
     #[test]
     fn work_of_regtest_bits_is_two() {

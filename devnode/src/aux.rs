@@ -33,8 +33,8 @@ use powerpool_core::target::{CompactError, Target};
 use powerpool_core::tx::BlockHeader;
 use serde_json::{Value, json};
 
-use super::rpc::RpcError;
-use super::{ChainParams, Node};
+use crate::rpc::RpcError;
+use crate::{ChainParams, Node};
 
 /// Base block version of the aux chain's headers (the chain id and the AuxPoW bit are added).
 const BASE_VERSION: i32 = 4;
@@ -378,7 +378,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::NodeConfig;
+    use crate::NodeConfig;
     use powerpool_core::merged::{AuxCommitment, AuxWork};
     use powerpool_core::tx::{OutPoint, Transaction, TxIn, TxOut};
 

@@ -1,11 +1,13 @@
-//! A self-contained blockchain with real block rules, served over JSON-RPC on HTTP the way
-//! Bitcoin Core serves it.
+//! # powerpool-devnode
 //!
-//! It is the demo chain of `powerpool demo` (a CPU miner finds blocks at regtest difficulty
-//! without any bitcoind), the coinserver of the driver integration tests and the simulator's
-//! coinserver.
+//! Test equipment, not part of the production pool: a self-contained blockchain with real
+//! block rules, served over JSON-RPC on HTTP the way Bitcoin Core serves it. It is the demo
+//! chain of `powerpool demo` (a CPU miner finds blocks without any bitcoind), the coinserver
+//! of the drivers' integration tests and of the simulator, and, with
+//! [`NodeConfig::aux_chain_id`], a merge-mined chain. A pool in production talks to a real
+//! node; the pool's own code never calls this crate (only the binary's `demo` command does).
 //!
-//! Guarantees:
+//! ## Guarantees
 //! - Templates have the fields and formats of Bitcoin Core's
 //!   `getblocktemplate {"rules":["segwit"]}` (checked against templates captured from a real
 //!   regtest node), and `submitblock` answers with Core's BIP22 strings for the same faults
@@ -17,10 +19,27 @@
 //!   client sends panics the node.
 //! - Everything is derived from one seed and the clock the node is given, so a simulator
 //!   with a virtual clock gets the same chain every run.
+//! - The server never hashes on an async runtime thread. The outside miner
+//!   ([`NodeConfig::block_interval`]) grinds in rounds of at most [`OUTSIDE_ROUND`] nonces on
+//!   tokio's blocking pool, each on a fresh template and followed by a second's rest when it
+//!   found nothing, until it finds the block that is due: a hard target (bits `1d00ffff`)
+//!   makes that block late, never the RPC answers, and occupies at most one blocking thread
+//!   part of the time. Shutdown ends a round within a few thousand hashes.
+//! - The synchronous [`Node::mine_block_externally`], [`Node::reorg_to`] and
+//!   [`Chain::mine_block`] grind on the caller's thread until they succeed: they are meant for
+//!   easy targets (tests, and the simulator, which needs them synchronous to stay
+//!   deterministic — turmoil does not schedule blocking-pool threads, so the simulator never
+//!   sets `block_interval`).
 //!
-//! Layout: [`chain`] is the pure chain (time as a parameter), `mempool` the synthetic
-//! transactions, `rpc` the method table, `http` the server and its fault injection. [`Node`]
-//! holds the chain behind a mutex together with the test controls.
+//! ## Layout
+//! - [`chain`]: the pure chain (time as a parameter): block checks in Core's order, templates,
+//!   reorgs, grinding.
+//! - `mempool`: the synthetic transactions; `rpc`: the method table; `aux`: the merge-mined
+//!   chain's methods (`createauxblock`, `submitauxblock`, `getauxblock`).
+//! - `http`: the server, its fault injection, the background tasks (clock tick, outside
+//!   miner) and [`Accept`], the one thing the node needs of a listener.
+//! - [`Node`] (here): the chain behind a mutex together with the clock, tip notifications and
+//!   the test controls.
 
 mod aux;
 pub mod chain;
@@ -28,7 +47,7 @@ mod http;
 mod mempool;
 mod rpc;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -41,9 +60,13 @@ pub use aux::{AuxBlock, SubmittedAux};
 pub use chain::{
     Accepted, BlockRejection, BlockTemplate, Chain, ChainParams, ReorgError, TemplateTx, Tip,
 };
-pub use http::{serve, serve_connection, serve_listener};
+pub use http::{Accept, serve, serve_connection, serve_listener};
 pub use mempool::MempoolTx;
 pub use rpc::RpcError;
+
+/// Nonces the outside miner tries in one blocking call before it gives the thread back and
+/// starts over on a fresh template.
+pub const OUTSIDE_ROUND: u64 = 1 << 20;
 
 /// Unix seconds; replaceable so the simulator can run the node on virtual time.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -63,6 +86,8 @@ pub struct NodeConfig {
     /// `Some((user, password))` requires HTTP basic auth on every request.
     pub auth: Option<(String, String)>,
     /// Another miner finds a block this often (the demo's background chain); `None` never.
+    /// The server's outside miner grinds it off the runtime (see the crate's guarantees), so
+    /// with a hard target the block comes late rather than on time.
     pub block_interval: Option<Duration>,
     /// How long a `getblocktemplate` long poll waits for a new tip before answering anyway.
     pub longpoll_timeout: Duration,
@@ -137,6 +162,7 @@ pub struct Node {
     latency_ms: AtomicU64,
     submitted: Mutex<Vec<SubmittedBlock>>,
     aux: Option<Mutex<aux::AuxChain>>,
+    outside_hashes: AtomicU64,
 }
 
 impl std::fmt::Debug for Node {
@@ -176,6 +202,7 @@ impl Node {
             latency_ms: AtomicU64::new(0),
             submitted: Mutex::new(Vec::new()),
             aux,
+            outside_hashes: AtomicU64::new(0),
         }))
     }
 
@@ -299,16 +326,65 @@ impl Node {
             .clone()
     }
 
-    /// Another pool finds the next block (taking the mempool as its template).
+    /// Another pool finds the next block (taking the mempool as its template). Grinds on the
+    /// calling thread until it succeeds, in rounds of [`OUTSIDE_ROUND`] nonces each on a fresh
+    /// template: for easy targets only (see the crate's guarantees); the server's outside
+    /// miner uses [`Node::try_mine_externally`] on the blocking pool instead.
     pub fn mine_block_externally(&self) -> Result<Hash256, BlockRejection> {
+        let never = AtomicBool::new(false);
+        let mut from = 0;
+        loop {
+            if let Some(hash) = self.mine_round(from, OUTSIDE_ROUND, &never)? {
+                return Ok(hash);
+            }
+            from += OUTSIDE_ROUND;
+        }
+    }
+
+    /// One bounded attempt of another pool at the next block: a template on the current tip,
+    /// nonces `from..from + nonces` of it tried on the calling thread, and the block submitted
+    /// if one meets the target. `Ok(None)`: not found in this range. Successive attempts pass
+    /// successive ranges, so an unchanged template is never ground twice over the same nonces.
+    pub fn try_mine_externally(
+        &self,
+        from: u64,
+        nonces: u64,
+    ) -> Result<Option<Hash256>, BlockRejection> {
+        self.mine_round(from, nonces, &AtomicBool::new(false))
+    }
+
+    /// [`Node::try_mine_externally`] that also gives up as soon as `stop` is set.
+    pub(crate) fn mine_round(
+        &self,
+        from: u64,
+        nonces: u64,
+        stop: &AtomicBool,
+    ) -> Result<Option<Hash256>, BlockRejection> {
         let now = self.now();
         // Mined without holding the chain: RPC keeps answering meanwhile. If the tip moves in
         // the meantime the block lands as a stale side branch, as a real race would.
         let (mut block, target) = self.with_chain(|c| (c.external_block(now), c.target()));
-        chain::grind(&target, &mut block.header);
+        let found = chain::grind_range(
+            &target,
+            &mut block.header,
+            from,
+            nonces,
+            stop,
+            &self.outside_hashes,
+        );
+        if !found {
+            return Ok(None);
+        }
         let hash = block.header.block_hash();
         self.with_chain(|c| c.submit_block(block, now))?;
-        Ok(hash)
+        Ok(Some(hash))
+    }
+
+    /// Nonces tried so far by another pool's mining ([`Node::mine_block_externally`],
+    /// [`Node::try_mine_externally`] and the server's outside miner): shows the outside miner
+    /// at work while its block is still out of reach.
+    pub fn outside_hashes(&self) -> u64 {
+        self.outside_hashes.load(Ordering::Relaxed)
     }
 
     /// A competing branch of `blocks` blocks on the active block at `fork_height` replaces

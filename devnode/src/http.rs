@@ -3,10 +3,17 @@
 //! A crash ([`Answering::Down`]) drops every open connection and closes new ones right after
 //! accepting them, so clients see resets and "connection closed" errors; the listening socket
 //! stays bound so the node can come back on the same port.
+//!
+//! While it serves, the node runs two tasks of its own: a clock tick (synthetic transactions
+//! arrive) and, when [`crate::NodeConfig::block_interval`] is set, the outside miner, whose
+//! hashing runs on tokio's blocking pool in bounded rounds, never on a runtime thread.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -18,14 +25,33 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 
-use super::rpc::{RpcError, dispatch};
-use super::{Answering, Node};
-use crate::net::{Listener, TokioListener};
+use crate::rpc::{RpcError, dispatch};
+use crate::{Answering, Node, OUTSIDE_ROUND};
 
 /// Core's `MAX_SIZE` for an HTTP request body.
 const MAX_BODY: usize = 32 * 1024 * 1024;
+
+/// A source of incoming connections: tokio's [`TcpListener`] here, a simulated listener in
+/// the simulator. The node needs nothing else of a listener, so it does not borrow a runtime
+/// abstraction from the pool's crates.
+pub trait Accept: Send + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Stream = tokio::net::TcpStream;
+
+    async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)> {
+        let (s, a) = TcpListener::accept(self).await?;
+        // A reply must leave at once rather than wait for the client's ACK of the last one.
+        let _ = s.set_nodelay(true);
+        Ok((s, a))
+    }
+}
 
 /// Serves JSON-RPC on `listener` until `shutdown` completes; also runs the node's clock tick
 /// (synthetic transactions arrive) and, when configured, the background miner. Open
@@ -34,16 +60,16 @@ pub async fn serve<F>(node: Arc<Node>, listener: TcpListener, shutdown: F)
 where
     F: Future<Output = ()> + Send,
 {
-    serve_listener(node, TokioListener(listener), shutdown).await;
+    serve_listener(node, listener, shutdown).await;
 }
 
-/// [`serve`] over any [`Listener`] (the simulator passes its own).
+/// [`serve`] over any [`Accept`] (the simulator passes its own).
 pub async fn serve_listener<L, F>(node: Arc<Node>, mut listener: L, shutdown: F)
 where
-    L: Listener,
+    L: Accept,
     F: Future<Output = ()> + Send,
 {
-    let background = tokio::spawn(background(node.clone()));
+    let _background = Background::start(&node);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -66,7 +92,6 @@ where
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
-    background.abort();
     conns.abort_all();
 }
 
@@ -97,23 +122,85 @@ where
     }
 }
 
-async fn background(node: Arc<Node>) {
+/// The node's own tasks while it serves: the clock tick and, when configured, the outside
+/// miner. Dropping it (the server returning or being cancelled) ends both and tells a round
+/// in progress on the blocking pool to give up.
+struct Background {
+    tasks: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Background {
+    fn start(node: &Arc<Node>) -> Background {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = vec![tokio::spawn(tick(node.clone()))];
+        if let Some(every) = node.config.block_interval {
+            tasks.push(tokio::spawn(outside_miner(
+                node.clone(),
+                every,
+                stop.clone(),
+            )));
+        }
+        Background { tasks, stop }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn tick(node: Arc<Node>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let interval = node.config.block_interval;
-    let mut next_block = interval.map(|i| tokio::time::Instant::now() + i);
     loop {
         tick.tick().await;
         node.tick();
-        if let (Some(at), Some(i)) = (next_block, interval)
-            && tokio::time::Instant::now() >= at
-        {
-            match node.mine_block_externally() {
-                Ok(hash) => tracing::info!(%hash, "node: background miner found a block"),
-                Err(e) => tracing::error!(error = %e, "node: background block rejected"),
+    }
+}
+
+/// How long the outside miner rests after a round that found nothing: caps the CPU a hard
+/// target costs and lets the next round start from a fresh template.
+const ROUND_REST: Duration = Duration::from_secs(1);
+
+/// Another pool finding a block every `every`. Hashing happens only inside
+/// `spawn_blocking`, in rounds of [`OUTSIDE_ROUND`] nonces: the runtime thread only waits for
+/// a round's verdict, so however hard the target, RPC keeps being answered. A block found
+/// late does not move the schedule (the next one is still due `every` after the one before).
+async fn outside_miner(node: Arc<Node>, every: Duration, stop: Arc<AtomicBool>) {
+    let mut due = Instant::now() + every;
+    let mut next_round = due;
+    let mut from = 0;
+    loop {
+        tokio::time::sleep_until(next_round).await;
+        let (n, s) = (node.clone(), stop.clone());
+        let start = from;
+        let round =
+            tokio::task::spawn_blocking(move || n.mine_round(start, OUTSIDE_ROUND, &s)).await;
+        match round {
+            Ok(Ok(Some(hash))) => {
+                tracing::info!(%hash, "node: background miner found a block");
             }
-            next_block = Some(at + i);
+            Ok(Ok(None)) => {
+                from += OUTSIDE_ROUND;
+                next_round = Instant::now() + ROUND_REST;
+                continue;
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "node: background block rejected"),
+            // The runtime is shutting down: nothing left to mine for.
+            Err(e) if e.is_cancelled() => return,
+            Err(e) => {
+                tracing::error!(error = %e, "node: background miner panicked");
+                return;
+            }
         }
+        from = 0;
+        due += every;
+        next_round = due;
     }
 }
 
