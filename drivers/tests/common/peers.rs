@@ -148,8 +148,8 @@ pub struct Bitcoind {
 
 impl Bitcoind {
     /// Starts a node in `datadir` (created) on free ports and waits until its RPC answers.
-    /// `extra` may contain `{p2p}`-free arguments only; ports of other nodes are known to the
-    /// caller. A start that loses a port race is retried on other ports.
+    /// `extra` is added to the command line (peers to connect to, `-listen=0`, ...). A start
+    /// that loses a race for a port is retried on other ports.
     pub async fn start(bin: &Path, name: &str, datadir: PathBuf, extra: &[String]) -> Bitcoind {
         std::fs::create_dir_all(&datadir).expect("create the node's data directory");
         let mut node = Bitcoind {
@@ -732,14 +732,14 @@ impl StratumGate {
         let shared = Arc::new(GateShared::default());
         let s = shared.clone();
         let task = tokio::spawn(async move {
-            let mut conns = Vec::new();
+            // Connections end with the miner's; the runtime's end stops any left.
             while let Ok((miner, _)) = listener.accept().await {
                 let s = s.clone();
-                conns.push(tokio::spawn(async move {
+                tokio::spawn(async move {
                     if let Ok(upstream) = TcpStream::connect(pool).await {
                         gate_connection(miner, upstream, s, pace).await;
                     }
-                }));
+                });
             }
         });
         StratumGate { addr, shared, task }
