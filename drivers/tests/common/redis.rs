@@ -118,7 +118,13 @@ impl RedisServer {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("spawn redis-server (is it installed?)");
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot run {} ({e}): run the tests with ./test, which installs \
+                         redis-server, or set REDIS_SERVER",
+                        binary()
+                    )
+                });
             self.child = Some(child);
             if self.wait_ready(deadline) {
                 return;
