@@ -341,7 +341,7 @@ async fn run<N: Net, T: RpcTransport>(
     io: PoolIo<N, T>,
     shared: Arc<StratumShared>,
     mut work: Work,
-    machine: Coinservers,
+    mut machine: Coinservers,
     origin: tokio::time::Instant,
     sh: Shared,
     mut ev_rx: mpsc::Receiver<PoolEvent>,
@@ -359,6 +359,19 @@ async fn run<N: Net, T: RpcTransport>(
         boot,
         ..
     } = io;
+
+    // Blocks whose fate was open when the pool last stopped are followed again.
+    let resumed = coind::resume_blocks(
+        &*store,
+        &cfg.coin.currency,
+        &mut machine,
+        Now::new(
+            Timestamp::from_millis(origin.elapsed().as_millis() as u64),
+            net.unix_ms(),
+        ),
+        Duration::from_millis(cfg.store.write_timeout_ms),
+    )
+    .await;
 
     // Share log: stops only after the router has forwarded the last record.
     let (log_tx, log_rx) = mpsc::channel::<LogRecord>(65_536);
@@ -459,7 +472,8 @@ async fn run<N: Net, T: RpcTransport>(
     }
 
     let names: Vec<String> = cfg.coinservers.iter().map(|c| c.name.clone()).collect();
-    let mut blocks: HashMap<RecordId, BlockRecord> = HashMap::new();
+    let mut blocks: HashMap<RecordId, BlockRecord> =
+        resumed.into_iter().map(|r| (r.id, r)).collect();
     let block_seq = AtomicU64::new(0);
     let now = || {
         Now::new(
@@ -750,8 +764,10 @@ impl Router<'_> {
                     BlockOutcome::Rejected(r) => (BlockStatus::Rejected, Some(r)),
                     BlockOutcome::Unsubmitted => (
                         BlockStatus::Rejected,
-                        Some("no coinserver reachable".to_owned()),
+                        Some("no coinserver took it".to_owned()),
                     ),
+                    // Held, not rejected: a later outcome settles it.
+                    BlockOutcome::Unknown(r) => (BlockStatus::Unknown, Some(r)),
                 };
                 self.block_status(block_id, st, reason).await;
             }
