@@ -1494,13 +1494,14 @@ impl Coinservers {
         }
         let everyone_said_no = r.failed == 0 && r.not_found > 0;
         let deep = tip.is_some_and(|tip| depth(tip, t.height) >= self.cfg.orphan_depth);
-        if everyone_said_no && deep {
-            if let Some(p) = self.primary {
-                r.locate_in_flight = true;
-                let height = t.height;
-                self.send(p, Call::GetBlockHash { height }, Purpose::Locate(block_id));
-                return;
-            }
+        if everyone_said_no
+            && deep
+            && let Some(p) = self.primary
+        {
+            r.locate_in_flight = true;
+            let height = t.height;
+            self.send(p, Call::GetBlockHash { height }, Purpose::Locate(block_id));
+            return;
         }
         r.next_round = self.now
             + if r.failed > 0 {
