@@ -730,10 +730,15 @@ impl Coinservers {
         let mut t = Timestamp(u64::MAX);
         if let Some(p) = self.primary {
             t = self.next_refresh;
-            if let Some(at) = self.nodes[p].gbt_retry_at {
+            let n = &self.nodes[p];
+            if let Some(at) = n.gbt_retry_at
+                && !n.gbt_in_flight
+            {
                 t = t.min(at);
             }
         }
+        // Lookups of unknown blocks wait for a live node to ask.
+        let any_up = self.nodes.iter().any(|n| n.up);
         let mut consider = |x: Timestamp| t = t.min(x);
         for (i, n) in self.nodes.iter().enumerate() {
             let polled = n.up && self.primary == Some(i);
@@ -764,6 +769,7 @@ impl Coinservers {
         }
         for tr in self.tracked.values() {
             if let Some(r) = &tr.unresolved
+                && any_up
                 && r.pending == 0
                 && !r.locate_in_flight
             {
@@ -1097,6 +1103,8 @@ impl Coinservers {
             return;
         }
         n.gbt_in_flight = true;
+        // This fetch is the retry.
+        n.gbt_retry_at = None;
         let rules = self.rules.clone();
         self.send(node, Call::GetBlockTemplate { rules }, Purpose::Template);
     }
@@ -1803,6 +1811,8 @@ mod tests {
         fn run(&mut self, ms: u64) {
             let end = self.now.mono + Duration::from_millis(ms);
             self.settle();
+            // Timeouts due now that change nothing would spin a driver's loop.
+            let mut idle = 0;
             loop {
                 let t = self.cs.poll_timeout();
                 assert!(t >= self.now.mono, "timeout in the past");
@@ -1810,10 +1820,17 @@ mod tests {
                     break;
                 }
                 let step = t.saturating_since(self.now.mono);
+                let before = (self.sent.len(), self.events.len());
                 self.now = self.now.advance(step);
                 self.cs.handle_timeout(self.now);
                 self.drain();
                 self.settle();
+                if step.is_zero() && before == (self.sent.len(), self.events.len()) {
+                    idle += 1;
+                    assert!(idle < 100, "timeout due at {t:?} changes nothing: a spin");
+                } else {
+                    idle = 0;
+                }
             }
             self.now = self.now.advance(end.saturating_since(self.now.mono));
             self.cs.handle_timeout(self.now);
@@ -2028,6 +2045,54 @@ mod tests {
         assert_eq!(h.templates_since(t), vec![(0, 12, true)]);
         assert_eq!(h.nodes[0].gbt_busy, 0);
         assert_eq!(h.count_events(|e| matches!(e, Event::NodeDown { .. })), 0);
+    }
+
+    #[test]
+    fn a_template_retry_overtaken_by_another_fetch_does_not_spin() {
+        let mut c = cfg(1);
+        c.template_refresh = Duration::from_secs(60);
+        let mut h = Harness::new(c, vec![FakeNode::new(10)]);
+        h.run(100);
+        let hashless = PushSignal {
+            source: PushSource::Udp,
+            block_hash: None,
+        };
+        // A fetch fails busy (a retry is due shortly), then a push fetches at once from a node
+        // that now hangs: the retry instant passes while that fetch is out.
+        h.nodes[0].gbt_busy = 1;
+        h.cs.handle_push(h.now, hashless);
+        h.drain();
+        h.settle();
+        h.nodes[0].hung = true;
+        h.cs.handle_push(h.now, hashless);
+        h.drain();
+        h.run(5_000);
+        h.nodes[0].hung = false;
+        h.nodes[0].height = 11;
+        let t = h.now.mono;
+        h.run(6_000);
+        assert_eq!(h.templates_since(t).first(), Some(&(0, 12, true)));
+    }
+
+    #[test]
+    fn unknown_blocks_wait_quietly_while_no_node_is_up() {
+        let mut h = Harness::new(cfg(1), vec![FakeNode::new(10)]);
+        h.run(100);
+        h.nodes[0].alive = false;
+        h.run(1_000);
+        assert!(!h.cs.is_up(0));
+        h.cs.handle_resume_block(h.now, id(8), chain_hash(10), 10, Resume::Unknown);
+        h.drain();
+        h.run(10_000);
+        h.nodes[0].alive = true;
+        h.run(3_000);
+        assert_eq!(
+            h.outcomes(),
+            vec![&Event::BlockOutcome {
+                block_id: id(8),
+                status: BlockOutcome::Accepted
+            }]
+        );
     }
 
     #[test]
