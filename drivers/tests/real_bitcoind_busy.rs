@@ -7,6 +7,7 @@
 //! Needs a `bitcoind` binary: `POWERPOOL_BITCOIND`, else `../shared/peers/bin/bitcoind` from the
 //! workspace root. Without one the test prints a skip line and checks nothing.
 
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -170,7 +171,11 @@ fn flood(url: &str, tasks: usize, stop: Arc<AtomicBool>) -> JoinSet<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_bitcoind_keeps_serving_work_and_takes_blocks() {
     let Some(bin) = bitcoind_path() else {
-        println!("skipped: no bitcoind (set POWERPOOL_BITCOIND)");
+        // Straight to stderr: the test harness captures `println!` of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: no bitcoind (set POWERPOOL_BITCOIND)"
+        );
         return;
     };
     let node = Bitcoind::start(&bin);
