@@ -587,6 +587,7 @@ fn describe(e: &ReplyError) -> String {
     match e {
         ReplyError::Transport(m) => m.clone(),
         ReplyError::Timeout => "timed out".to_owned(),
+        ReplyError::Busy(m) => format!("busy: {m}"),
         ReplyError::Rpc { code, message } => format!("rpc error {code}: {message}"),
     }
 }

@@ -11,10 +11,28 @@
 //!   the node listed first) that is not lagging the others' tip for longer than
 //!   [`CoinserverConfig::behind_grace`]. The rule is the same when a node comes up and when the
 //!   primary fails, so the pool always returns to the preferred node once it is healthy.
-//! - A found block is sent to every live node at once; transport failures are retried up to
-//!   [`CoinserverConfig::submit_attempts`] times per node; its outcome
-//!   ([`Event::BlockOutcome`]) is reported exactly once. If no node is live the block waits up
-//!   to [`CoinserverConfig::submit_wait`] for one.
+//! - A busy node is not a dead node. Only health checks (`getblockchaininfo`) mark a live node
+//!   down, and only when one is refused at the transport level (the process is gone), answered
+//!   with a node-level RPC error (-28 warming up, -10 initial block download, -9 no peers) or
+//!   times out [`CoinserverConfig::health_timeouts`] times in a row. A health check answered
+//!   busy (HTTP 503, bitcoind's "Work queue depth exceeded") proves the node alive. Any other
+//!   call that fails busy, times out or fails in transport is repeated after an exponential
+//!   backoff ([`CoinserverConfig::backoff_min`] doubling to
+//!   [`CoinserverConfig::backoff_max`], jittered deterministically) and triggers a health
+//!   check of its node. A template asked for is fetched until it comes.
+//! - A found block is sent to every live node at once. Per node, attempts that fail in
+//!   transport or time out are repeated up to [`CoinserverConfig::submit_attempts`] times and
+//!   attempts answered busy up to [`CoinserverConfig::submit_busy_attempts`] times, after
+//!   backoffs capped at [`CoinserverConfig::submit_retry_delay`]. Its outcome
+//!   ([`Event::BlockOutcome`]) is reported once, except that [`BlockOutcome::Unknown`] (no node
+//!   answered, and one may hold the block) is followed by exactly one final `Accepted` or
+//!   `Rejected` once the nodes tell: every live node is asked `getblockheader` every
+//!   [`CoinserverConfig::resolve_interval`]; a node holding it makes it accepted, and when
+//!   every node says it does not while its height is [`CoinserverConfig::orphan_depth`] deep,
+//!   `getblockhash` at that height names the block that holds it and it is rejected. If no
+//!   node is live the block waits up to [`CoinserverConfig::submit_wait`] for one.
+//! - Blocks recorded before a restart are taken up again with
+//!   [`Coinservers::handle_resume_block`].
 //! - New tips are noticed by polling `getbestblockhash` on the primary even when push
 //!   notifications (UDP, ZMQ) are configured: push only makes detection faster, so a silent
 //!   push source never leaves miners on a stale tip for longer than
@@ -27,16 +45,18 @@
 //! - The original promoted a node with a *higher* `poll_priority` when it came up but
 //!   picked the *lowest* on failover. Here a lower number is always preferred. Live nodes that
 //!   are not primary are checked every [`CoinserverConfig::peer_check_interval`] (the original
-//!   never checked live nodes), and only node-level failures mark a node down: transport
-//!   errors, timeouts, and RPC errors meaning the node cannot serve work yet (-28 warming up,
-//!   -10 initial block download, -9 no peers). An ordinary RPC error reply fails only its call.
+//!   never checked live nodes), and only failed health checks mark a node down (see above);
+//!   the original dropped a node on any failed call. An ordinary RPC error reply fails only
+//!   its call.
 //! - Health checks use `getblockchaininfo` (a node still in initial block download is
 //!   not live), tips use `getbestblockhash`, and `getblocktemplate` sends the configured
 //!   `rules` (default `["segwit"]`).
 //! - Submission is a set of independent requests, so nothing waits on it; found blocks
 //!   trigger a template fetch as soon as a node accepts them instead of waiting for the next
-//!   poll. Only transport failures are retried: a node's reject reason is final, and
-//!   `duplicate` means the node already holds the block (accepted).
+//!   poll. Only node-level failures are retried: a node's reject reason is final, and
+//!   `duplicate` means the node already holds the block (accepted). A block no node answered
+//!   for is not counted rejected (which would reopen its round although it may have landed):
+//!   its outcome is unknown until the nodes are asked.
 //! - A push-triggered template is always reported, with `new_tip` telling whether the
 //!   previous block changed; whether transactions changed is the job manager's call.
 //! - Accepted blocks are followed until `getblockhash(height)` on the primary confirms them at
@@ -97,10 +117,32 @@ pub struct CoinserverConfig {
     pub peer_check_interval: Duration,
     /// How long a node may be behind the highest tip seen before it stops being preferred.
     pub behind_grace: Duration,
-    /// Deadline of every call; a call that misses it counts as a transport failure.
+    /// Deadline of every call. A call other than a health check that misses it is retried
+    /// after a backoff and triggers a health check; a health check that misses it counts
+    /// towards [`CoinserverConfig::health_timeouts`].
     pub rpc_timeout: Duration,
-    /// Attempts per node for a block submission that fails in transport.
+    /// Consecutive health checks that time out before a live node is marked down. A health
+    /// check refused at the transport level (connection refused or reset) or answered with a
+    /// node-level RPC error marks the node down at once; one answered busy (HTTP 503) proves
+    /// the node alive.
+    pub health_timeouts: u32,
+    /// First delay before a call that failed busy or timed out is made again; it doubles on
+    /// each further failure on that node up to [`CoinserverConfig::backoff_max`], and each
+    /// delay is drawn in `[d/2, d]` from a sequence seeded by
+    /// [`CoinserverConfig::backoff_seed`].
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Seeds the backoff jitter, so pools sharing a node spread their retries while each run
+    /// stays reproducible.
+    pub backoff_seed: u64,
+    /// Attempts per node for a block submission that fails in transport or times out. When
+    /// every attempt on every node failed so, the outcome is [`BlockOutcome::Unknown`].
     pub submit_attempts: u32,
+    /// Attempts per node for a block submission the node answers busy: bitcoind ran none of
+    /// them, so they are cheap to repeat and need not share the transport budget.
+    pub submit_busy_attempts: u32,
+    /// Cap of the backoff between submission attempts (which starts at
+    /// [`CoinserverConfig::backoff_min`]).
     pub submit_retry_delay: Duration,
     /// How long a found block waits for a live node when none is up.
     pub submit_wait: Duration,
@@ -112,6 +154,10 @@ pub struct CoinserverConfig {
     /// Depth at which a different block at our height is reported as our block orphaned.
     /// Shallower mismatches are waited out, since a short reorg may bring ours back.
     pub orphan_depth: u64,
+    /// How often a block whose submission outcome is unknown is looked up on every live node
+    /// (`getblockheader`) while no node has it; rounds that could not ask every node are
+    /// repeated after [`CoinserverConfig::health_interval`].
+    pub resolve_interval: Duration,
 }
 
 impl Default for CoinserverConfig {
@@ -126,13 +172,30 @@ impl Default for CoinserverConfig {
             peer_check_interval: Duration::from_secs(5),
             behind_grace: Duration::from_secs(30),
             rpc_timeout: Duration::from_secs(10),
+            health_timeouts: 2,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            backoff_seed: 0,
             submit_attempts: 5,
+            submit_busy_attempts: 30,
             submit_retry_delay: Duration::from_secs(1),
             submit_wait: Duration::from_secs(60),
             gbt_rules: vec!["segwit".to_owned()],
             confirmations: 100,
             orphan_depth: 3,
+            resolve_interval: Duration::from_secs(10),
         }
+    }
+}
+
+impl CoinserverConfig {
+    /// The longest a found block can wait for its [`Event::BlockOutcome`] once a node is live:
+    /// every attempt on a node failing the slowest way, with the longest backoffs between.
+    pub fn submission_bound(&self) -> Duration {
+        (self.rpc_timeout + self.submit_retry_delay)
+            * self
+                .submit_attempts
+                .saturating_add(self.submit_busy_attempts)
     }
 }
 
@@ -144,6 +207,8 @@ pub enum ConfigError {
     DuplicateName(String),
     #[error("`{0}` must be greater than zero")]
     Zero(&'static str),
+    #[error("`backoff_min` must not exceed `backoff_max`")]
+    BackoffOrder,
 }
 
 /// A call the driver must make on `node`.
@@ -162,6 +227,7 @@ pub enum Call {
     GetBlockTemplate { rules: Arc<[String]> },
     SubmitBlock { hex: Arc<str> },
     GetBlockHash { height: u64 },
+    GetBlockHeader { hash: Hash256 },
 }
 
 impl Call {
@@ -173,6 +239,7 @@ impl Call {
             Call::GetBlockTemplate { .. } => "getblocktemplate",
             Call::SubmitBlock { .. } => "submitblock",
             Call::GetBlockHash { .. } => "getblockhash",
+            Call::GetBlockHeader { .. } => "getblockheader",
         }
     }
 
@@ -183,6 +250,7 @@ impl Call {
             Call::GetBlockTemplate { rules } => json!([{ "rules": &rules[..] }]),
             Call::SubmitBlock { hex } => json!([&**hex]),
             Call::GetBlockHash { height } => json!([height]),
+            Call::GetBlockHeader { hash } => json!([hash.to_display_hex()]),
         }
     }
 }
@@ -193,28 +261,43 @@ pub type Reply = Result<Value, ReplyError>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplyError {
     /// Connection refused or reset, HTTP failure, authentication failure, unparsable reply.
+    /// The call may or may not have reached the node.
     Transport(String),
+    /// No answer within the deadline. The node may still run the call.
     Timeout,
+    /// The node is alive but did not run the call: its RPC work queue is full (bitcoind's
+    /// HTTP 503 "Work queue depth exceeded"). Retry after a backoff.
+    Busy(String),
     /// The node answered with a JSON-RPC error object.
-    Rpc {
-        code: i64,
-        message: String,
-    },
+    Rpc { code: i64, message: String },
 }
 
 impl ReplyError {
-    /// Whether this failure says the node as a whole cannot serve (rather than one call failing).
+    /// Whether a health check failing so means the node cannot serve: its process is gone or
+    /// unreachable, or it says it is not ready. Timeouts are counted instead
+    /// ([`CoinserverConfig::health_timeouts`]) and busy answers prove it alive.
     fn node_unavailable(&self) -> bool {
         match self {
-            ReplyError::Transport(_) | ReplyError::Timeout => true,
+            ReplyError::Transport(_) => true,
+            ReplyError::Timeout | ReplyError::Busy(_) => false,
             ReplyError::Rpc { code, .. } => NODE_UNAVAILABLE_CODES.contains(code),
         }
     }
 
-    fn describe(&self) -> String {
+    /// Whether the call failed for reasons of the node rather than of the call itself, so it
+    /// is worth repeating and worth a health check.
+    fn node_level(&self) -> bool {
+        match self {
+            ReplyError::Transport(_) | ReplyError::Timeout | ReplyError::Busy(_) => true,
+            ReplyError::Rpc { code, .. } => NODE_UNAVAILABLE_CODES.contains(code),
+        }
+    }
+
+    pub fn describe(&self) -> String {
         match self {
             ReplyError::Transport(m) => format!("transport: {m}"),
             ReplyError::Timeout => "timed out".to_owned(),
+            ReplyError::Busy(m) => format!("busy: {m}"),
             ReplyError::Rpc { code, message } => format!("rpc error {code}: {message}"),
         }
     }
@@ -241,8 +324,11 @@ pub enum SubmitResult {
     Ok,
     /// The node refused the block; the reason is final.
     Rejected(String),
-    /// Every attempt failed in transport, or the node went unavailable.
+    /// The node certainly did not take the block: it answered busy or not ready on every
+    /// attempt.
     Failed(String),
+    /// Every attempt failed in transport or timed out: the node may hold the block.
+    Unknown(String),
 }
 
 /// What became of a found block, reported once.
@@ -252,8 +338,12 @@ pub enum BlockOutcome {
     Accepted,
     /// No node accepted it and at least one rejected it (the first reason given).
     Rejected(String),
-    /// No node could be reached to take it.
+    /// No node took it: none was live, or every node answered busy or not ready throughout.
     Unsubmitted,
+    /// No node answered: some attempts failed in transport or timed out, so a node may hold
+    /// the block. The machine keeps asking the nodes and reports a second, final outcome
+    /// (`Accepted` or `Rejected`) for this block once they tell.
+    Unknown(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -281,6 +371,7 @@ pub enum Event {
         node: NodeId,
         result: SubmitResult,
     },
+    /// Once per block; after [`BlockOutcome::Unknown`] once more, with the final verdict.
     BlockOutcome {
         block_id: BlockId,
         status: BlockOutcome,
@@ -298,12 +389,23 @@ pub enum Event {
 #[derive(Debug)]
 struct Node {
     up: bool,
-    /// Down: next health probe. Up and not primary: next peer check. Primary: next tip poll.
+    /// Down: next health check. Up and not primary: next peer check. Primary: next tip poll.
     next_probe: Timestamp,
-    probe_in_flight: bool,
+    /// A health check (`getblockchaininfo`) is out.
+    check_in_flight: bool,
+    /// A tip poll (`getbestblockhash`) is out.
+    poll_in_flight: bool,
+    /// A call failed at node level: check the node's health now.
+    check_now: bool,
+    /// Consecutive health checks that timed out.
+    check_timeouts: u32,
+    /// Consecutive node-level call failures, the exponent of the next backoff.
+    failures: u32,
     gbt_in_flight: bool,
     /// Another template is wanted after the one in flight (it may predate the trigger).
     gbt_again: bool,
+    /// A template fetch failed: fetch again at this instant (while primary).
+    gbt_retry_at: Option<Timestamp>,
     best: Option<Hash256>,
     height: Option<u64>,
     behind_since: Option<Timestamp>,
@@ -316,6 +418,10 @@ enum Purpose {
     Template,
     Submit(BlockId),
     Confirm(BlockId),
+    /// `getblockheader` for a block whose outcome is unknown, in resolution round `u32`.
+    Resolve(BlockId, u32),
+    /// `getblockhash` at the height of a block no node has, to tell what holds it.
+    Locate(BlockId),
 }
 
 #[derive(Debug)]
@@ -332,13 +438,33 @@ enum NodeSubmit {
     Done(SubmitResult),
 }
 
+/// One node's part of a submission.
+#[derive(Debug)]
+struct NodeSub {
+    /// Attempts that failed in transport or timed out.
+    failed: u32,
+    /// Attempts answered busy or not ready.
+    refused: u32,
+    st: NodeSubmit,
+}
+
+impl NodeSub {
+    fn start(at: Timestamp) -> Self {
+        NodeSub {
+            failed: 0,
+            refused: 0,
+            st: NodeSubmit::RetryAt(at),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Submission {
     hex: Arc<str>,
     hash: Hash256,
     height: u64,
-    /// Attempts made per node, and where each node stands.
-    nodes: BTreeMap<NodeId, (u32, NodeSubmit)>,
+    /// Where each node stands.
+    nodes: BTreeMap<NodeId, NodeSub>,
     /// While no node was live: give up at this instant.
     wait_until: Timestamp,
     decided: bool,
@@ -351,7 +477,37 @@ struct Tracked {
     check_in_flight: bool,
     /// Tip height at the last check, so each new tip is checked once.
     checked_at_tip: Option<u64>,
+    /// Set while the block's outcome is unknown: no confirmation checks until it is found.
+    unresolved: Option<Resolve>,
 }
+
+/// Looking for a block whose outcome is unknown: one round asks every live node
+/// `getblockheader`; a round in which every asked node said "not found" with the block's
+/// height [`CoinserverConfig::orphan_depth`] deep asks the primary what holds that height.
+#[derive(Debug)]
+struct Resolve {
+    round: u32,
+    /// Replies still due in this round; 0 when no round is out.
+    pending: u32,
+    not_found: u32,
+    failed: u32,
+    next_round: Timestamp,
+    locate_in_flight: bool,
+}
+
+/// How a block recorded before a restart is taken up again
+/// ([`Coinservers::handle_resume_block`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// A node accepted it: follow it to confirmation or orphaning.
+    Accepted,
+    /// Its submission had no known outcome (the pool stopped while submitting, or no node
+    /// answered): find out from the nodes first.
+    Unknown,
+}
+
+/// RPC_INVALID_ADDRESS_OR_KEY: `getblockheader` of a hash the node does not have.
+const BLOCK_NOT_FOUND: i64 = -5;
 
 /// The coinserver machine. See the module docs for the drain order.
 #[derive(Debug)]
@@ -371,6 +527,8 @@ pub struct Coinservers {
     last_prev: Option<Hash256>,
     submissions: BTreeMap<BlockId, Submission>,
     tracked: BTreeMap<BlockId, Tracked>,
+    /// State of the backoff jitter sequence.
+    jitter: u64,
 }
 
 impl Coinservers {
@@ -391,23 +549,40 @@ impl Coinservers {
             ("health_interval", cfg.health_interval),
             ("peer_check_interval", cfg.peer_check_interval),
             ("rpc_timeout", cfg.rpc_timeout),
+            ("backoff_min", cfg.backoff_min),
+            ("resolve_interval", cfg.resolve_interval),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Zero(name));
             }
         }
-        if cfg.submit_attempts == 0 {
-            return Err(ConfigError::Zero("submit_attempts"));
+        for (name, n) in [
+            ("submit_attempts", cfg.submit_attempts),
+            ("submit_busy_attempts", cfg.submit_busy_attempts),
+            ("health_timeouts", cfg.health_timeouts),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::Zero(name));
+            }
         }
+        if cfg.backoff_min > cfg.backoff_max {
+            return Err(ConfigError::BackoffOrder);
+        }
+        let cfg_seed = cfg.backoff_seed;
         let nodes = cfg
             .nodes
             .iter()
             .map(|_| Node {
                 up: false,
                 next_probe: now.mono,
-                probe_in_flight: false,
+                check_in_flight: false,
+                poll_in_flight: false,
+                check_now: false,
+                check_timeouts: 0,
+                failures: 0,
                 gbt_in_flight: false,
                 gbt_again: false,
+                gbt_retry_at: None,
                 best: None,
                 height: None,
                 behind_since: None,
@@ -427,6 +602,7 @@ impl Coinservers {
             last_prev: None,
             submissions: BTreeMap::new(),
             tracked: BTreeMap::new(),
+            jitter: cfg_seed,
         };
         me.tick();
         Ok(me)
@@ -493,10 +669,40 @@ impl Coinservers {
             };
             for node in 0..self.nodes.len() {
                 if self.nodes[node].up {
-                    s.nodes.insert(node, (0, NodeSubmit::RetryAt(self.now)));
+                    s.nodes.insert(node, NodeSub::start(self.now));
                 }
             }
             self.submissions.insert(block_id, s);
+        }
+        self.tick();
+    }
+
+    /// A block found before a restart whose fate is still open. `Accepted` blocks are followed
+    /// to [`Event::BlockConfirmed`] or [`Event::BlockOrphaned`]; `Unknown` ones are first
+    /// looked up on the nodes and get one [`Event::BlockOutcome`] (`Accepted` or `Rejected`)
+    /// when found or given up. A block already known to the machine is ignored.
+    pub fn handle_resume_block(
+        &mut self,
+        now: Now,
+        block_id: BlockId,
+        hash: Hash256,
+        height: u64,
+        resume: Resume,
+    ) {
+        self.advance(now);
+        self.expire();
+        if !self.submissions.contains_key(&block_id) && !self.tracked.contains_key(&block_id) {
+            let unresolved = (resume == Resume::Unknown).then(|| self.new_resolve());
+            self.tracked.insert(
+                block_id,
+                Tracked {
+                    hash,
+                    height,
+                    check_in_flight: false,
+                    checked_at_tip: None,
+                    unresolved,
+                },
+            );
         }
         self.tick();
     }
@@ -522,13 +728,30 @@ impl Coinservers {
     #[must_use]
     pub fn poll_timeout(&self) -> Timestamp {
         let mut t = Timestamp(u64::MAX);
-        if self.primary.is_some() {
+        if let Some(p) = self.primary {
             t = self.next_refresh;
+            let n = &self.nodes[p];
+            if let Some(at) = n.gbt_retry_at
+                && !n.gbt_in_flight
+            {
+                t = t.min(at);
+            }
         }
+        // Lookups of unknown blocks wait for a live node to ask.
+        let any_up = self.nodes.iter().any(|n| n.up);
         let mut consider = |x: Timestamp| t = t.min(x);
-        for n in &self.nodes {
-            if !n.probe_in_flight {
+        for (i, n) in self.nodes.iter().enumerate() {
+            let polled = n.up && self.primary == Some(i);
+            let busy = if polled {
+                n.poll_in_flight
+            } else {
+                n.check_in_flight
+            };
+            if !busy {
                 consider(n.next_probe);
+            }
+            if n.check_now && !n.check_in_flight {
+                consider(self.now);
             }
         }
         for f in self.in_flight.values() {
@@ -538,10 +761,19 @@ impl Coinservers {
             if s.nodes.is_empty() {
                 consider(s.wait_until);
             }
-            for (_, st) in s.nodes.values() {
-                if let NodeSubmit::RetryAt(at) = st {
-                    consider(*at);
+            for ns in s.nodes.values() {
+                if let NodeSubmit::RetryAt(at) = ns.st {
+                    consider(at);
                 }
+            }
+        }
+        for tr in self.tracked.values() {
+            if let Some(r) = &tr.unresolved
+                && any_up
+                && r.pending == 0
+                && !r.locate_in_flight
+            {
+                consider(r.next_round);
             }
         }
         t.max(self.now)
@@ -582,90 +814,160 @@ impl Coinservers {
         }
     }
 
+    /// The delay before retry number `step` (1-based): `base` doubled per step up to `cap`,
+    /// then drawn in `[d/2, d]` from the machine's jitter sequence (splitmix64), so retries of
+    /// many calls do not fall on one instant and a run is reproducible from its inputs.
+    fn backoff(&mut self, base: Duration, cap: Duration, step: u32) -> Duration {
+        let d = base
+            .saturating_mul(1u32 << step.saturating_sub(1).min(20))
+            .min(cap);
+        self.jitter = self.jitter.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.jitter;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let half = d / 2;
+        let span = (d - half).as_nanos() as u64;
+        half + Duration::from_nanos(z % span.saturating_add(1))
+    }
+
     fn on_reply(&mut self, f: InFlight, reply: Reply) {
         let node = f.node;
+        if reply.is_ok() && !matches!(f.purpose, Purpose::Probe) {
+            self.nodes[node].failures = 0;
+        }
         match f.purpose {
             Purpose::Probe => {
-                self.nodes[node].probe_in_flight = false;
+                self.nodes[node].check_in_flight = false;
                 self.on_probe(node, reply);
             }
             Purpose::TipPoll => {
-                self.nodes[node].probe_in_flight = false;
-                match reply {
-                    Ok(v) => match v.as_str().and_then(|s| Hash256::from_display_hex(s).ok()) {
-                        Some(h) => {
-                            if self.nodes[node].best != Some(h) {
-                                self.nodes[node].best = Some(h);
-                                if self.primary == Some(node) {
-                                    self.want_template(node);
-                                }
+                self.nodes[node].poll_in_flight = false;
+                let hash = match &reply {
+                    Ok(v) => v.as_str().and_then(|s| Hash256::from_display_hex(s).ok()),
+                    Err(_) => None,
+                };
+                match (hash, reply) {
+                    (Some(h), _) => {
+                        if self.nodes[node].best != Some(h) {
+                            self.nodes[node].best = Some(h);
+                            if self.primary == Some(node) {
+                                self.want_template(node);
                             }
                         }
-                        None => self.mark_down(node, "getbestblockhash returned no hash".into()),
-                    },
-                    Err(e) => self.on_call_error(node, &e),
+                    }
+                    (None, Ok(_)) => {
+                        self.call_failed(
+                            node,
+                            &ReplyError::Transport("getbestblockhash returned no hash".into()),
+                        );
+                    }
+                    (None, Err(e)) => {
+                        if let Some(delay) = self.call_failed(node, &e) {
+                            let n = &mut self.nodes[node];
+                            n.next_probe = n.next_probe.max(self.now + delay);
+                        }
+                    }
                 }
             }
             Purpose::Template => {
                 let n = &mut self.nodes[node];
                 n.gbt_in_flight = false;
                 match reply {
-                    Ok(v) => self.on_template(node, v),
-                    Err(e) => self.on_call_error(node, &e),
+                    Ok(v) => {
+                        self.nodes[node].gbt_retry_at = None;
+                        self.on_template(node, v);
+                    }
+                    Err(e) => {
+                        // A template asked for is fetched until it comes: busy nodes and
+                        // timeouts are waited out, not skipped until the next refresh.
+                        let delay = match self.call_failed(node, &e) {
+                            Some(d) => d,
+                            None => self.cfg.backoff_max,
+                        };
+                        self.nodes[node].gbt_retry_at = Some(self.now + delay);
+                    }
                 }
                 let n = &mut self.nodes[node];
                 if n.gbt_again && n.up && self.primary == Some(node) {
                     n.gbt_again = false;
+                    n.gbt_retry_at = None;
                     self.want_template(node);
                 }
             }
             Purpose::Submit(block_id) => self.on_submit_reply(block_id, node, reply),
-            Purpose::Confirm(block_id) => {
-                let tip = self.tip_height();
-                let Some(t) = self.tracked.get_mut(&block_id) else {
+            Purpose::Confirm(block_id) => self.on_confirm(block_id, node, reply),
+            Purpose::Resolve(block_id, round) => self.on_resolve(block_id, round, node, reply),
+            Purpose::Locate(block_id) => self.on_locate(block_id, node, reply),
+        }
+    }
+
+    fn on_confirm(&mut self, block_id: BlockId, node: NodeId, reply: Reply) {
+        let tip = self.tip_height();
+        let Some(t) = self.tracked.get_mut(&block_id) else {
+            return;
+        };
+        t.check_in_flight = false;
+        match reply {
+            Ok(v) => {
+                let Some(h) = v.as_str().and_then(|s| Hash256::from_display_hex(s).ok()) else {
                     return;
                 };
-                t.check_in_flight = false;
-                match reply {
-                    Ok(v) => {
-                        let Some(h) = v.as_str().and_then(|s| Hash256::from_display_hex(s).ok())
-                        else {
-                            return;
-                        };
-                        let depth = tip.map_or(0, |tip| depth(tip, t.height));
-                        if h == t.hash {
-                            if depth >= self.cfg.confirmations {
-                                self.tracked.remove(&block_id);
-                                self.events.push_back(Event::BlockConfirmed { block_id });
-                            }
-                        } else if depth >= self.cfg.orphan_depth {
-                            self.tracked.remove(&block_id);
-                            self.events.push_back(Event::BlockOrphaned {
-                                block_id,
-                                replaced_by: h,
-                            });
-                        }
+                let depth = tip.map_or(0, |tip| depth(tip, t.height));
+                if h == t.hash {
+                    if depth >= self.cfg.confirmations {
+                        self.tracked.remove(&block_id);
+                        self.events.push_back(Event::BlockConfirmed { block_id });
                     }
-                    Err(e) => {
-                        // Checked again on the next tip.
-                        t.checked_at_tip = None;
-                        self.on_call_error(node, &e);
-                    }
+                } else if depth >= self.cfg.orphan_depth {
+                    self.tracked.remove(&block_id);
+                    self.events.push_back(Event::BlockOrphaned {
+                        block_id,
+                        replaced_by: h,
+                    });
                 }
+            }
+            Err(e) => {
+                // Checked again on the next tip.
+                t.checked_at_tip = None;
+                self.call_failed(node, &e);
             }
         }
     }
 
+    /// A health check's answer: the only thing that marks a live node down.
     fn on_probe(&mut self, node: NodeId, reply: Reply) {
         let info = match reply {
             Ok(v) => v,
             Err(e) => {
-                if self.nodes[node].up {
-                    self.on_call_error(node, &e);
+                let n = &mut self.nodes[node];
+                if !n.up {
+                    return;
+                }
+                match &e {
+                    ReplyError::Busy(_) => {
+                        // It answered: alive, only busy.
+                        n.check_timeouts = 0;
+                    }
+                    ReplyError::Timeout => {
+                        n.check_timeouts += 1;
+                        if n.check_timeouts >= self.cfg.health_timeouts {
+                            let reason =
+                                format!("{} health checks in a row timed out", n.check_timeouts);
+                            self.mark_down(node, reason);
+                        } else {
+                            n.check_now = true;
+                        }
+                    }
+                    e if e.node_unavailable() => self.mark_down(node, e.describe()),
+                    e => {
+                        tracing::warn!(node = self.cfg.nodes[node].name, error = %e.describe(), "health check failed")
+                    }
                 }
                 return;
             }
         };
+        self.nodes[node].check_timeouts = 0;
         let height = info.get("blocks").and_then(Value::as_u64);
         let best = info
             .get("bestblockhash")
@@ -701,6 +1003,7 @@ impl Coinservers {
         if !self.nodes[node].up {
             let n = &mut self.nodes[node];
             n.up = true;
+            n.failures = 0;
             n.behind_since = None;
             self.events.push_back(Event::NodeUp { node });
             // A node returning behind the others is catching up: it earns preference only
@@ -719,7 +1022,7 @@ impl Coinservers {
     fn join_open_submissions(&mut self, node: NodeId) {
         for s in self.submissions.values_mut() {
             if !s.decided && !s.nodes.contains_key(&node) {
-                s.nodes.insert(node, (0, NodeSubmit::RetryAt(self.now)));
+                s.nodes.insert(node, NodeSub::start(self.now));
             }
         }
     }
@@ -758,14 +1061,23 @@ impl Coinservers {
         }
     }
 
-    fn on_call_error(&mut self, node: NodeId, e: &ReplyError) {
-        if e.node_unavailable() {
-            if self.nodes[node].up {
-                self.mark_down(node, e.describe());
-            }
-        } else {
+    /// A call other than a health check failed. Node-level failures (busy, timeout,
+    /// transport, not ready) ask for a health check of the node, which alone decides whether
+    /// it is down, and return the backoff before the call is worth repeating; an ordinary RPC
+    /// error fails only its call and returns `None`.
+    fn call_failed(&mut self, node: NodeId, e: &ReplyError) -> Option<Duration> {
+        if !e.node_level() {
             tracing::warn!(node = self.cfg.nodes[node].name, error = %e.describe(), "call failed");
+            return None;
         }
+        tracing::debug!(node = self.cfg.nodes[node].name, error = %e.describe(), "call failed; checking the node");
+        let n = &mut self.nodes[node];
+        if n.up {
+            n.check_now = true;
+        }
+        n.failures = n.failures.saturating_add(1);
+        let step = n.failures;
+        Some(self.backoff(self.cfg.backoff_min, self.cfg.backoff_max, step))
     }
 
     fn mark_down(&mut self, node: NodeId, reason: String) {
@@ -776,6 +1088,9 @@ impl Coinservers {
         n.up = false;
         n.behind_since = None;
         n.gbt_again = false;
+        n.gbt_retry_at = None;
+        n.check_now = false;
+        n.check_timeouts = 0;
         n.next_probe = self.now + self.cfg.health_interval;
         self.events.push_back(Event::NodeDown { node, reason });
         self.update_behind();
@@ -788,6 +1103,8 @@ impl Coinservers {
             return;
         }
         n.gbt_in_flight = true;
+        // This fetch is the retry.
+        n.gbt_retry_at = None;
         let rules = self.rules.clone();
         self.send(node, Call::GetBlockTemplate { rules }, Purpose::Template);
     }
@@ -845,48 +1162,57 @@ impl Coinservers {
                 .push_back(Event::PrimaryChanged { from, to: chosen });
             if let Some(p) = chosen {
                 self.nodes[p].next_probe = self.now + self.primary_poll_interval();
+                self.nodes[p].gbt_retry_at = None;
                 self.want_template(p);
             }
         }
         let now = self.now;
         for node in 0..self.nodes.len() {
             let n = &self.nodes[node];
-            if n.probe_in_flight || n.next_probe > now {
-                continue;
+            if n.up && self.primary == Some(node) {
+                if !n.poll_in_flight && n.next_probe <= now {
+                    let interval = self.primary_poll_interval();
+                    let n = &mut self.nodes[node];
+                    n.poll_in_flight = true;
+                    n.next_probe = now + interval;
+                    self.send(node, Call::GetBestBlockHash, Purpose::TipPoll);
+                }
+            } else if !n.check_in_flight && n.next_probe <= now {
+                let interval = if n.up {
+                    self.cfg.peer_check_interval
+                } else {
+                    self.cfg.health_interval
+                };
+                let n = &mut self.nodes[node];
+                n.check_in_flight = true;
+                n.check_now = false;
+                n.next_probe = now + interval;
+                self.send(node, Call::GetBlockchainInfo, Purpose::Probe);
             }
-            let (call, purpose, interval) = if !n.up {
-                (
-                    Call::GetBlockchainInfo,
-                    Purpose::Probe,
-                    self.cfg.health_interval,
-                )
-            } else if self.primary == Some(node) {
-                (
-                    Call::GetBestBlockHash,
-                    Purpose::TipPoll,
-                    self.primary_poll_interval(),
-                )
-            } else {
-                (
-                    Call::GetBlockchainInfo,
-                    Purpose::Probe,
-                    self.cfg.peer_check_interval,
-                )
-            };
             let n = &mut self.nodes[node];
-            n.probe_in_flight = true;
-            n.next_probe = now + interval;
-            self.send(node, call, purpose);
+            if n.check_now && !n.check_in_flight {
+                n.check_now = false;
+                if n.up {
+                    n.check_in_flight = true;
+                    self.send(node, Call::GetBlockchainInfo, Purpose::Probe);
+                }
+            }
         }
-        if let Some(p) = self.primary
-            && self.next_refresh <= now
-        {
-            self.next_refresh = now + self.cfg.template_refresh;
-            if !self.nodes[p].gbt_in_flight {
+        if let Some(p) = self.primary {
+            let retry = self.nodes[p].gbt_retry_at.is_some_and(|at| at <= now);
+            if retry && !self.nodes[p].gbt_in_flight {
+                self.nodes[p].gbt_retry_at = None;
                 self.want_template(p);
+            }
+            if self.next_refresh <= now {
+                self.next_refresh = now + self.cfg.template_refresh;
+                if !self.nodes[p].gbt_in_flight {
+                    self.want_template(p);
+                }
             }
         }
         self.drive_submissions();
+        self.drive_resolves();
     }
 
     fn primary_poll_interval(&self) -> Duration {
@@ -914,13 +1240,12 @@ impl Coinservers {
                     continue;
                 }
                 for node in live {
-                    s.nodes.insert(node, (0, NodeSubmit::RetryAt(now)));
+                    s.nodes.insert(node, NodeSub::start(now));
                 }
             }
-            for (&node, (attempts, st)) in &mut s.nodes {
-                if matches!(st, NodeSubmit::RetryAt(at) if *at <= now) {
-                    *attempts += 1;
-                    *st = NodeSubmit::InFlight;
+            for (&node, ns) in &mut s.nodes {
+                if matches!(ns.st, NodeSubmit::RetryAt(at) if at <= now) {
+                    ns.st = NodeSubmit::InFlight;
                     sends.push((node, block_id, s.hex.clone()));
                 }
             }
@@ -936,47 +1261,68 @@ impl Coinservers {
     }
 
     fn on_submit_reply(&mut self, block_id: BlockId, node: NodeId, reply: Reply) {
-        let retry_at = self.now + self.cfg.submit_retry_delay;
-        let max_attempts = self.cfg.submit_attempts;
-        let Some(s) = self.submissions.get_mut(&block_id) else {
+        if !self
+            .submissions
+            .get(&block_id)
+            .is_some_and(|s| s.nodes.contains_key(&node))
+        {
             return;
-        };
-        let Some((attempts, st)) = s.nodes.get_mut(&node) else {
-            return;
-        };
+        }
         let result = match reply {
-            Ok(Value::Null) => Some(SubmitResult::Ok),
+            Ok(Value::Null) => SubmitResult::Ok,
             Ok(Value::String(r)) => match r.as_str() {
-                "duplicate" | "inconclusive" | "duplicate-inconclusive" => Some(SubmitResult::Ok),
-                _ => Some(SubmitResult::Rejected(r)),
+                "duplicate" | "inconclusive" | "duplicate-inconclusive" => SubmitResult::Ok,
+                _ => SubmitResult::Rejected(r),
             },
-            Ok(other) => Some(SubmitResult::Rejected(format!("unexpected reply {other}"))),
+            Ok(other) => SubmitResult::Rejected(format!("unexpected reply {other}")),
             Err(ReplyError::Rpc { code, message }) if !NODE_UNAVAILABLE_CODES.contains(&code) => {
-                Some(SubmitResult::Rejected(format!(
-                    "rpc error {code}: {message}"
-                )))
+                SubmitResult::Rejected(format!("rpc error {code}: {message}"))
             }
             Err(e) => {
-                let retry = *attempts < max_attempts;
-                if retry {
-                    *st = NodeSubmit::RetryAt(retry_at);
-                }
-                // Transport trouble also says something about the node.
-                self.on_call_error(node, &e);
-                if retry {
+                // Node trouble also says something about the node: check it.
+                self.call_failed(node, &e);
+                // Busy or not ready: the node ran nothing, so the block certainly did not
+                // reach it. Transport failures and timeouts leave that open.
+                let refused = matches!(e, ReplyError::Busy(_) | ReplyError::Rpc { .. });
+                let (max, cap) = (self.cfg.submit_attempts, self.cfg.submit_busy_attempts);
+                let ns = self
+                    .submissions
+                    .get_mut(&block_id)
+                    .and_then(|s| s.nodes.get_mut(&node))
+                    .expect("checked above");
+                let (tried, limit) = if refused {
+                    ns.refused += 1;
+                    (ns.refused, cap)
+                } else {
+                    ns.failed += 1;
+                    (ns.failed, max)
+                };
+                let maybe_delivered = ns.failed > 0;
+                if tried < limit {
+                    let delay =
+                        self.backoff(self.cfg.backoff_min, self.cfg.submit_retry_delay, tried);
+                    let at = self.now + delay;
+                    if let Some(ns) = self
+                        .submissions
+                        .get_mut(&block_id)
+                        .and_then(|s| s.nodes.get_mut(&node))
+                    {
+                        ns.st = NodeSubmit::RetryAt(at);
+                    }
                     return;
                 }
-                Some(SubmitResult::Failed(e.describe()))
+                if maybe_delivered {
+                    SubmitResult::Unknown(e.describe())
+                } else {
+                    SubmitResult::Failed(e.describe())
+                }
             }
-        };
-        let Some(result) = result else {
-            return;
         };
         let Some(s) = self.submissions.get_mut(&block_id) else {
             return;
         };
-        if let Some((_, st)) = s.nodes.get_mut(&node) {
-            *st = NodeSubmit::Done(result.clone());
+        if let Some(ns) = s.nodes.get_mut(&node) {
+            ns.st = NodeSubmit::Done(result.clone());
         }
         let accepted = result == SubmitResult::Ok;
         let first_accept = accepted && !s.decided;
@@ -1005,6 +1351,7 @@ impl Coinservers {
                     height,
                     check_in_flight: false,
                     checked_at_tip: None,
+                    unresolved: None,
                 },
             );
         }
@@ -1012,7 +1359,8 @@ impl Coinservers {
     }
 
     /// Reports the outcome when every node has answered without accepting, and forgets the
-    /// submission once nothing is outstanding.
+    /// submission once nothing is outstanding. A node that may hold the block outweighs a
+    /// reject elsewhere: the nodes are asked before the block is given up.
     fn finish_submission(&mut self, block_id: BlockId) {
         let Some(s) = self.submissions.get(&block_id) else {
             return;
@@ -1020,23 +1368,198 @@ impl Coinservers {
         if !s
             .nodes
             .values()
-            .all(|(_, st)| matches!(st, NodeSubmit::Done(_)))
+            .all(|ns| matches!(ns.st, NodeSubmit::Done(_)))
         {
             return;
         }
         if !s.decided {
-            let status = s
-                .nodes
-                .values()
-                .find_map(|(_, st)| match st {
-                    NodeSubmit::Done(SubmitResult::Rejected(r)) => Some(r.clone()),
+            let first = |f: fn(&SubmitResult) -> Option<&String>| {
+                s.nodes.values().find_map(|ns| match &ns.st {
+                    NodeSubmit::Done(r) => f(r).cloned(),
                     _ => None,
                 })
-                .map_or(BlockOutcome::Unsubmitted, BlockOutcome::Rejected);
+            };
+            let unknown = first(|r| match r {
+                SubmitResult::Unknown(m) => Some(m),
+                _ => None,
+            });
+            let rejected = first(|r| match r {
+                SubmitResult::Rejected(m) => Some(m),
+                _ => None,
+            });
+            let (hash, height) = (s.hash, s.height);
+            let status = match (unknown, rejected) {
+                (Some(m), _) => {
+                    let unresolved = Some(self.new_resolve());
+                    self.tracked.insert(
+                        block_id,
+                        Tracked {
+                            hash,
+                            height,
+                            check_in_flight: false,
+                            checked_at_tip: None,
+                            unresolved,
+                        },
+                    );
+                    BlockOutcome::Unknown(m)
+                }
+                (None, Some(r)) => BlockOutcome::Rejected(r),
+                (None, None) => BlockOutcome::Unsubmitted,
+            };
             self.events
                 .push_back(Event::BlockOutcome { block_id, status });
         }
         self.submissions.remove(&block_id);
+    }
+
+    fn new_resolve(&self) -> Resolve {
+        Resolve {
+            round: 0,
+            pending: 0,
+            not_found: 0,
+            failed: 0,
+            next_round: self.now,
+            locate_in_flight: false,
+        }
+    }
+
+    /// Starts a lookup round for every block of unknown outcome that is due one.
+    fn drive_resolves(&mut self) {
+        let live: Vec<NodeId> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].up)
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let now = self.now;
+        let mut sends = Vec::new();
+        for (&id, t) in &mut self.tracked {
+            let Some(r) = &mut t.unresolved else {
+                continue;
+            };
+            if r.pending > 0 || r.locate_in_flight || r.next_round > now {
+                continue;
+            }
+            r.round = r.round.wrapping_add(1);
+            r.pending = live.len() as u32;
+            r.not_found = 0;
+            r.failed = 0;
+            for &node in &live {
+                sends.push((node, id, t.hash, r.round));
+            }
+        }
+        for (node, id, hash, round) in sends {
+            self.send(
+                node,
+                Call::GetBlockHeader { hash },
+                Purpose::Resolve(id, round),
+            );
+        }
+    }
+
+    fn on_resolve(&mut self, block_id: BlockId, round: u32, node: NodeId, reply: Reply) {
+        let tip = self.tip_height();
+        let Some(t) = self.tracked.get_mut(&block_id) else {
+            return;
+        };
+        let Some(r) = &mut t.unresolved else {
+            return;
+        };
+        if r.round != round {
+            return;
+        }
+        r.pending = r.pending.saturating_sub(1);
+        match reply {
+            Ok(v) if v.is_object() => {
+                // A node holds it (on the best chain or not): it was accepted, and from here
+                // it is followed like any accepted block.
+                t.unresolved = None;
+                t.checked_at_tip = None;
+                self.events.push_back(Event::BlockOutcome {
+                    block_id,
+                    status: BlockOutcome::Accepted,
+                });
+                if let Some(p) = self.primary {
+                    self.want_template(p);
+                }
+                return;
+            }
+            Err(ReplyError::Rpc { code, .. }) if code == BLOCK_NOT_FOUND => r.not_found += 1,
+            Ok(_) => r.failed += 1,
+            Err(e) => {
+                r.failed += 1;
+                self.call_failed(node, &e);
+            }
+        }
+        let Some(t) = self.tracked.get_mut(&block_id) else {
+            return;
+        };
+        let Some(r) = &mut t.unresolved else {
+            return;
+        };
+        if r.pending > 0 {
+            return;
+        }
+        let everyone_said_no = r.failed == 0 && r.not_found > 0;
+        let deep = tip.is_some_and(|tip| depth(tip, t.height) >= self.cfg.orphan_depth);
+        if everyone_said_no
+            && deep
+            && let Some(p) = self.primary
+        {
+            r.locate_in_flight = true;
+            let height = t.height;
+            self.send(p, Call::GetBlockHash { height }, Purpose::Locate(block_id));
+            return;
+        }
+        r.next_round = self.now
+            + if r.failed > 0 {
+                self.cfg.health_interval
+            } else {
+                self.cfg.resolve_interval
+            };
+    }
+
+    /// What holds the height of a block no node has: ours after all (a node took it
+    /// meanwhile) or another block, which settles it as never having reached the chain.
+    fn on_locate(&mut self, block_id: BlockId, node: NodeId, reply: Reply) {
+        let Some(t) = self.tracked.get_mut(&block_id) else {
+            return;
+        };
+        let Some(r) = &mut t.unresolved else {
+            return;
+        };
+        r.locate_in_flight = false;
+        let found = reply
+            .as_ref()
+            .ok()
+            .and_then(Value::as_str)
+            .and_then(|s| Hash256::from_display_hex(s).ok());
+        match found {
+            Some(h) if h == t.hash => {
+                t.unresolved = None;
+                t.checked_at_tip = None;
+                self.events.push_back(Event::BlockOutcome {
+                    block_id,
+                    status: BlockOutcome::Accepted,
+                });
+            }
+            Some(h) => {
+                let height = t.height;
+                self.tracked.remove(&block_id);
+                self.events.push_back(Event::BlockOutcome {
+                    block_id,
+                    status: BlockOutcome::Rejected(format!(
+                        "no node holds it; height {height} holds {h}"
+                    )),
+                });
+            }
+            None => {
+                r.next_round = self.now + self.cfg.health_interval;
+                if let Err(e) = reply {
+                    self.call_failed(node, &e);
+                }
+            }
+        }
     }
 
     /// On each new tip, asks the primary which block holds each tracked height deep enough to
@@ -1048,7 +1571,7 @@ impl Coinservers {
         let threshold = self.cfg.orphan_depth.min(self.cfg.confirmations);
         let mut due = Vec::new();
         for (&id, t) in &mut self.tracked {
-            if t.check_in_flight || t.checked_at_tip == Some(tip) {
+            if t.unresolved.is_some() || t.check_in_flight || t.checked_at_tip == Some(tip) {
                 continue;
             }
             if depth(tip, t.height) >= threshold.max(1) {
@@ -1089,9 +1612,17 @@ mod tests {
         hung: bool,
         height: u64,
         warming: bool,
+        /// Every call is answered HTTP 503 (the work queue is full).
+        busy: bool,
+        /// Template fetches to answer busy before serving one.
+        gbt_busy: u32,
         submit_reply: Reply,
         /// Transport failures to give before answering submits.
         submit_failures: u32,
+        /// Submits to answer busy before answering.
+        submit_busy: u32,
+        /// Submits are received but never answered (they time out).
+        submit_hang: bool,
         submits: u32,
     }
 
@@ -1102,8 +1633,12 @@ mod tests {
                 hung: false,
                 height,
                 warming: false,
+                busy: false,
+                gbt_busy: 0,
                 submit_reply: Ok(Value::Null),
                 submit_failures: 0,
+                submit_busy: 0,
+                submit_hang: false,
                 submits: 0,
             }
         }
@@ -1118,6 +1653,10 @@ mod tests {
         pending: Vec<Request>,
         sent: Vec<(Timestamp, Request)>,
         events: Vec<(Timestamp, Event)>,
+    }
+
+    fn busy() -> ReplyError {
+        ReplyError::Busy("HTTP 503: Work queue depth exceeded".into())
     }
 
     fn chain_hash(h: u64) -> Hash256 {
@@ -1184,6 +1723,9 @@ mod tests {
                     message: "Loading block index...".into(),
                 }));
             }
+            if n.busy {
+                return Some(Err(busy()));
+            }
             let height = n.height;
             Some(Ok(match &r.call {
                 Call::GetBlockchainInfo => json!({
@@ -1195,6 +1737,11 @@ mod tests {
                 Call::GetBlockCount => json!(height),
                 Call::GetBlockTemplate { rules } => {
                     assert_eq!(&rules[..], ["segwit".to_owned()]);
+                    let n = &mut self.nodes[r.node];
+                    if n.gbt_busy > 0 {
+                        n.gbt_busy -= 1;
+                        return Some(Err(busy()));
+                    }
                     json!({
                         "previousblockhash": self.hash(height).to_display_hex(),
                         "height": height + 1,
@@ -1209,9 +1756,27 @@ mod tests {
                     }
                     json!(self.hash(*h).to_display_hex())
                 }
+                Call::GetBlockHeader { hash } => {
+                    match (0..=height).rev().find(|h| self.hash(*h) == *hash) {
+                        Some(h) => json!({"hash": hash.to_display_hex(), "height": h}),
+                        None => {
+                            return Some(Err(ReplyError::Rpc {
+                                code: -5,
+                                message: "Block not found".into(),
+                            }));
+                        }
+                    }
+                }
                 Call::SubmitBlock { .. } => {
                     let n = &mut self.nodes[r.node];
+                    if n.submit_hang {
+                        return None;
+                    }
                     n.submits += 1;
+                    if n.submit_busy > 0 {
+                        n.submit_busy -= 1;
+                        return Some(Err(busy()));
+                    }
                     if n.submit_failures > 0 {
                         n.submit_failures -= 1;
                         return Some(Err(ReplyError::Transport("reset".into())));
@@ -1246,6 +1811,8 @@ mod tests {
         fn run(&mut self, ms: u64) {
             let end = self.now.mono + Duration::from_millis(ms);
             self.settle();
+            // Timeouts due now that change nothing would spin a driver's loop.
+            let mut idle = 0;
             loop {
                 let t = self.cs.poll_timeout();
                 assert!(t >= self.now.mono, "timeout in the past");
@@ -1253,10 +1820,17 @@ mod tests {
                     break;
                 }
                 let step = t.saturating_since(self.now.mono);
+                let before = (self.sent.len(), self.events.len());
                 self.now = self.now.advance(step);
                 self.cs.handle_timeout(self.now);
                 self.drain();
                 self.settle();
+                if step.is_zero() && before == (self.sent.len(), self.events.len()) {
+                    idle += 1;
+                    assert!(idle < 100, "timeout due at {t:?} changes nothing: a spin");
+                } else {
+                    idle = 0;
+                }
             }
             self.now = self.now.advance(end.saturating_since(self.now.mono));
             self.cs.handle_timeout(self.now);
@@ -1384,14 +1958,156 @@ mod tests {
     }
 
     #[test]
-    fn a_hung_primary_times_out_and_fails_over() {
+    fn a_hung_primary_fails_over_after_its_health_checks_time_out() {
         let mut h = Harness::new(cfg(2), vec![FakeNode::new(10), FakeNode::new(10)]);
         h.run(100);
         h.nodes[0].hung = true;
-        h.run(9_000);
-        assert_eq!(h.cs.primary(), Some(0), "still within the rpc timeout");
+        // The tip poll times out at 10 s and triggers a health check, which times out at 20 s
+        // (one of the two allowed) and is repeated at once: down at 30 s.
+        h.run(29_000);
+        assert_eq!(h.cs.primary(), Some(0), "a slow node is not a dead node");
+        assert_eq!(h.count_events(|e| matches!(e, Event::NodeDown { .. })), 0);
         h.run(2_000);
         assert_eq!(h.cs.primary(), Some(1));
+        assert!(h.events.iter().any(|(_, e)| matches!(
+            e,
+            Event::NodeDown { node: 0, reason } if reason.contains("timed out")
+        )));
+    }
+
+    #[test]
+    fn one_slow_answer_is_waited_out_without_failover() {
+        let mut h = Harness::new(cfg(2), vec![FakeNode::new(10), FakeNode::new(10)]);
+        h.run(100);
+        h.nodes[0].hung = true;
+        // Long enough for the tip poll and one health check to time out.
+        h.run(21_000);
+        h.nodes[0].hung = false;
+        h.nodes[0].height = 11;
+        h.nodes[1].height = 11;
+        let t = h.now.mono;
+        h.run(15_000);
+        assert_eq!(h.count_events(|e| matches!(e, Event::NodeDown { .. })), 0);
+        assert_eq!(
+            h.count_events(|e| matches!(e, Event::PrimaryChanged { .. })),
+            1,
+            "only the first choice"
+        );
+        assert_eq!(h.templates_since(t).first(), Some(&(0, 12, true)));
+    }
+
+    #[test]
+    fn a_busy_primary_keeps_its_place_and_is_backed_off() {
+        let mut h = Harness::new(cfg(2), vec![FakeNode::new(10), FakeNode::new(10)]);
+        h.run(100);
+        let t0 = h.now.mono;
+        h.nodes[0].busy = true;
+        h.run(60_000);
+        assert!(h.cs.is_up(0));
+        assert_eq!(h.cs.primary(), Some(0));
+        assert_eq!(h.count_events(|e| matches!(e, Event::NodeDown { .. })), 0);
+        // Unthrottled it would be polled every 250 ms (240 polls); backed off to 5 s at most.
+        let calls = h
+            .sent
+            .iter()
+            .filter(|(at, r)| *at > t0 && r.node == 0)
+            .count();
+        assert!(
+            (12..=100).contains(&calls),
+            "{calls} calls to the busy node in 60 s"
+        );
+        // Health checks were made, and answered busy: the node is alive.
+        assert!(
+            h.sent
+                .iter()
+                .any(|(at, r)| *at > t0 && r.node == 0 && r.call == Call::GetBlockchainInfo)
+        );
+        // Once it has capacity again, a block it saw meanwhile reaches the miners within the
+        // longest backoff.
+        h.nodes[0].busy = false;
+        h.nodes[0].height = 11;
+        let t1 = h.now.mono;
+        h.run(6_000);
+        assert_eq!(h.templates_since(t1).first(), Some(&(0, 12, true)));
+    }
+
+    #[test]
+    fn a_template_fetch_answered_busy_is_retried_not_lost() {
+        let mut c = cfg(1);
+        c.template_refresh = Duration::from_secs(60);
+        let mut h = Harness::new(c, vec![FakeNode::new(10)]);
+        h.run(100);
+        h.nodes[0].gbt_busy = 4;
+        h.nodes[0].height = 11;
+        let t = h.now.mono;
+        // Backoffs of at most 0.1 + 0.2 + 0.4 + 0.8 s, far below the refresh.
+        h.run(2_000);
+        assert_eq!(h.templates_since(t), vec![(0, 12, true)]);
+        assert_eq!(h.nodes[0].gbt_busy, 0);
+        assert_eq!(h.count_events(|e| matches!(e, Event::NodeDown { .. })), 0);
+    }
+
+    #[test]
+    fn a_template_retry_overtaken_by_another_fetch_does_not_spin() {
+        let mut c = cfg(1);
+        c.template_refresh = Duration::from_secs(60);
+        let mut h = Harness::new(c, vec![FakeNode::new(10)]);
+        h.run(100);
+        let hashless = PushSignal {
+            source: PushSource::Udp,
+            block_hash: None,
+        };
+        // A fetch fails busy (a retry is due shortly), then a push fetches at once from a node
+        // that now hangs: the retry instant passes while that fetch is out.
+        h.nodes[0].gbt_busy = 1;
+        h.cs.handle_push(h.now, hashless);
+        h.drain();
+        h.settle();
+        h.nodes[0].hung = true;
+        h.cs.handle_push(h.now, hashless);
+        h.drain();
+        h.run(5_000);
+        h.nodes[0].hung = false;
+        h.nodes[0].height = 11;
+        let t = h.now.mono;
+        h.run(6_000);
+        assert_eq!(h.templates_since(t).first(), Some(&(0, 12, true)));
+    }
+
+    #[test]
+    fn unknown_blocks_wait_quietly_while_no_node_is_up() {
+        let mut h = Harness::new(cfg(1), vec![FakeNode::new(10)]);
+        h.run(100);
+        h.nodes[0].alive = false;
+        h.run(1_000);
+        assert!(!h.cs.is_up(0));
+        h.cs.handle_resume_block(h.now, id(8), chain_hash(10), 10, Resume::Unknown);
+        h.drain();
+        h.run(10_000);
+        h.nodes[0].alive = true;
+        h.run(3_000);
+        assert_eq!(
+            h.outcomes(),
+            vec![&Event::BlockOutcome {
+                block_id: id(8),
+                status: BlockOutcome::Accepted
+            }]
+        );
+    }
+
+    #[test]
+    fn a_busy_answer_to_a_health_check_keeps_a_node_up() {
+        let mut h = Harness::new(cfg(2), vec![FakeNode::new(10), FakeNode::new(10)]);
+        h.run(100);
+        // Node 1 is checked every 5 s as a peer; all its answers are busy for a minute.
+        h.nodes[1].busy = true;
+        h.run(60_000);
+        assert!(h.cs.is_up(1));
+        // Connection refused is a gone process: down at the next check.
+        h.nodes[1].busy = false;
+        h.nodes[1].alive = false;
+        h.run(6_000);
+        assert!(!h.cs.is_up(1));
     }
 
     #[test]
@@ -1622,22 +2338,226 @@ mod tests {
     }
 
     #[test]
-    fn all_attempts_failing_is_unsubmitted() {
+    fn busy_submissions_are_retried_until_taken() {
         let mut h = Harness::new(cfg(1), vec![FakeNode::new(10)]);
         h.run(100);
-        h.nodes[0].submit_failures = 100;
+        h.nodes[0].submit_busy = 12;
         h.cs.handle_found_block(h.now, id(3), "beef".into(), chain_hash(11), 11);
         h.drain();
         h.run(20_000);
-        assert_eq!(h.nodes[0].submits, 5);
+        assert_eq!(h.nodes[0].submits, 13);
         assert_eq!(
-            h.count_events(|e| *e
-                == Event::BlockOutcome {
-                    block_id: id(3),
-                    status: BlockOutcome::Unsubmitted
-                }),
+            h.outcomes(),
+            vec![&Event::BlockOutcome {
+                block_id: id(3),
+                status: BlockOutcome::Accepted
+            }]
+        );
+        assert_eq!(h.count_events(|e| matches!(e, Event::NodeDown { .. })), 0);
+    }
+
+    #[test]
+    fn a_node_busy_on_every_attempt_did_not_take_the_block() {
+        let mut c = cfg(1);
+        c.submit_busy_attempts = 4;
+        let mut h = Harness::new(c, vec![FakeNode::new(10)]);
+        h.run(100);
+        h.nodes[0].submit_busy = 100;
+        h.cs.handle_found_block(h.now, id(3), "beef".into(), chain_hash(11), 11);
+        h.drain();
+        h.run(20_000);
+        assert_eq!(h.nodes[0].submits, 4);
+        assert_eq!(
+            h.outcomes(),
+            vec![&Event::BlockOutcome {
+                block_id: id(3),
+                status: BlockOutcome::Unsubmitted
+            }]
+        );
+    }
+
+    /// Every attempt fails in transport (`hang` false) or times out (`hang` true) while the
+    /// node in fact stored the block: the outcome is unknown, then accepted once a lookup
+    /// finds the block, then confirmed like any accepted block.
+    fn unknown_then_found(hang: bool) {
+        let mut c = cfg(1);
+        c.confirmations = 3;
+        let mut h = Harness::new(c, vec![FakeNode::new(10)]);
+        h.run(100);
+        h.nodes[0].submit_failures = 100;
+        h.nodes[0].submit_hang = hang;
+        h.cs.handle_found_block(h.now, id(3), "beef".into(), chain_hash(11), 11);
+        h.drain();
+        // The block landed although no answer said so.
+        h.nodes[0].height = 11;
+        h.run(if hang { 60_000 } else { 10_000 });
+        if !hang {
+            assert_eq!(h.nodes[0].submits, 5);
+        }
+        let outcomes = h.outcomes();
+        assert!(
+            matches!(
+                outcomes.first(),
+                Some(Event::BlockOutcome {
+                    status: BlockOutcome::Unknown(_),
+                    ..
+                })
+            ),
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            outcomes.get(1),
+            Some(&&Event::BlockOutcome {
+                block_id: id(3),
+                status: BlockOutcome::Accepted
+            })
+        );
+        assert_eq!(outcomes.len(), 2);
+        assert!(h.sent.iter().any(|(_, r)| r.call
+            == Call::GetBlockHeader {
+                hash: chain_hash(11)
+            }));
+        h.nodes[0].height = 13;
+        h.run(2_000);
+        assert_eq!(
+            h.count_events(|e| *e == Event::BlockConfirmed { block_id: id(3) }),
             1
         );
+        assert_eq!(h.outcomes().len(), 2, "no further outcome");
+    }
+
+    #[test]
+    fn transport_failures_on_every_attempt_leave_the_outcome_unknown_until_found() {
+        unknown_then_found(false);
+    }
+
+    #[test]
+    fn timeouts_on_every_attempt_leave_the_outcome_unknown_until_found() {
+        unknown_then_found(true);
+    }
+
+    #[test]
+    fn an_unknown_block_no_node_has_is_rejected_once_buried() {
+        let mut c = cfg(2);
+        c.orphan_depth = 3;
+        let mut h = Harness::new(c, vec![FakeNode::new(10), FakeNode::new(10)]);
+        h.run(100);
+        for n in &mut h.nodes {
+            n.submit_failures = 100;
+        }
+        let ours = Hash256([0x12; 32]);
+        h.cs.handle_found_block(h.now, id(4), "beef".into(), ours, 11);
+        h.drain();
+        h.run(10_000);
+        assert!(matches!(
+            h.outcomes()[..],
+            [Event::BlockOutcome {
+                status: BlockOutcome::Unknown(_),
+                ..
+            }]
+        ));
+        // Someone else's block takes height 11; two more on top is not yet deep enough.
+        for n in &mut h.nodes {
+            n.height = 12;
+        }
+        h.run(30_000);
+        assert_eq!(h.outcomes().len(), 1, "height 11 is only 2 deep");
+        assert_eq!(h.count_events(|e| matches!(e, Event::NodeDown { .. })), 0);
+        for n in &mut h.nodes {
+            n.height = 13;
+        }
+        h.run(11_000);
+        assert_eq!(
+            h.outcomes().get(1),
+            Some(&&Event::BlockOutcome {
+                block_id: id(4),
+                status: BlockOutcome::Rejected(format!(
+                    "no node holds it; height 11 holds {}",
+                    chain_hash(11)
+                ))
+            })
+        );
+        h.run(60_000);
+        assert_eq!(h.outcomes().len(), 2);
+        // Both nodes were asked.
+        for node in 0..2 {
+            assert!(
+                h.sent
+                    .iter()
+                    .any(|(_, r)| r.node == node && r.call == Call::GetBlockHeader { hash: ours })
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_outcome_waits_for_an_answer_from_every_live_node() {
+        // Node 1 does not have the block but node 0 cannot be asked (busy): no verdict yet.
+        let mut c = cfg(2);
+        c.orphan_depth = 1;
+        let mut h = Harness::new(c, vec![FakeNode::new(10), FakeNode::new(10)]);
+        h.run(100);
+        let ours = Hash256([0x12; 32]);
+        h.cs.handle_resume_block(h.now, id(5), ours, 10, Resume::Unknown);
+        h.drain();
+        h.nodes[0].busy = true;
+        h.run(30_000);
+        assert!(h.outcomes().is_empty());
+        h.nodes[0].busy = false;
+        h.run(11_000);
+        assert!(matches!(
+            h.outcomes()[..],
+            [Event::BlockOutcome {
+                status: BlockOutcome::Rejected(_),
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn resumed_accepted_blocks_are_followed_to_confirmation() {
+        let mut c = cfg(1);
+        c.confirmations = 3;
+        let mut h = Harness::new(c, vec![FakeNode::new(12)]);
+        h.run(100);
+        h.cs.handle_resume_block(h.now, id(6), chain_hash(11), 11, Resume::Accepted);
+        h.cs.handle_resume_block(h.now, id(7), chain_hash(12), 12, Resume::Unknown);
+        h.drain();
+        h.run(1_000);
+        assert_eq!(
+            h.outcomes(),
+            vec![&Event::BlockOutcome {
+                block_id: id(7),
+                status: BlockOutcome::Accepted
+            }]
+        );
+        h.nodes[0].height = 14;
+        h.run(2_000);
+        assert_eq!(
+            h.count_events(|e| matches!(e, Event::BlockConfirmed { .. })),
+            2
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_reproducible_jitter() {
+        let mk = |seed| {
+            let mut c = cfg(1);
+            c.backoff_seed = seed;
+            Coinservers::new(c, Now::default()).unwrap()
+        };
+        let (mut a, mut b) = (mk(7), mk(7));
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(5));
+        let mut seen = Vec::new();
+        for step in 1..=12u32 {
+            let d = a.backoff(min, max, step);
+            assert_eq!(d, b.backoff(min, max, step), "same seed, same delays");
+            let full = (min * 2u32.pow(step - 1)).min(max);
+            assert!(d >= full / 2 && d <= full, "step {step}: {d:?} vs {full:?}");
+            seen.push(d);
+        }
+        seen.dedup();
+        assert!(seen.len() > 6, "jittered: {seen:?}");
+        assert_ne!(mk(8).backoff(min, max, 8), mk(7).backoff(min, max, 8));
     }
 
     #[test]

@@ -532,6 +532,24 @@ impl Pool {
         }
     }
 
+    /// A block found before a restart whose life is still open (read back from the store, its
+    /// status accepted or unknown): followed again, without a new record or submission.
+    pub fn handle_resume_block(&mut self, now: Now, rec: BlockRecord) {
+        if self.blocks.contains_key(&rec.id) || is_final(rec.merged, rec.status) {
+            return;
+        }
+        let (id, status) = (rec.id, rec.status);
+        self.events.push_back(PoolEvent::Block { id, status });
+        self.note_recent(id);
+        self.blocks.insert(
+            id,
+            TrackedBlock {
+                history: vec![(now.unix_ms, status)],
+                record: rec,
+            },
+        );
+    }
+
     /// A found block whose verdict is still due (shutdown waits for these).
     pub fn awaiting_outcome(&self) -> bool {
         self.blocks
@@ -649,7 +667,9 @@ fn allowed(merged: bool, from: BlockStatus, to: BlockStatus) -> bool {
     }
     matches!(
         (from, to),
-        (Submitted, Accepted | Rejected) | (Accepted, Confirmed | Orphaned)
+        (Submitted, Accepted | Rejected | Unknown)
+            | (Unknown, Accepted | Rejected)
+            | (Accepted, Confirmed | Orphaned)
     )
 }
 
@@ -846,6 +866,40 @@ mod tests {
         );
         assert_eq!(p.poll_record(), None);
         assert!(!p.awaiting_outcome());
+    }
+
+    #[test]
+    fn an_unknown_outcome_is_resolved_later_and_a_resumed_block_is_followed() {
+        let mut p = Pool::new(cfg()).unwrap();
+        let id = p.handle_found_block(now(0), block(10), Vec::new());
+        p.handle_block_status(now(1), id, BlockStatus::Unknown, Some("no answer".into()));
+        assert!(
+            !p.awaiting_outcome(),
+            "unknown is an outcome: shutdown does not wait"
+        );
+        p.handle_block_status(now(2), id, BlockStatus::Accepted, None);
+        assert_eq!(p.counters().ignored_status, 0);
+
+        let mut old = p.recent_blocks().next().unwrap().record.clone();
+        old.id.boot = 99;
+        old.status = BlockStatus::Unknown;
+        let mut q = Pool::new(cfg()).unwrap();
+        q.handle_resume_block(now(0), old.clone());
+        assert_eq!(q.poll_record(), None, "already in the store");
+        assert_eq!(q.poll_submission(), None);
+        q.handle_block_status(
+            now(1),
+            old.id,
+            BlockStatus::Rejected,
+            Some("other block".into()),
+        );
+        assert!(matches!(
+            q.poll_record(),
+            Some(LogRecord::BlockStatus {
+                status: BlockStatus::Rejected,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -22,6 +22,33 @@ impl fmt::Display for RecordId {
     }
 }
 
+/// The [`fmt::Display`] form, `ssss-bbbbbbbb-qqqqqqqqqqqqqqqq` in hex, could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a record id (expected ssss-bbbbbbbb-qqqqqqqqqqqqqqqq, hex)")]
+pub struct RecordIdError(pub String);
+
+impl std::str::FromStr for RecordId {
+    type Err = RecordIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || RecordIdError(s.chars().take(64).collect());
+        let mut parts = s.split('-');
+        let (Some(a), Some(b), Some(c), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        if a.len() != 4 || b.len() != 8 || c.len() != 16 {
+            return Err(bad());
+        }
+        Ok(RecordId {
+            server: u16::from_str_radix(a, 16).map_err(|_| bad())?,
+            boot: u32::from_str_radix(b, 16).map_err(|_| bad())?,
+            seq: u64::from_str_radix(c, 16).map_err(|_| bad())?,
+        })
+    }
+}
+
 /// How a share was judged. Only `Accepted` earns credit; the others are recorded (as sums of
 /// difficulty per minute) so operators can see reject rates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -79,6 +106,10 @@ pub enum BlockStatus {
     Orphaned,
     /// Buried under enough blocks to be considered final.
     Confirmed,
+    /// Handed to the coinservers, but no node answered: it may have landed. The coinservers
+    /// keep asking the nodes and later record `Accepted` or `Rejected`; until then the block
+    /// is held as if just submitted (its round stays closed, it is not paid).
+    Unknown,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -254,7 +254,7 @@ impl Node {
         match self.mode {
             NodeMode::Silent => return None,
             NodeMode::Busy => {
-                return Some(Err(ReplyError::Transport(
+                return Some(Err(ReplyError::Busy(
                     "HTTP 503 Service Unavailable: work queue depth exceeded".into(),
                 )));
             }
@@ -283,6 +283,19 @@ impl Node {
             Call::GetBestBlockHash => json!(self.chain[tip as usize].to_display_hex()),
             Call::GetBlockCount => json!(tip),
             Call::GetBlockTemplate { .. } => self.template(),
+            Call::GetBlockHeader { hash } => match self.chain.iter().position(|h| h == hash) {
+                Some(height) => json!({
+                    "hash": hash.to_display_hex(),
+                    "height": height,
+                    "confirmations": tip as usize - height + 1,
+                }),
+                None => {
+                    return Some(Err(ReplyError::Rpc {
+                        code: -5,
+                        message: "Block not found".into(),
+                    }));
+                }
+            },
             Call::GetBlockHash { height } => match self.chain.get(*height as usize) {
                 Some(h) => json!(h.to_display_hex()),
                 None => {
@@ -486,6 +499,8 @@ struct Reached {
     rejected: u64,
     confirmed: u64,
     orphaned: u64,
+    /// Submissions no node answered (the coinservers look the block up later).
+    unknown: u64,
     /// Refused by a cap.
     refused_connections: u64,
     refused_shutting_down: u64,
@@ -513,6 +528,7 @@ impl Reached {
         self.rejected += o.rejected;
         self.confirmed += o.confirmed;
         self.orphaned += o.orphaned;
+        self.unknown += o.unknown;
         self.refused_connections += o.refused_connections;
         self.refused_shutting_down += o.refused_shutting_down;
         self.batches_spooled += o.batches_spooled;
@@ -965,8 +981,9 @@ impl World {
                     BlockOutcome::Rejected(r) => (BlockStatus::Rejected, Some(r)),
                     BlockOutcome::Unsubmitted => (
                         BlockStatus::Rejected,
-                        Some("no coinserver reachable".to_owned()),
+                        Some("no coinserver took it".to_owned()),
                     ),
+                    BlockOutcome::Unknown(r) => (BlockStatus::Unknown, Some(r)),
                 };
                 (block_id, st, reason)
             }
@@ -987,6 +1004,7 @@ impl World {
             BlockStatus::Rejected => self.reached.rejected += 1,
             BlockStatus::Confirmed => self.reached.confirmed += 1,
             BlockStatus::Orphaned => self.reached.orphaned += 1,
+            BlockStatus::Unknown => self.reached.unknown += 1,
             BlockStatus::Submitted => {}
         }
         self.pool.handle_block_status(now, id, st, reason);
@@ -1651,14 +1669,18 @@ impl World {
     }
 }
 
-/// The block lifecycle: submitted, a verdict, and for an accepted block at most one fate.
+/// The block lifecycle: submitted, a verdict (perhaps after an unknown outcome), and for an
+/// accepted block at most one fate.
 fn lifecycle(h: &[BlockStatus]) -> bool {
     use BlockStatus::*;
+    let h = match h {
+        [Submitted, Unknown, rest @ ..] => rest,
+        [Submitted, rest @ ..] => rest,
+        _ => return false,
+    };
     matches!(
         h,
-        [Submitted]
-            | [Submitted, Accepted | Rejected]
-            | [Submitted, Accepted, Confirmed | Orphaned]
+        [] | [Unknown] | [Accepted | Rejected] | [Accepted, Confirmed | Orphaned]
     )
 }
 

@@ -3,19 +3,25 @@
 //! A thin loop: every call the machine asks for runs concurrently on its own task through the
 //! node's [`RpcClient`]; replies, push signals and found blocks are fed back as inputs; events
 //! go out on a channel; between inputs the loop sleeps until the machine's next timeout. Every
-//! decision (which node, when to poll, retries, outcomes) is the machine's.
+//! decision (which node, when to poll, retries, backoff, outcomes) is the machine's.
+//!
+//! Before the loop starts, [`resume_blocks`] hands the machine the blocks the store still holds
+//! with an open fate, so confirmations, orphans and unknown outcomes survive a restart.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use powerpool_core::coinserver::{BlockId, Coinservers, Event, PushSignal, Reply};
+use powerpool_core::coinserver::{BlockId, Coinservers, Event, PushSignal, Reply, Resume};
 use powerpool_core::hash::Hash256;
+use powerpool_core::record::{BlockRecord, BlockStatus};
 use powerpool_core::time::{Now, Timestamp};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::clock::DriverClock;
 use crate::rpc::{RpcClient, RpcTransport, spawn_call};
+use crate::store::ShareStore;
 
 /// A block for the coinservers, as the job manager hands it over.
 #[derive(Debug, Clone)]
@@ -38,6 +44,57 @@ pub enum CoindError {
 pub fn start_time(unix_ms: u64) -> (Instant, Now) {
     let origin = Instant::now();
     (origin, Now::new(Timestamp(0), unix_ms))
+}
+
+/// Reads the blocks of `currency` (parent chain, not merge-mined) that `store` holds as
+/// submitted, accepted or unknown, and hands each to `machine`: accepted ones to be followed to
+/// confirmation, the others to be looked up on the nodes first (a `submitted` record means the
+/// pool stopped before the outcome). Returns the records handed over, which the caller needs to
+/// record their later statuses; a `submitted` one comes back as `unknown`, since that is what
+/// it now is (no outcome is being awaited from a submission). A store that does not answer within `limit` costs only the
+/// resumption: it is logged and nothing is resumed.
+pub async fn resume_blocks(
+    store: &dyn ShareStore,
+    currency: &str,
+    machine: &mut Coinservers,
+    now: Now,
+    limit: Duration,
+) -> Vec<BlockRecord> {
+    let records = match tokio::time::timeout(limit, store.pending_blocks()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::error!(store = store.name(), error = %e, "cannot read pending blocks; none resumed");
+            return Vec::new();
+        }
+        Err(_) => {
+            tracing::error!(
+                store = store.name(),
+                "reading pending blocks timed out; none resumed"
+            );
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for mut rec in records {
+        if rec.merged || &*rec.currency != currency {
+            continue;
+        }
+        let Ok(hash) = Hash256::from_display_hex(&rec.hash) else {
+            tracing::warn!(hash = %rec.hash, "pending block with an unreadable hash; not resumed");
+            continue;
+        };
+        let resume = match rec.status {
+            BlockStatus::Accepted => Resume::Accepted,
+            _ => {
+                rec.status = BlockStatus::Unknown;
+                Resume::Unknown
+            }
+        };
+        tracing::info!(height = rec.height, hash = %rec.hash, status = ?rec.status, "resuming block");
+        machine.handle_resume_block(now, rec.id, hash, rec.height, resume);
+        out.push(rec);
+    }
+    out
 }
 
 /// Runs until `shutdown` resolves or the event receiver is dropped, then returns the machine.

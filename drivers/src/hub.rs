@@ -318,8 +318,9 @@ impl Hub {
                     BlockOutcome::Rejected(r) => (BlockStatus::Rejected, Some(r)),
                     BlockOutcome::Unsubmitted => (
                         BlockStatus::Rejected,
-                        Some("no coinserver reachable".to_owned()),
+                        Some("no coinserver took it".to_owned()),
                     ),
+                    BlockOutcome::Unknown(r) => (BlockStatus::Unknown, Some(r)),
                 };
                 self.with(|p, now| p.handle_block_status(now, block_id, st, reason));
             }

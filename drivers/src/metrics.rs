@@ -242,12 +242,13 @@ pub fn share_kind_label(kind: ShareKind) -> &'static str {
     }
 }
 
-const BLOCK_STATUSES: [BlockStatus; 5] = [
+const BLOCK_STATUSES: [BlockStatus; 6] = [
     BlockStatus::Submitted,
     BlockStatus::Accepted,
     BlockStatus::Rejected,
     BlockStatus::Orphaned,
     BlockStatus::Confirmed,
+    BlockStatus::Unknown,
 ];
 
 fn block_index(status: BlockStatus) -> usize {
@@ -257,6 +258,7 @@ fn block_index(status: BlockStatus) -> usize {
         BlockStatus::Rejected => 2,
         BlockStatus::Orphaned => 3,
         BlockStatus::Confirmed => 4,
+        BlockStatus::Unknown => 5,
     }
 }
 
@@ -267,6 +269,7 @@ fn block_label(status: BlockStatus) -> &'static str {
         BlockStatus::Rejected => "rejected",
         BlockStatus::Orphaned => "orphaned",
         BlockStatus::Confirmed => "confirmed",
+        BlockStatus::Unknown => "unknown",
     }
 }
 
@@ -557,12 +560,13 @@ const SHARE_STATSD_KEYS: [(&str, &str); 5] = [
 ];
 
 /// statsd keys per block status, in `BLOCK_STATUSES` order.
-const BLOCK_STATSD_KEYS: [&str; 5] = [
+const BLOCK_STATSD_KEYS: [&str; 6] = [
     "blocks.submitted",
     "blocks.accepted",
     "blocks.rejected",
     "blocks.orphaned",
     "blocks.confirmed",
+    "blocks.unknown",
 ];
 
 /// Every counter, summed over labels where statsd has no labels; compared between ticks.
@@ -576,7 +580,7 @@ struct Totals {
     shares: [u64; 5],
     difficulty: [f64; 5],
     blocks_found: u64,
-    blocks: [u64; 5],
+    blocks: [u64; 6],
     jobs: u64,
     clean_jobs: u64,
     templates: u64,

@@ -21,6 +21,7 @@ use powerpool_core::pool::{Pool, PoolConfig, TrackedBlock};
 use powerpool_core::record::{BlockStatus, ShareKind};
 use powerpool_core::session::SessionContext;
 use powerpool_core::sharelog::{ShareLogConfig, ShareLogStatus};
+use powerpool_core::time::{Now, Timestamp};
 use powerpool_core::work::WorkConfig;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -423,6 +424,28 @@ async fn run<N: Net, T: RpcTransport>(
     } = io;
     let hub = g.hub;
 
+    // Coinservers. The longest a found block's submission can take, every attempt failing:
+    // how long shutdown waits for outcomes still due.
+    let submit_bound = g.coinservers.config().submission_bound();
+    // Blocks whose fate was open when the pool last stopped are followed again.
+    let mut coinservers = g.coinservers;
+    let resumed = coind::resume_blocks(
+        &*store,
+        &cfg.coin.currency,
+        &mut coinservers,
+        Now::new(
+            Timestamp::from_millis(g.origin.elapsed().as_millis() as u64),
+            net.unix_ms(),
+        ),
+        Duration::from_millis(cfg.store.write_timeout_ms),
+    )
+    .await;
+    hub.with(|p, now| {
+        for rec in resumed {
+            p.handle_resume_block(now, rec);
+        }
+    });
+
     // Share log: stops once every connection has handed over its last record.
     let (log_stop_tx, log_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let log_cfg = ShareLogDriverConfig {
@@ -447,12 +470,6 @@ async fn run<N: Net, T: RpcTransport>(
         g.store_tx,
     ));
 
-    // Coinservers. The longest a found block's submission can take, every attempt timing out:
-    // how long shutdown waits for outcomes still due.
-    let submit_bound = {
-        let c = g.coinservers.config();
-        (c.rpc_timeout + c.submit_retry_delay) * c.submit_attempts
-    };
     let (cs_tx, mut cs_rx) = mpsc::channel::<Event>(EVENT_QUEUE);
     let (cs_stop_tx, cs_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let cs_wall = {
@@ -460,7 +477,7 @@ async fn run<N: Net, T: RpcTransport>(
         move || net.unix_ms()
     };
     let cs_task = tokio::spawn(coind::run(
-        g.coinservers,
+        coinservers,
         g.origin,
         cs_wall,
         clients,

@@ -15,6 +15,10 @@
 //!   then retried once.
 //! - Every call has a timeout. Replies are parsed without panicking; anything that is not a
 //!   JSON-RPC reply with our id is [`RpcError::Malformed`].
+//! - A full work queue is [`RpcError::Busy`], not a transport failure: bitcoind answers HTTP
+//!   503 with the plain-text body "Work queue depth exceeded" when `-rpcworkqueue` calls are
+//!   already waiting, without running the call. The coinserver machine retries such calls and
+//!   never counts them against the node's health.
 //! - The production transport speaks plain HTTP: Bitcoin Core's RPC server has had no TLS
 //!   since 0.12 and is meant to be reached on a trusted network or through a tunnel.
 
@@ -74,6 +78,9 @@ pub enum RpcError {
     Transport(String),
     #[error("timed out")]
     Timeout,
+    /// The node is alive but its RPC work queue is full; it did not run the call. Retry later.
+    #[error("busy: {0}")]
+    Busy(String),
     /// Credentials were refused: fix rpcuser/rpcpassword or the cookie path.
     #[error("authentication refused: {0}")]
     Auth(String),
@@ -93,11 +100,19 @@ impl From<RpcError> for ReplyError {
     fn from(e: RpcError) -> Self {
         match e {
             RpcError::Timeout => ReplyError::Timeout,
+            RpcError::Busy(m) => ReplyError::Busy(m),
+            // The queue-full text inside an error object (a proxy passing it on) is still busy.
+            RpcError::Rpc { message, .. } if message.contains(WORK_QUEUE_FULL) => {
+                ReplyError::Busy(message)
+            }
             RpcError::Rpc { code, message } => ReplyError::Rpc { code, message },
             other => ReplyError::Transport(other.to_string()),
         }
     }
 }
+
+/// What bitcoind's HTTP server says when its work queue is full (`httpserver.cpp`).
+const WORK_QUEUE_FULL: &str = "Work queue depth exceeded";
 
 /// The body of one JSON-RPC 1.0 request.
 pub fn encode_request(id: u64, method: &str, params: &Value) -> Vec<u8> {
@@ -114,6 +129,10 @@ pub fn decode_reply(status: u16, body: &[u8], id: u64) -> Result<Value, RpcError
         let end = body.len().min(120);
         String::from_utf8_lossy(&body[..end]).into_owned()
     };
+    if status == 503 {
+        // bitcoind's queue-full answer is plain text, not a JSON-RPC reply.
+        return Err(RpcError::Busy(format!("HTTP 503: {}", snippet().trim())));
+    }
     let mut reply: Value = serde_json::from_slice(body).map_err(|_| {
         RpcError::Malformed(format!("HTTP {status}, body is not JSON: {:?}", snippet()))
     })?;
@@ -367,6 +386,29 @@ mod tests {
         assert!(matches!(
             decode_reply(502, br#"{"result":1,"error":null,"id":1}"#, 1),
             Err(RpcError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_full_work_queue_is_busy_not_broken() {
+        // Bitcoin Core's exact answer when -rpcworkqueue calls are already waiting.
+        let e = decode_reply(503, b"Work queue depth exceeded", 1).unwrap_err();
+        assert_eq!(
+            e,
+            RpcError::Busy("HTTP 503: Work queue depth exceeded".into())
+        );
+        assert_eq!(
+            ReplyError::from(e),
+            ReplyError::Busy("HTTP 503: Work queue depth exceeded".into())
+        );
+        // Any 503, whatever its body, means the call was not run.
+        assert!(matches!(decode_reply(503, b"", 1), Err(RpcError::Busy(_))));
+        assert!(matches!(
+            ReplyError::from(RpcError::Rpc {
+                code: -1,
+                message: "Work queue depth exceeded".into()
+            }),
+            ReplyError::Busy(_)
         ));
     }
 

@@ -429,6 +429,7 @@ fn drive_everything(m: &Metrics) {
         BlockStatus::Rejected,
         BlockStatus::Orphaned,
         BlockStatus::Confirmed,
+        BlockStatus::Unknown,
     ] {
         m.block_result(status);
     }

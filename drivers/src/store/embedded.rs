@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use powerpool_core::record::{BlockRecord, RecordId, ShareRecord};
+use powerpool_core::record::{BlockRecord, BlockStatus, RecordId, ShareRecord};
 use powerpool_core::sharelog::{Batch, LogRecord};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -224,5 +224,21 @@ impl ShareStore for EmbeddedStore {
 
     async fn health(&self) -> Result<(), StoreError> {
         self.db.begin_read().map(|_| ()).map_err(refused)
+    }
+
+    async fn pending_blocks(&self) -> Result<Vec<BlockRecord>, StoreError> {
+        let me = self.clone();
+        let all = tokio::task::spawn_blocking(move || me.blocks())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("embedded store task: {e}")))??;
+        Ok(all
+            .into_iter()
+            .filter(|b| {
+                matches!(
+                    b.status,
+                    BlockStatus::Submitted | BlockStatus::Accepted | BlockStatus::Unknown
+                )
+            })
+            .collect())
     }
 }

@@ -39,6 +39,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use async_trait::async_trait;
+use powerpool_core::record::BlockRecord;
 use powerpool_core::sharelog::{
     Batch, BatchId, LogAction, ReplayFailure, ReplayOutcome, ShareLog, ShareLogConfig,
     ShareLogStatus, SpoolFailure, WriteError,
@@ -110,6 +111,13 @@ pub trait ShareStore: Send + Sync + fmt::Debug {
     }
     /// A cheap round trip to the store.
     async fn health(&self) -> Result<(), StoreError>;
+    /// Block records whose fate was still open when they were last written (status
+    /// `submitted`, `accepted` or `unknown`), in no particular order: at start the pool hands
+    /// them to the coinservers again, so confirmations, orphans and unknown outcomes survive a
+    /// restart. A store that keeps no block records has none (the default).
+    async fn pending_blocks(&self) -> Result<Vec<BlockRecord>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -50,6 +50,7 @@
 //!   `submitted_block_*` is invisible to SimpleCoin, which scans `unproc_block*`.
 //! - status `accepted`/`confirmed`: the same, but the block lands in `unproc_block_{HASH}`.
 //! - status `rejected`/`orphaned`: no rotation; the fields go to `rejected_block_{HASH}`.
+//! - status `unknown`: as `submitted`.
 //!
 //! Per block status record:
 //! - `accepted`/`confirmed`: `submitted_block_{HASH}` is renamed to `unproc_block_{HASH}` (now
@@ -64,11 +65,17 @@
 //!   the start and solve indices, both of which then include it. (The
 //!   original wrote rejected blocks as `unproc_block_*` and SimpleCoin paid them.) If another
 //!   block of the same currency and algorithm was recorded in between, the round stays closed.
+//! - `unknown` (no coinserver answered the submission; it may have landed): the block stays
+//!   under `submitted_block_{HASH}`, held and not paid, its round closed; only `status` is
+//!   set. A later `accepted` or `rejected` moves it as above.
 //! - `orphaned`: a block still under `unproc_block_{HASH}` (SimpleCoin has not taken it yet) or
 //!   `submitted_block_{HASH}` is renamed to `orphan_block_{HASH}`, which SimpleCoin does not
 //!   scan, so an orphan is never paid; `status` and `orphan_reason` (`replaced by {HASH}`) are
 //!   set on it (or on `rejected_block_{HASH}` if that is where the block is). Its round stays
 //!   closed: by the time a block is found orphaned, later rounds have usually begun.
+//!
+//! Read back at start ([`ShareStore::pending_blocks`]): every `submitted_block_*` and every
+//! `unproc_block_*` still at status `accepted`, so the pool follows them again.
 //!
 //! Own bookkeeping: `{P}applied` (hash) maps `{server:04x}-{boot:08x}` to the highest batch
 //! sequence applied for that instance; `{P}minutes` (sorted set) and `{P}minute:*` (hashes)
@@ -291,6 +298,8 @@ while i <= #a do
       if redis.call('EXISTS', rej) == 1 then
         redis.call('HSET', rej, 'status', st, 'reject_reason', reason)
       end
+    elseif st == 'unknown' then
+      if redis.call('EXISTS', sub) == 1 then redis.call('HSET', sub, 'status', st) end
     elseif st == 'orphaned' then
       local orph = 'orphan_block_' .. hash
       for _, k in ipairs({sub, unp}) do
@@ -440,6 +449,92 @@ impl ShareStore for RedisStore {
             .map(|_| ())
             .map_err(classify)
     }
+
+    /// `submitted_block_*` (status `submitted` or `unknown`) and `unproc_block_*` still at
+    /// status `accepted` (SimpleCoin has not taken it). A key whose fields do not make a block
+    /// record (written by something else) is skipped with a warning.
+    async fn pending_blocks(&self) -> Result<Vec<BlockRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut out = Vec::new();
+        for pattern in ["submitted_block_*", "unproc_block_*"] {
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(classify)?;
+                for key in keys {
+                    let fields: BTreeMap<String, String> = redis::cmd("HGETALL")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(classify)?;
+                    match block_from_fields(&fields) {
+                        Some(b)
+                            if matches!(
+                                b.status,
+                                BlockStatus::Submitted
+                                    | BlockStatus::Accepted
+                                    | BlockStatus::Unknown
+                            ) =>
+                        {
+                            out.push(b)
+                        }
+                        Some(_) => {}
+                        None => tracing::warn!(%key, "not a block record; not resumed"),
+                    }
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A block record from the fields [`block_ops`] writes (see the module docs).
+fn block_from_fields(f: &BTreeMap<String, String>) -> Option<BlockRecord> {
+    let get = |k: &str| f.get(k).map(String::as_str);
+    let num = |k: &str| get(k)?.parse::<u64>().ok();
+    let status = match get("status")? {
+        "submitted" => BlockStatus::Submitted,
+        "accepted" => BlockStatus::Accepted,
+        "rejected" => BlockStatus::Rejected,
+        "orphaned" => BlockStatus::Orphaned,
+        "confirmed" => BlockStatus::Confirmed,
+        "unknown" => BlockStatus::Unknown,
+        _ => return None,
+    };
+    // `solve_time` is `{secs}.{millis}` (absent on a block written without a round).
+    let unix_ms = get("solve_time")
+        .and_then(|t| {
+            let (s, ms) = t.split_once('.').unwrap_or((t, "0"));
+            Some(s.parse::<u64>().ok()? * 1000 + ms.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    Some(BlockRecord {
+        id: get("record_id")?.parse().ok()?,
+        unix_ms,
+        currency: get("currency")?.into(),
+        algo: get("algo")?.into(),
+        height: num("height")?,
+        hash: get("hash")?.to_owned(),
+        address: get("address")?.into(),
+        worker: get("worker")?.into(),
+        total_subsidy: num("total_subsidy")?,
+        fees: num("fees")?,
+        bits: get("hex_bits")?.to_owned(),
+        merged: get("merged")? == "1",
+        status,
+        reject_reason: get("reject_reason").map(str::to_owned),
+    })
 }
 
 fn redact(url: &str) -> String {
@@ -505,6 +600,7 @@ fn status_name(s: BlockStatus) -> &'static str {
         BlockStatus::Rejected => "rejected",
         BlockStatus::Orphaned => "orphaned",
         BlockStatus::Confirmed => "confirmed",
+        BlockStatus::Unknown => "unknown",
     }
 }
 
@@ -719,7 +815,7 @@ fn share_ops(a: &mut Args, c: u32, s: &ShareRecord, stream: &str) {
 fn block_ops(a: &mut Args, c: u32, b: &BlockRecord) {
     let cur = format!("current_block_{}_{}", b.currency, b.algo);
     let mode = match b.status {
-        BlockStatus::Submitted => "hold",
+        BlockStatus::Submitted | BlockStatus::Unknown => "hold",
         BlockStatus::Accepted | BlockStatus::Confirmed => "credit",
         BlockStatus::Rejected | BlockStatus::Orphaned => "reject",
     };
