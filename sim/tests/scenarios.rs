@@ -103,3 +103,13 @@ fn net_faults() {
 fn merged() {
     run("merged", scenario::merged, 10);
 }
+
+#[test]
+fn block_storm() {
+    run("block_storm", scenario::block_storm, 11);
+}
+
+#[test]
+fn stalled_store() {
+    run("stalled_store", scenario::stalled_store, 12);
+}
