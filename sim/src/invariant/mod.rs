@@ -314,6 +314,56 @@ mod tests {
         );
     }
 
+    /// A block may reach a node twice only as the pool's retry of a call whose reply a fault
+    /// could have cost it, each later copy answered "duplicate", within the attempts allowed.
+    #[test]
+    fn a_resubmitted_block_is_judged_by_the_pools_retry_rule() {
+        use powerpool_drivers::node::{Node, NodeConfig};
+        let node = Node::new(NodeConfig::test(3)).unwrap();
+        let hash = node.mine_block_externally().unwrap();
+        let hex = node.with_chain(|c| hex::encode(c.block(&hash).unwrap().block.serialize()));
+        let mut found = submit(Intent::Valid, Some(true));
+        found.hash = hash.to_display_hex();
+        found.meets_network = true;
+        found.sent_ms = 100;
+        found.answered_ms = Some(110);
+        let o = Observations {
+            submits: vec![found],
+            ..Default::default()
+        };
+        let recorded = [hash.to_display_hex()];
+        let judge = |window: (u64, u64)| {
+            super::blocks_submitted::check_windows(
+                &o,
+                std::slice::from_ref(&node),
+                &[vec![window]],
+                &recorded,
+                RETRIES,
+            )
+            .into_iter()
+            .filter(|v| v.contains("submitted"))
+            .collect::<Vec<_>>()
+        };
+        // Once: nothing to excuse, wherever the fault.
+        node.submit_block_hex(&hex).unwrap();
+        assert!(judge((5_000, 6_000)).is_empty());
+        // Twice, the node holding it both times ("duplicate").
+        node.submit_block_hex(&hex).unwrap();
+        assert!(
+            judge((300, 1_000)).is_empty(),
+            "the link failed 190 ms after the call, before its 500 ms deadline: a retry is right"
+        );
+        assert_eq!(
+            judge((700, 1_000)).len(),
+            1,
+            "the reply was due before the fault: the pool knew the outcome"
+        );
+        for _ in 0..4 {
+            node.submit_block_hex(&hex).unwrap();
+        }
+        assert_eq!(judge((300, 1_000)).len(), 1, "six copies, five attempts allowed");
+    }
+
     #[test]
     fn acknowledged_stale_duplicate_or_low_shares_are_reported() {
         let mut o = Observations::default();
