@@ -331,7 +331,7 @@ impl Ctl {
             .ok_or("the pool never started")?;
         let source = powerpool_drivers::status::PoolMonitor { pool: handle };
         let status = source.status();
-        if !status["client_count"].as_u64().is_some_and(|n| n >= 1) {
+        if status["client_count"].as_u64().unwrap_or(0) == 0 {
             return Err(format!("status counts no client: {status}"));
         }
         let clients = source.clients();

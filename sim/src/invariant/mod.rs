@@ -361,7 +361,11 @@ mod tests {
         for _ in 0..4 {
             node.submit_block_hex(&hex).unwrap();
         }
-        assert_eq!(judge((300, 1_000)).len(), 1, "six copies, five attempts allowed");
+        assert_eq!(
+            judge((300, 1_000)).len(),
+            1,
+            "six copies, five attempts allowed"
+        );
     }
 
     #[test]
