@@ -11,7 +11,22 @@
 //! - Each scenario has a safety phase (faults on, invariants must hold throughout) and a
 //!   liveness phase (faults healed, the system must converge).
 //! - Invariants live one per file under [`invariant`] and are checked on the observations the
-//!   actors recorded and on what the store and the nodes hold afterwards.
+//!   actors recorded and on what the store and the nodes hold afterwards. Every checker fails
+//!   a run that gave it nothing to judge (no acknowledged share, no block, no probe).
+//! - Liveness, not just safety: after each fault phase a fresh miner on a machine of its own
+//!   must subscribe, authorize and get a clean job within 2 simulated seconds while the
+//!   monitor's data source answers ([`world::Ctl::liveness`]), and every pool must shut down
+//!   within its own bound ([`world::shutdown_bound`]). Where a scenario times block
+//!   submissions, every found block must reach a live node within 100 simulated ms
+//!   ([`invariant::block_reach`]).
+//!
+//! ## Scenarios
+//! `orphan`, `failover`, `lost_push`, `storms` (connection storms), `store_outage`,
+//! `two_pools`, `net_faults`, `merged`, `block_storm` (most shares are blocks, a node answering
+//! 503 and then stalling, a burst of held blocks) and `stalled_store` (the store hangs for two
+//! minutes while a miner floods invalid shares); see [`scenario`]. `tests/scenarios.rs` runs
+//! each on a pinned seed; the `sim` binary runs many, and `sim/hunt` runs ten per scenario from
+//! a seed derived from the commit (the CI seed hunt).
 //!
 //! ## Determinism
 //! A run is reproducible as far as the code under test keeps to simulated time. The share log
@@ -29,11 +44,13 @@
 //! - coinservers: [`powerpool_devnode::Node`] on the simulated clock, served over
 //!   simulated TCP; merge-mined chains' nodes (aux mode) likewise, one host each, reached by
 //!   the pool through [`powerpool_drivers::pool::start_merged`]. A `mempool` host feeds them
-//!   synthetic transactions over time (so templates change within a height and blocks carry
-//!   transactions), and a `p2p` host relays blocks between nodes of one chain, as their peers
+//!   synthetic transactions over time and one on every new tip (so templates change within a
+//!   height and every block found on a fresh template carries transactions), and a `p2p` host relays blocks between nodes of one chain, as their peers
 //!   would;
-//! - the share store: [`store::FaultyStore`] around a real embedded store;
+//! - the share store: [`store::FaultyStore`] around a real embedded store (down, slow, losing
+//!   replies or stalled);
 //! - miners: [`miner`], each with a hashrate, on a port with vardiff on, so difficulties move;
+//!   fresh miners for the liveness probes run on `fresh{k}` machines;
 //! - block notifications: datagrams over simulated UDP decoded by the drivers' own parser
 //!   (the drivers' UDP listener takes a tokio socket, so the simulator runs its own loop).
 //!

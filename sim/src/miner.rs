@@ -14,7 +14,9 @@
 //! `mining.extranonce.subscribe` and follows `mining.set_extranonce`;
 //! [`MinerKind::Misbehaving`] mixes in garbage lines, duplicates, stale and low-difficulty
 //! submits, abrupt disconnects, and a late share on the replaced work whenever a new block
-//! flushes its jobs (one found in the moment the notify was on the wire). Everything the miner
+//! flushes its jobs (one found in the moment the notify was on the wire);
+//! [`MinerKind::Flooder`] sends only low-difficulty shares, hundreds a second. [`probe`] is a
+//! fresh miner that only wants work, for the liveness checks. Everything the miner
 //! sends and receives is recorded in the [`Observations`](crate::obs::Observations).
 
 use std::collections::BTreeMap;
@@ -37,7 +39,13 @@ pub enum MinerKind {
     Asic,
     NiceHash,
     Misbehaving,
+    /// Sends nothing but shares that miss the target, one every [`FLOOD_GAP_MS`] on average
+    /// whatever its difficulty (a broken or hostile rig).
+    Flooder,
 }
+
+/// Mean gap between a flooder's invalid shares.
+pub const FLOOD_GAP_MS: f64 = 2.0;
 
 /// The version bits an ASIC asks to roll (BIP 320's general-purpose bits).
 pub const ASIC_MASK: u32 = 0x1fff_e000;
@@ -84,10 +92,17 @@ fn mean_share_gap(hashrate: f64, difficulty: f64) -> Duration {
 
 /// When the next share is due: an exponential draw around the mean gap at `difficulty`
 /// (1 s for a miner without a hashrate).
-fn next_share_at(rng: &mut SimRng, hashrate: Option<f64>, difficulty: f64) -> Instant {
-    let mean = hashrate.map_or(1_000.0, |h| {
-        mean_share_gap(h, difficulty).as_secs_f64() * 1_000.0
-    });
+fn next_share_at(
+    rng: &mut SimRng,
+    kind: MinerKind,
+    hashrate: Option<f64>,
+    difficulty: f64,
+) -> Instant {
+    let mean = match (kind, hashrate) {
+        (MinerKind::Flooder, _) => FLOOD_GAP_MS,
+        (_, None) => 1_000.0,
+        (_, Some(h)) => mean_share_gap(h, difficulty).as_secs_f64() * 1_000.0,
+    };
     Instant::now() + Duration::from_millis(rng.exp(mean) as u64 + 1)
 }
 
@@ -121,7 +136,7 @@ pub async fn run(spec: MinerSpec, obs: Obs) -> turmoil::Result {
         id: spec.id,
         user: spec.user.clone(),
         hashrate: spec.hashrate,
-        misbehaving: spec.kind == MinerKind::Misbehaving,
+        misbehaving: matches!(spec.kind, MinerKind::Misbehaving | MinerKind::Flooder),
     });
     tokio::time::sleep(spec.start).await;
     let origin = Instant::now() - spec.start;
@@ -241,7 +256,7 @@ async fn run_session(
                             && st.difficulty != before
                             && st.difficulty > 0.0
                         {
-                            next_share = Some(next_share_at(rng, spec.hashrate, st.difficulty));
+                            next_share = Some(next_share_at(rng, spec.kind, spec.hashrate, st.difficulty));
                         }
                         if let Some(old) = st.late.take()
                             && let Some((i, params)) =
@@ -262,7 +277,7 @@ async fn run_session(
                     next_share = Some(Instant::now() + Duration::from_millis(20));
                     continue;
                 }
-                next_share = Some(next_share_at(rng, spec.hashrate, st.difficulty));
+                next_share = Some(next_share_at(rng, spec.kind, spec.hashrate, st.difficulty));
                 let mut out = String::new();
                 if spec.kind == MinerKind::Misbehaving && rng.chance(0.05) {
                     // Abrupt disconnect mid-session.
@@ -519,6 +534,8 @@ fn make_share(
     if let Some((i, w)) = forced {
         intent = i;
         forced_work = Some(w);
+    } else if spec.kind == MinerKind::Flooder {
+        intent = Intent::LowDifficulty;
     } else if spec.kind == MinerKind::Misbehaving {
         let r = rng.unit();
         if r < 0.15 {
@@ -619,4 +636,86 @@ fn submit_params(spec: &MinerSpec, s: &Submit) -> Value {
         p.push(json!(format!("{:08x}", s.version_bits)));
     }
     Value::Array(p)
+}
+
+/// What a fresh miner got from the pool (simulated ms, `None`: not within the limit).
+#[derive(Debug, Clone, Default)]
+pub struct ProbeOutcome {
+    pub started_ms: u64,
+    pub subscribed_ms: Option<u64>,
+    pub authorized_ms: Option<u64>,
+    pub clean_job_ms: Option<u64>,
+}
+
+impl ProbeOutcome {
+    fn complete(&self) -> bool {
+        self.subscribed_ms.is_some() && self.authorized_ms.is_some() && self.clean_job_ms.is_some()
+    }
+}
+
+/// A fresh miner: connects to `pool`, subscribes and authorizes as `user`, and waits for a
+/// clean `mining.notify`, everything within `limit` of the start. The connection stays open
+/// until `release` fires (or its sender is dropped), so whoever asked can look at the pool
+/// while the miner is connected.
+pub async fn probe(
+    pool: (&str, u16),
+    user: &str,
+    limit: Duration,
+    outcome: tokio::sync::oneshot::Sender<ProbeOutcome>,
+    release: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut got = ProbeOutcome {
+        started_ms: sim_ms(),
+        ..ProbeOutcome::default()
+    };
+    let deadline = Instant::now() + limit;
+    let conn = tokio::time::timeout_at(deadline, turmoil::net::TcpStream::connect(pool)).await;
+    let Ok(Ok(stream)) = conn else {
+        let _ = outcome.send(got);
+        return;
+    };
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut rd = BufReader::new(rd);
+    let hello = format!(
+        "{}\n{}\n",
+        json!({"id": 1, "method": "mining.subscribe", "params": ["sim-fresh/1.0"]}),
+        json!({"id": 2, "method": "mining.authorize", "params": [user, "x"]})
+    );
+    if wr.write_all(hello.as_bytes()).await.is_err() {
+        let _ = outcome.send(got);
+        return;
+    }
+    let mut line = String::new();
+    while !got.complete() {
+        line.clear();
+        match tokio::time::timeout_at(deadline, rd.read_line(&mut line)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => break,
+        }
+        let Ok(v) = serde_json::from_str::<Value>(line.trim_end()) else {
+            continue;
+        };
+        let now = Some(sim_ms());
+        match (v["id"].as_u64(), v["method"].as_str()) {
+            (Some(1), None) if v["result"].is_array() => got.subscribed_ms = now,
+            (Some(2), None) if v["result"] == json!(true) => got.authorized_ms = now,
+            (_, Some("mining.notify")) if v["params"][8] == json!(true) => {
+                got.clean_job_ms = got.clean_job_ms.or(now);
+            }
+            _ => {}
+        }
+    }
+    let _ = outcome.send(got);
+    // Reading on keeps the pool's writes flowing while the asker looks.
+    tokio::select! {
+        _ = release => {}
+        () = async {
+            loop {
+                line.clear();
+                if !matches!(rd.read_line(&mut line).await, Ok(n) if n > 0) {
+                    break;
+                }
+            }
+        } => {}
+    }
 }

@@ -118,6 +118,45 @@ pub struct TipObs {
     pub height: u64,
 }
 
+/// One `submitblock` call as a node received it, stamped with simulated time (the node's own
+/// record carries whole unix seconds only).
+#[derive(Debug, Clone)]
+pub struct ReceiptObs {
+    pub node: usize,
+    /// Display-order hex of the block hash.
+    pub hash: String,
+    /// When the simulator saw the node record the call (it looks every millisecond).
+    pub at_ms: u64,
+    /// The node's answer: `None` accepted, else the BIP22 string or the RPC error.
+    pub reply: Option<String>,
+}
+
+/// A fresh miner's attempt to get work after a fault phase (see [`crate::world::Ctl::liveness`]).
+#[derive(Debug, Clone)]
+pub struct ProbeObs {
+    /// The fault phase it followed.
+    pub phase: String,
+    pub pool: usize,
+    pub started_ms: u64,
+    pub subscribed_ms: Option<u64>,
+    pub authorized_ms: Option<u64>,
+    /// The first clean `mining.notify`.
+    pub clean_job_ms: Option<u64>,
+    /// The monitor's data source answered (status with the probe counted among the
+    /// clients), and when; or what was wrong with it.
+    pub monitor: Result<u64, String>,
+}
+
+/// A pool's shutdown: from the signal to its report (`None`: never finished).
+#[derive(Debug, Clone)]
+pub struct ShutdownObs {
+    pub pool: usize,
+    pub signalled_ms: u64,
+    pub done_ms: Option<u64>,
+    /// How long the pool may take, by its own rule.
+    pub bound_ms: u64,
+}
+
 #[derive(Debug, Default)]
 pub struct Observations {
     pub log: Vec<String>,
@@ -129,6 +168,10 @@ pub struct Observations {
     pub miners: Vec<MinerObs>,
     /// Synthetic transactions fed to the coinservers' mempools.
     pub txs_fed: usize,
+    /// Block submissions as the nodes received them (scenarios that time them only).
+    pub receipts: Vec<ReceiptObs>,
+    pub probes: Vec<ProbeObs>,
+    pub shutdowns: Vec<ShutdownObs>,
 }
 
 /// Shared by every actor of one simulation (single-threaded: turmoil runs hosts in turn).

@@ -1,14 +1,14 @@
 //! Builds a simulated world — coinserver nodes, pool instances, a share store, miners and a
 //! director that runs the scenario's script — on one turmoil simulation derived from a seed.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use powerpool_core::coinserver::{PushSignal, PushSource};
+use powerpool_core::coinserver::{CoinserverConfig, PushSignal, PushSource};
 use powerpool_core::hash::Hash256;
 use powerpool_core::session::PortPolicy;
 use powerpool_core::vardiff::VardiffConfig;
@@ -20,11 +20,11 @@ use powerpool_drivers::pool::{self, PoolHandle, PoolIo, PoolReport};
 use powerpool_drivers::push::{PushCommand, parse_datagram};
 use powerpool_drivers::rpc::{RpcAuth, RpcClient};
 use powerpool_drivers::store::{EmbeddedStore, ShareStore, Spool};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::miner::{self, MinerSpec};
 use crate::net::{SIM_EPOCH_UNIX_SECS, TurmoilNet, sim_unix_secs};
-use crate::obs::{Obs, TipObs, new_obs, sim_ms};
+use crate::obs::{Obs, ProbeObs, ReceiptObs, ShutdownObs, TipObs, new_obs, sim_ms};
 use crate::rng::SimRng;
 use crate::store::FaultyStore;
 use crate::transport::{AuxWorkLog, TurmoilHttp};
@@ -36,6 +36,21 @@ pub const RPC_PORT: u16 = 8332;
 pub const PUSH_PORT: u16 = 6855;
 /// The port's start difficulty unless a scenario sets another.
 pub const START_DIFFICULTY: f64 = 1e-6;
+/// How long a fresh miner may take, after a fault phase, to subscribe, authorize and get a
+/// clean job.
+pub const FRESH_MINER_BOUND: Duration = Duration::from_secs(2);
+
+/// How long a pool may take to shut down, by its own rules: every found block's submission
+/// may run its full course (each attempt timing out, with the retry delay between), then the
+/// share log's last write may time out before it spools; a second covers connections finishing
+/// their in-flight submits.
+pub fn shutdown_bound(cfg: &Config) -> Duration {
+    let cs = CoinserverConfig::default();
+    let rpc = Duration::from_millis(cfg.new_blocks.rpc_timeout_ms);
+    (rpc + cs.submit_retry_delay) * cs.submit_attempts
+        + Duration::from_millis(cfg.store.write_timeout_ms)
+        + Duration::from_secs(1)
+}
 
 /// Knobs a scenario sets; everything random comes from `seed`.
 #[derive(Debug, Clone)]
@@ -77,6 +92,14 @@ pub struct WorldConfig {
     pub store_max_delay_ms: u64,
     /// Merge-mined chains, each served by its own nodes (`aux{chain}n{node}` hosts).
     pub aux: Vec<AuxSpec>,
+    /// Machines for fresh miners (`fresh{k}`), used in turn by [`Ctl::liveness`].
+    pub probe_hosts: usize,
+    /// Fault phases the scenario runs, each owing a liveness probe ([`Ctl::liveness`]) after
+    /// it; a scenario without faults owes one at the end.
+    pub fault_phases: usize,
+    /// Stamp every block submission a node receives with simulated time
+    /// ([`crate::obs::Observations::receipts`]): the node is looked at every millisecond.
+    pub time_receipts: bool,
 }
 
 /// One merge-mined chain of the world.
@@ -128,6 +151,9 @@ impl WorldConfig {
             max_connections_per_ip: 1_000,
             store_max_delay_ms: 20,
             aux: Vec::new(),
+            probe_hosts: 4,
+            fault_phases: 1,
+            time_receipts: false,
         }
     }
 }
@@ -157,7 +183,22 @@ pub struct Ctl {
     /// (miner, from ms, to ms): when a scenario's faults may have kept messages from a miner,
     /// so it may not have seen everything the pool sent it.
     pub miner_link_faults: RefCell<Vec<(usize, u64, u64)>>,
+    probes: Vec<mpsc::UnboundedSender<ProbeReq>>,
+    next_probe: Cell<usize>,
     _dir: tempfile::TempDir,
+}
+
+/// A fresh miner's errand, handed to a `fresh{k}` machine.
+#[derive(Debug)]
+struct ProbeReq {
+    pool: usize,
+    user: String,
+    outcome: oneshot::Sender<miner::ProbeOutcome>,
+    release: oneshot::Receiver<()>,
+}
+
+pub fn probe_host(k: usize) -> String {
+    format!("fresh{k}")
 }
 
 pub fn node_host(i: usize) -> String {
@@ -203,19 +244,109 @@ impl Ctl {
         self.handle(pool).state.lock().ok()?.primary.clone()
     }
 
-    /// Stops every pool and waits for their reports.
+    /// Stops every pool and waits for their reports, each up to its [`shutdown_bound`] (plus
+    /// a second, so a late finish is measured rather than cut off); every shutdown is recorded
+    /// for the liveness check.
     pub async fn stop_pools(&self) {
+        let signalled_ms = sim_ms();
         for s in &self.shutdown {
             s.send_replace(true);
         }
-        for p in &self.pools {
-            while p.borrow().report.is_none() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        for (i, p) in self.pools.iter().enumerate() {
+            let bound = shutdown_bound(&self.pool_configs[i]);
+            let give_up = tokio::time::Instant::now() + bound + Duration::from_secs(1);
+            while p.borrow().report.is_none() && tokio::time::Instant::now() < give_up {
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            let done_ms = p.borrow().report.is_some().then(sim_ms);
+            let mut o = self.obs.borrow_mut();
+            o.event(match done_ms {
+                Some(t) => format!("pool{i} stopped after {} ms", t - signalled_ms),
+                None => format!("pool{i} did not stop"),
+            });
+            o.shutdowns.push(ShutdownObs {
+                pool: i,
+                signalled_ms,
+                done_ms,
+                bound_ms: crate::obs::ms(bound),
+            });
         }
-        self.obs.borrow_mut().event("pools stopped");
     }
 
+    /// The liveness probe after the fault phase `phase`: a fresh miner (on a machine of its
+    /// own) subscribes to pool `pool`, authorizes and waits for a clean job, within
+    /// [`FRESH_MINER_BOUND`]; while it is connected the monitor's data source must answer and
+    /// count it. Recorded for [`crate::invariant::liveness`]; returns whether it all held.
+    pub async fn liveness(&self, phase: &str, pool: usize) -> bool {
+        let k = self.next_probe.get();
+        self.next_probe.set(k + 1);
+        let user = format!("{PAYOUT}.fresh{k}");
+        let (otx, orx) = oneshot::channel();
+        let (rtx, rrx) = oneshot::channel();
+        let started = sim_ms();
+        let sent = self.probes[k % self.probes.len()].send(ProbeReq {
+            pool,
+            user: user.clone(),
+            outcome: otx,
+            release: rrx,
+        });
+        let got = match sent {
+            Ok(()) => orx.await.unwrap_or_default(),
+            Err(_) => miner::ProbeOutcome::default(),
+        };
+        let monitor = if got.authorized_ms.is_some() {
+            self.monitor_view(pool, &format!("fresh{k}"))
+        } else {
+            Err("not asked: the fresh miner never got authorized".into())
+        };
+        drop(rtx);
+        let p = ProbeObs {
+            phase: phase.to_owned(),
+            pool,
+            started_ms: got.started_ms.max(started),
+            subscribed_ms: got.subscribed_ms,
+            authorized_ms: got.authorized_ms,
+            clean_job_ms: got.clean_job_ms,
+            monitor,
+        };
+        let ok =
+            crate::invariant::liveness::probe_violation(&p, ms_of(FRESH_MINER_BOUND)).is_none();
+        let mut o = self.obs.borrow_mut();
+        o.event(format!(
+            "fresh miner after {phase}: subscribed {:?} authorized {:?} clean job {:?} monitor {:?}",
+            p.subscribed_ms, p.authorized_ms, p.clean_job_ms, p.monitor
+        ));
+        o.probes.push(p);
+        ok
+    }
+
+    /// What the HTTP monitor would serve of pool `pool`, read from its data source: the status
+    /// and the client list must answer, and the list must hold `worker` (connected now).
+    fn monitor_view(&self, pool: usize, worker: &str) -> Result<u64, String> {
+        use powerpool_drivers::monitor::MonitorSource;
+        let handle = self.pools[pool]
+            .borrow()
+            .handle
+            .clone()
+            .ok_or("the pool never started")?;
+        let source = powerpool_drivers::status::PoolMonitor { pool: handle };
+        let status = source.status();
+        if status["client_count"].as_u64().unwrap_or(0) == 0 {
+            return Err(format!("status counts no client: {status}"));
+        }
+        let clients = source.clients();
+        let listed = clients.as_object().is_some_and(|by_address| {
+            by_address
+                .values()
+                .flat_map(|v| v.as_array().into_iter().flatten())
+                .any(|c| c["worker"] == worker)
+        });
+        if !listed {
+            return Err(format!("the client list lacks {worker}: {clients}"));
+        }
+        let _ = source.components();
+        Ok(sim_ms())
+    }
     pub fn event(&self, what: impl Into<String>) {
         self.obs.borrow_mut().event(what);
     }
@@ -329,6 +460,7 @@ impl World {
             let node = Node::with_clock(nc, Arc::new(sim_unix_secs))?;
             nodes.push(node.clone());
             let obs = obs.clone();
+            let time_receipts = w.time_receipts;
             sim.host(node_host(i), move || {
                 let node = node.clone();
                 let obs = obs.clone();
@@ -338,6 +470,9 @@ impl World {
                         RPC_PORT,
                     ))
                     .await?;
+                    if time_receipts {
+                        tokio::task::spawn_local(watch_receipts(i, node.clone(), obs.clone()));
+                    }
                     let mut tips = node.subscribe_tips();
                     let watcher = node.clone();
                     tokio::task::spawn_local(async move {
@@ -375,6 +510,11 @@ impl World {
             } else {
                 nodes.iter().map(|n| vec![n.clone()]).collect()
             };
+            //
+            // A block takes the whole mempool with it, so a group is also fed a transaction as
+            // soon as it agrees on a new tip: the next template, fetched at least a network
+            // hop later, always carries one, and blocks found on it carry transactions
+            // whatever the timing of the random arrivals.
             let feed_rng = rng.fork(4);
             let obs = obs.clone();
             sim.host("mempool", move || {
@@ -382,19 +522,43 @@ impl World {
                 let mut rng = feed_rng.clone();
                 let obs = obs.clone();
                 async move {
+                    let (tip_tx, mut tip_rx) = mpsc::unbounded_channel::<usize>();
+                    for (g, group) in groups.iter().enumerate() {
+                        for n in group {
+                            let mut tips = n.subscribe_tips();
+                            let tip_tx = tip_tx.clone();
+                            tokio::task::spawn_local(async move {
+                                while tips.recv().await.is_ok() {
+                                    if tip_tx.send(g).is_err() {
+                                        return;
+                                    }
+                                }
+                            });
+                        }
+                    }
+                    let feed = |g: usize, group: &[Arc<Node>], why: &str| {
+                        if !in_step(group) {
+                            return;
+                        }
+                        for n in group {
+                            n.with_chain(|c| c.add_synthetic_txs(1));
+                        }
+                        let mut o = obs.borrow_mut();
+                        o.txs_fed += 1;
+                        o.event(format!("mempool group {g} +1 tx{why}"));
+                    };
+                    let mut next = tokio::time::Instant::now()
+                        + Duration::from_millis(rng.exp(mean as f64) as u64 + 1);
                     loop {
-                        let gap = rng.exp(mean as f64) as u64 + 1;
-                        tokio::time::sleep(Duration::from_millis(gap)).await;
-                        for (g, group) in groups.iter().enumerate() {
-                            if !in_step(group) {
-                                continue;
+                        tokio::select! {
+                            () = tokio::time::sleep_until(next) => {
+                                next = tokio::time::Instant::now()
+                                    + Duration::from_millis(rng.exp(mean as f64) as u64 + 1);
+                                for (g, group) in groups.iter().enumerate() {
+                                    feed(g, group, "");
+                                }
                             }
-                            for n in group {
-                                n.with_chain(|c| c.add_synthetic_txs(1));
-                            }
-                            let mut o = obs.borrow_mut();
-                            o.txs_fed += 1;
-                            o.event(format!("mempool group {g} +1 tx"));
+                            Some(g) = tip_rx.recv() => feed(g, &groups[g], " (new tip)"),
                         }
                     }
                 }
@@ -546,6 +710,31 @@ impl World {
                 }
             });
         }
+        let mut probes = Vec::new();
+        for k in 0..w.probe_hosts.max(1) {
+            let (tx, rx) = mpsc::unbounded_channel::<ProbeReq>();
+            probes.push(tx);
+            let rx = Rc::new(RefCell::new(Some(rx)));
+            sim.host(probe_host(k), move || {
+                let rx = rx.borrow_mut().take();
+                async move {
+                    let Some(mut rx) = rx else {
+                        return Ok(());
+                    };
+                    while let Some(r) = rx.recv().await {
+                        miner::probe(
+                            (pool_host(r.pool).as_str(), STRATUM_PORT),
+                            &r.user,
+                            FRESH_MINER_BOUND,
+                            r.outcome,
+                            r.release,
+                        )
+                        .await;
+                    }
+                    Ok(())
+                }
+            });
+        }
         let ctl = Rc::new(Ctl {
             cfg: w,
             obs,
@@ -558,6 +747,8 @@ impl World {
             rng: RefCell::new(rng.fork(2)),
             aux_work,
             miner_link_faults: RefCell::default(),
+            probes,
+            next_probe: Cell::new(0),
             _dir: dir,
         });
         Ok(World { sim, ctl, hosts: 0 })
@@ -656,6 +847,38 @@ fn relay(peers: &[Arc<Node>], first_seen: &mut HashMap<Hash256, u64>, age_ms: u6
                 }
             }
         }
+    }
+}
+
+fn ms_of(d: Duration) -> u64 {
+    crate::obs::ms(d)
+}
+
+/// Records every `submitblock` node `i` receives, looking every simulated millisecond.
+async fn watch_receipts(i: usize, node: Arc<Node>, obs: Obs) {
+    let mut seen = 0;
+    loop {
+        let all = node.submitted_blocks();
+        if all.len() > seen {
+            let now = sim_ms();
+            let mut o = obs.borrow_mut();
+            for b in &all[seen..] {
+                let hash = b.hash.map(|h| h.to_display_hex()).unwrap_or_default();
+                let reply = match &b.reply {
+                    Ok(r) => r.clone(),
+                    Err(e) => Some(format!("{e:?}")),
+                };
+                o.event(format!("node{i} got block {hash} -> {reply:?}"));
+                o.receipts.push(ReceiptObs {
+                    node: i,
+                    hash,
+                    at_ms: now,
+                    reply,
+                });
+            }
+            seen = all.len();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

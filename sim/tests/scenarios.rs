@@ -103,3 +103,18 @@ fn net_faults() {
 fn merged() {
     run("merged", scenario::merged, 10);
 }
+
+#[test]
+fn block_storm() {
+    run("block_storm", scenario::block_storm, 11);
+}
+
+/// A one-minute stall here, to keep the suite quick; the `sim` binary and the seed hunt run
+/// the scenario's two minutes.
+#[test]
+fn stalled_store() {
+    fn one_minute(seed: u64) -> anyhow::Result<RunResult> {
+        scenario::stalled_store_for(seed, std::time::Duration::from_secs(60))
+    }
+    run("stalled_store", one_minute, 12);
+}

@@ -296,6 +296,12 @@ pub fn check(
             }
         }
     }
+    if counts.owed == 0 {
+        v.push(
+            "no acknowledged share met a committed aux target: the reverse check proved nothing"
+                .into(),
+        );
+    }
     (v, counts)
 }
 

@@ -47,6 +47,9 @@ pub fn check(
 ) -> Violations {
     let ok = |d: f64| d.is_finite() && d >= policy.min_difficulty && d <= policy.max_difficulty;
     let mut v = Vec::new();
+    if obs.difficulties.is_empty() {
+        v.push("no miner was sent a difficulty: the bounds were not tested".into());
+    }
     for d in &obs.difficulties {
         if !ok(d.difficulty) {
             v.push(format!(

@@ -6,6 +6,12 @@ use crate::obs::Observations;
 
 pub fn check(obs: &Observations) -> Violations {
     let mut v = Vec::new();
+    if obs.sessions.len() < 2 {
+        v.push(format!(
+            "{} miner sessions subscribed: extranonce1 uniqueness was not tested",
+            obs.sessions.len()
+        ));
+    }
     let mut sessions: Vec<_> = obs.sessions.iter().collect();
     sessions.sort_by(|a, b| {
         a.extranonce1

@@ -3,9 +3,11 @@
 //! the share, block or session concerned.
 
 pub mod aux_submitted;
+pub mod block_reach;
 pub mod blocks_submitted;
 pub mod difficulty_bounds;
 pub mod extranonce_unique;
+pub mod liveness;
 pub mod no_double_credit;
 pub mod no_stale_credit;
 pub mod nothing_lost;
@@ -151,19 +153,234 @@ mod tests {
         }
     }
 
+    const RETRIES: super::blocks_submitted::Retries = super::blocks_submitted::Retries {
+        reply_deadline_ms: 500,
+        attempts: 5,
+    };
+
+    /// Every checker reports a run that gave it nothing to judge.
+    #[test]
+    fn every_checker_fails_on_an_empty_run() {
+        let o = Observations::default();
+        let report = PoolReport {
+            share_log: ShareLogReport {
+                status: Default::default(),
+                abandoned_records: 0,
+            },
+            state: Default::default(),
+        };
+        let policy = PortPolicy::default();
+        let named = |what: &str, v: Vec<String>| {
+            assert!(!v.is_empty(), "{what} passed an empty run");
+        };
+        named("no_double_credit", super::no_double_credit::check(&o, &[]));
+        named(
+            "no_double_credit totals",
+            super::no_double_credit::check_totals(&[], &Default::default()),
+        );
+        named("no_stale_credit", super::no_stale_credit::check(&o));
+        named(
+            "nothing_lost",
+            super::nothing_lost::check(&o, &[], &[&report]),
+        );
+        named(
+            "nothing_lost without reports",
+            super::nothing_lost::check(&o, &[], &[]),
+        );
+        named(
+            "difficulty_bounds",
+            super::difficulty_bounds::check(&o, &[], &policy, &[], &[]),
+        );
+        named("extranonce_unique", super::extranonce_unique::check(&o));
+        named(
+            "work_freshness",
+            super::work_freshness::check(&o, &[], 1_000, 10_000).violations,
+        );
+        named(
+            "blocks_submitted",
+            super::blocks_submitted::check(&o, &[], &[], &[], RETRIES),
+        );
+        let node = powerpool_drivers::node::Node::new(powerpool_drivers::node::NodeConfig::test(1))
+            .unwrap();
+        named(
+            "blocks_submitted with a node",
+            super::blocks_submitted::check(&o, &[node], &[true], &[], RETRIES),
+        );
+        named(
+            "block_reach",
+            super::block_reach::check(&o, &[true], 100, &[]).violations,
+        );
+        named("liveness", super::liveness::check(&o, 1, 2_000));
+        named(
+            "aux_submitted",
+            super::aux_submitted::check(&o, &[], &[], &[]).0,
+        );
+    }
+
+    #[test]
+    fn liveness_reports_slow_probes_a_silent_monitor_and_a_slow_shutdown() {
+        use crate::obs::{ProbeObs, ShutdownObs};
+        let probe = |clean: Option<u64>, monitor: Result<u64, String>| ProbeObs {
+            phase: "test".into(),
+            pool: 0,
+            started_ms: 1_000,
+            subscribed_ms: Some(1_010),
+            authorized_ms: Some(1_020),
+            clean_job_ms: clean,
+            monitor,
+        };
+        let stop = |done: Option<u64>| ShutdownObs {
+            pool: 0,
+            signalled_ms: 5_000,
+            done_ms: done,
+            bound_ms: 1_000,
+        };
+        let mut o = Observations {
+            probes: vec![probe(Some(1_030), Ok(1_040))],
+            shutdowns: vec![stop(Some(5_900))],
+            ..Default::default()
+        };
+        assert!(super::liveness::check(&o, 1, 2_000).is_empty());
+        assert_eq!(
+            super::liveness::check(&o, 2, 2_000).len(),
+            1,
+            "a phase without a probe"
+        );
+        o.probes.push(probe(Some(3_001), Ok(3_010)));
+        assert_eq!(
+            super::liveness::check(&o, 2, 2_000).len(),
+            1,
+            "clean job too late"
+        );
+        o.probes[1] = probe(None, Err("never asked".into()));
+        assert_eq!(
+            super::liveness::check(&o, 2, 2_000).len(),
+            1,
+            "no clean job"
+        );
+        o.probes[1] = probe(Some(1_500), Err("status counts no client".into()));
+        assert_eq!(
+            super::liveness::check(&o, 2, 2_000).len(),
+            1,
+            "monitor silent"
+        );
+        o.probes.pop();
+        o.shutdowns = vec![stop(Some(6_001))];
+        assert_eq!(
+            super::liveness::check(&o, 1, 2_000).len(),
+            1,
+            "slow shutdown"
+        );
+        o.shutdowns = vec![stop(None)];
+        assert_eq!(super::liveness::check(&o, 1, 2_000).len(), 1, "no shutdown");
+    }
+
+    #[test]
+    fn a_block_that_reaches_no_live_node_in_time_is_reported() {
+        use crate::obs::ReceiptObs;
+        let mut block = submit(Intent::Valid, Some(true));
+        block.meets_network = true;
+        let receipt = |node, at_ms| ReceiptObs {
+            node,
+            hash: block.hash.clone(),
+            at_ms,
+            reply: None,
+        };
+        let mut o = Observations {
+            submits: vec![block.clone()],
+            ..Default::default()
+        };
+        // Sent at 10 ms.
+        o.receipts = vec![receipt(0, 300), receipt(1, 90)];
+        let r = super::block_reach::check(&o, &[false, true], 100, &[]);
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        assert_eq!((r.judged, r.worst_ms), (1, 80));
+        let r = super::block_reach::check(&o, &[true, false], 100, &[]);
+        assert_eq!(r.violations.len(), 1, "node0 got it 290 ms later");
+        o.receipts.clear();
+        assert_eq!(
+            super::block_reach::check(&o, &[true, true], 100, &[])
+                .violations
+                .len(),
+            1,
+            "never received"
+        );
+        assert_eq!(
+            super::block_reach::check(&o, &[false, false], 100, &[])
+                .violations
+                .len(),
+            1,
+            "no live node"
+        );
+    }
+
+    /// A block may reach a node twice only as the pool's retry of a call whose reply a fault
+    /// could have cost it, each later copy answered "duplicate", within the attempts allowed.
+    #[test]
+    fn a_resubmitted_block_is_judged_by_the_pools_retry_rule() {
+        use powerpool_drivers::node::{Node, NodeConfig};
+        let node = Node::new(NodeConfig::test(3)).unwrap();
+        let hash = node.mine_block_externally().unwrap();
+        let hex = node.with_chain(|c| hex::encode(c.block(&hash).unwrap().block.serialize()));
+        let mut found = submit(Intent::Valid, Some(true));
+        found.hash = hash.to_display_hex();
+        found.meets_network = true;
+        found.sent_ms = 100;
+        found.answered_ms = Some(110);
+        let o = Observations {
+            submits: vec![found],
+            ..Default::default()
+        };
+        let recorded = [hash.to_display_hex()];
+        let judge = |window: (u64, u64)| {
+            super::blocks_submitted::check_windows(
+                &o,
+                std::slice::from_ref(&node),
+                &[vec![window]],
+                &recorded,
+                RETRIES,
+            )
+            .into_iter()
+            .filter(|v| v.contains("submitted"))
+            .collect::<Vec<_>>()
+        };
+        // Once: nothing to excuse, wherever the fault.
+        node.submit_block_hex(&hex).unwrap();
+        assert!(judge((5_000, 6_000)).is_empty());
+        // Twice, the node holding it both times ("duplicate").
+        node.submit_block_hex(&hex).unwrap();
+        assert!(
+            judge((300, 1_000)).is_empty(),
+            "the link failed 190 ms after the call, before its 500 ms deadline: a retry is right"
+        );
+        assert_eq!(
+            judge((700, 1_000)).len(),
+            1,
+            "the reply was due before the fault: the pool knew the outcome"
+        );
+        for _ in 0..4 {
+            node.submit_block_hex(&hex).unwrap();
+        }
+        assert_eq!(
+            judge((300, 1_000)).len(),
+            1,
+            "six copies, five attempts allowed"
+        );
+    }
+
     #[test]
     fn acknowledged_stale_duplicate_or_low_shares_are_reported() {
         let mut o = Observations::default();
         o.submits.push(submit(Intent::Valid, Some(true)));
+        o.submits.push(submit(Intent::Stale, Some(false)));
         assert!(super::no_stale_credit::check(&o).is_empty());
         for i in [Intent::Stale, Intent::Duplicate, Intent::LowDifficulty] {
             o.submits.push(submit(i, Some(true)));
         }
-        o.submits.push(submit(Intent::Stale, Some(false)));
         assert_eq!(super::no_stale_credit::check(&o).len(), 3);
         let mut weak = submit(Intent::Valid, Some(true));
         weak.hash = "f".repeat(64);
-        o.submits = vec![weak];
+        o.submits = vec![weak, submit(Intent::Stale, Some(false))];
         assert_eq!(super::no_stale_credit::check(&o).len(), 1);
     }
 

@@ -16,6 +16,9 @@ use crate::obs::Observations;
 
 pub fn check(obs: &Observations, stored: &[ShareRecord]) -> Violations {
     let mut v = Vec::new();
+    if !obs.submits.iter().any(|s| s.accepted == Some(true)) {
+        v.push("no share was acknowledged: double credit was not tested".into());
+    }
     let mut seen = BTreeMap::new();
     for (i, s) in obs.submits.iter().enumerate() {
         if s.accepted != Some(true) {
@@ -93,6 +96,9 @@ pub fn check_totals(
     totals: &BTreeMap<(String, String), f64>,
 ) -> Violations {
     let mut expect: BTreeMap<(String, String), f64> = BTreeMap::new();
+    if stored.is_empty() {
+        return vec!["the store holds no share record: its totals were not tested".into()];
+    }
     for s in stored {
         let stamp = s.unix_ms / 1000 / 60 * 60;
         let key = (

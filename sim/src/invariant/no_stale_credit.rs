@@ -12,6 +12,9 @@ use crate::obs::{Intent, Observations};
 
 pub fn check(obs: &Observations) -> Violations {
     let mut v = Vec::new();
+    if !obs.submits.iter().any(|s| s.accepted == Some(true)) {
+        v.push("no share was acknowledged: what the pool credits was not tested".into());
+    }
     for s in &obs.submits {
         if s.accepted != Some(true) {
             continue;

@@ -15,6 +15,12 @@ use crate::obs::Observations;
 
 pub fn check(obs: &Observations, stored: &[ShareRecord], reports: &[&PoolReport]) -> Violations {
     let mut v = Vec::new();
+    if reports.is_empty() {
+        v.push("no pool reported at shutdown: nothing to compare the store with".into());
+    }
+    if !obs.submits.iter().any(|s| s.accepted == Some(true)) {
+        v.push("no share was acknowledged: durability was not tested".into());
+    }
     let by_server = accepted_by_server(stored);
     let by_miner = accepted_by_miner(obs, stored);
     for (pool, report) in reports.iter().enumerate() {

@@ -29,7 +29,8 @@ pub struct Freshness {
 }
 
 /// `tips`: the tip changes of the chain the pool should follow, in order; tips closer than
-/// `bound_ms` to `until_ms` (when miners start leaving) are not judged.
+/// `bound_ms` to `until_ms` (when miners start leaving) are not judged. Judging nothing is a
+/// violation.
 pub fn check(obs: &Observations, tips: &[TipObs], bound_ms: u64, until_ms: u64) -> Freshness {
     let mut f = Freshness::default();
     for (k, tip) in tips.iter().enumerate() {
@@ -85,6 +86,10 @@ pub fn check(obs: &Observations, tips: &[TipObs], bound_ms: u64, until_ms: u64) 
                 )),
             }
         }
+    }
+    if f.judged == 0 {
+        f.violations
+            .push("no tip change was judged for work freshness: the check proved nothing".into());
     }
     f
 }
