@@ -166,8 +166,6 @@ impl Hub {
             blocks |= self.show(pool, ev);
         }
         if blocks {
-            let view: Vec<BlockState> = pool.recent_blocks().map(BlockState::from).collect();
-            self.with_state(|s| s.blocks = view);
             self.blocks_changed.notify_waiters();
         }
     }
@@ -234,6 +232,20 @@ impl Hub {
                     m.block_found();
                 } else {
                     m.block_result(status);
+                }
+                // The view changes by one entry: a block storm must not rebuild it per block.
+                if let Some(b) = pool.recent_blocks().find(|b| b.record.id == id) {
+                    let sid = id.to_string();
+                    let cap = pool.config().recent_blocks.max(1);
+                    self.with_state(|s| match s.blocks.iter_mut().find(|v| v.id == sid) {
+                        Some(v) => *v = BlockState::from(b),
+                        None => {
+                            s.blocks.push(BlockState::from(b));
+                            if s.blocks.len() > cap {
+                                s.blocks.remove(0);
+                            }
+                        }
+                    });
                 }
                 if let Some(r) = rec {
                     tracing::info!(

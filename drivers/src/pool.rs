@@ -6,8 +6,8 @@
 //! Shutdown: the machine refuses new connections; every connection handles what it has read,
 //! hands found blocks to the machine and its share records to the log, and ends; the pool
 //! waits for the verdict on every found block (bounded by the longest a submission can take);
-//! the share log persists everything (primary or spool); then the coinserver and aux-chain
-//! drivers stop.
+//! the coinserver and aux-chain drivers stop (the aux ones finish the blocks they hold); then
+//! the share log persists everything, the verdicts included (primary or spool).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -559,6 +559,15 @@ async fn run<N: Net, T: RpcTransport>(
     {
         tracing::warn!("stopping with block outcomes still unknown");
     }
+    // The drivers stop before the share log, so every verdict they still report is logged.
+    let _ = cs_stop_tx.send(());
+    let _ = cs_task.await;
+    let _ = coin_events.await;
+    aux_stop_tx.send_replace(true);
+    for t in aux_tasks {
+        let _ = t.await;
+    }
+    let _ = aux_events.await;
     drop(g.shared);
     let _ = log_stop_tx.send(());
     let share_log = log_task.await.unwrap_or_else(|e| {
@@ -568,14 +577,6 @@ async fn run<N: Net, T: RpcTransport>(
             abandoned_records: usize::MAX,
         }
     });
-    let _ = cs_stop_tx.send(());
-    let _ = cs_task.await;
-    let _ = coin_events.await;
-    aux_stop_tx.send_replace(true);
-    for t in aux_tasks {
-        let _ = t.await;
-    }
-    let _ = aux_events.await;
     let state = g.state.lock().map(|s| s.clone()).unwrap_or_default();
     PoolReport {
         share_log,

@@ -156,7 +156,7 @@ pub fn check_windows(
             let mut h = child.to_owned();
             for _ in 0..64 {
                 let Some(p) = parent(&h) else { return false };
-                let is_p = |b: &&powerpool_drivers::node::SubmittedBlock| {
+                let is_p = |b: &&powerpool_devnode::SubmittedBlock| {
                     b.hash.is_some_and(|x| x.to_display_hex() == p)
                 };
                 if submitted[k + 1..].iter().any(|b| is_p(&b)) {

@@ -168,6 +168,7 @@ mod tests {
                 abandoned_records: 0,
             },
             state: Default::default(),
+            shares_accepted: 0,
         };
         let policy = PortPolicy::default();
         let named = |what: &str, v: Vec<String>| {
@@ -200,7 +201,7 @@ mod tests {
             "blocks_submitted",
             super::blocks_submitted::check(&o, &[], &[], &[], RETRIES),
         );
-        let node = powerpool_drivers::node::Node::new(powerpool_drivers::node::NodeConfig::test(1))
+        let node = powerpool_devnode::Node::new(powerpool_devnode::NodeConfig::test(1))
             .unwrap();
         named(
             "blocks_submitted with a node",
@@ -318,7 +319,7 @@ mod tests {
     /// could have cost it, each later copy answered "duplicate", within the attempts allowed.
     #[test]
     fn a_resubmitted_block_is_judged_by_the_pools_retry_rule() {
-        use powerpool_drivers::node::{Node, NodeConfig};
+        use powerpool_devnode::{Node, NodeConfig};
         let node = Node::new(NodeConfig::test(3)).unwrap();
         let hash = node.mine_block_externally().unwrap();
         let hex = node.with_chain(|c| hex::encode(c.block(&hash).unwrap().block.serialize()));
