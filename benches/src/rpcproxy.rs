@@ -38,6 +38,8 @@ pub struct Recorder {
     outcomes: Mutex<BTreeMap<String, u64>>,
     /// Requests of any method forwarded.
     pub requests: AtomicU64,
+    /// Client connections that ended in an error (a reset by the client included).
+    pub connection_errors: AtomicU64,
 }
 
 impl Recorder {
@@ -121,8 +123,10 @@ pub async fn start(upstream: SocketAddr) -> io::Result<Proxy> {
             tokio::spawn(async move {
                 if let Err(e) = serve(client, upstream, &rec).await
                     && e.kind() != io::ErrorKind::UnexpectedEof
+                    && rec.connection_errors.fetch_add(1, Ordering::Relaxed) == 0
                 {
-                    eprintln!("rpcproxy: connection ended: {e}");
+                    // The first says what kind; the rest are counted.
+                    eprintln!("rpcproxy: a connection ended: {e}");
                 }
             });
         }
@@ -205,7 +209,9 @@ fn submitted_blocks(body: &[u8]) -> Vec<String> {
 /// The outcome of each call in a `submitblock` reply body.
 fn submit_outcomes(body: &[u8]) -> Vec<String> {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
-        return vec!["unparsable reply".into()];
+        // bitcoind answers an overfull RPC queue with a plain-text 503.
+        let text = String::from_utf8_lossy(&body[..body.len().min(40)]).into_owned();
+        return vec![format!("not JSON: {text:?}")];
     };
     let replies = match v {
         Value::Array(a) => a,

@@ -494,7 +494,7 @@ async fn flood(
                     c.closed.store(true, Ordering::Relaxed);
                     return;
                 }
-                let is_push = buf.windows(9).any(|w| w == b"\"method\"");
+                let is_push = buf.windows(8).any(|w| w == b"\"method\"");
                 if ready_tx.is_none() && !is_push {
                     c.replies.fetch_add(1, Ordering::Relaxed);
                     if buf.windows(13).any(|w| w == b"\"result\":true") {
@@ -618,10 +618,29 @@ async fn sigterm(rig: &mut Rig) -> Res<()> {
     Ok(())
 }
 
+/// The log without terminal colour sequences (the pool colours its text log).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn log_summary(dir: &Path) {
-    let Ok(text) = std::fs::read_to_string(dir.join("pool.out")) else {
+    let Ok(raw) = std::fs::read_to_string(dir.join("pool.out")) else {
         return;
     };
+    let text = strip_ansi(&raw);
     let warn = text.lines().filter(|l| l.contains(" WARN ")).count();
     let error = text.lines().filter(|l| l.contains(" ERROR ")).count();
     println!(
@@ -638,6 +657,7 @@ fn log_summary(dir: &Path) {
             .split_whitespace()
             .skip(2)
             .take(8)
+            .filter(|w| !w.chars().any(|c| c.is_ascii_digit()))
             .collect::<Vec<_>>()
             .join(" ");
         *seen.entry(key).or_insert(0u64) += 1;
@@ -811,10 +831,11 @@ async fn storm_mode(args: &Args, dir: &Path, secs: u64) -> Res<()> {
         .await
         .map_err(err("getblockcount"))?;
     println!(
-        "node: {} submitblock calls, {} distinct blocks, outcomes {:?}; height {height0} -> {height1}",
+        "node: {} submitblock calls, {} distinct blocks, outcomes {:?}; height {height0} -> {height1}; {} proxy connections ended in an error",
         rig.recorder.submitblocks.load(Ordering::Relaxed),
         rig.recorder.distinct_blocks(),
-        rig.recorder.outcomes()
+        rig.recorder.outcomes(),
+        rig.recorder.connection_errors.load(Ordering::Relaxed)
     );
     println!("pool RSS at the end of the storm: {rss_after}");
     sigterm(&mut rig).await?;
@@ -858,5 +879,31 @@ fn main() -> ExitCode {
             eprintln!("blockdelay: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example config still has every key this tool rewrites (`set` panics otherwise),
+    /// and the result is a loopback, fixed-difficulty regtest port.
+    #[test]
+    fn pool_config_rewrites_the_example() {
+        let proxy: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let t = pool_config(Path::new("/tmp/x"), proxy, "tcp://127.0.0.1:2", 3, 4, 1e-4);
+        assert!(t.contains("network: regtest"));
+        assert!(t.contains("vardiff: null\n") && !t.contains("shares_per_minute"));
+        assert!(t.contains("bind: 127.0.0.1:3") && !t.contains("0.0.0.0"));
+        assert!(t.contains("start_difficulty: 1e-4") && t.contains("min_difficulty: 1e-4"));
+        assert!(t.contains("enabled: true\n    endpoint: tcp://127.0.0.1:2"));
+    }
+
+    #[test]
+    fn colour_sequences_are_stripped() {
+        assert_eq!(
+            strip_ansi("\x1b[2mt\x1b[0m \x1b[31mERROR\x1b[0m x"),
+            "t ERROR x"
+        );
     }
 }
