@@ -1,5 +1,6 @@
 //! Whole-server measurement for powerpool: a stratum load generator usable from the
-//! `loadgen` binary and from tests ([`run`]).
+//! `loadgen` binary and from tests ([`run`]), and the pieces of the `blockdelay` tool, which
+//! measures how long the real binary takes to hand a found block to a real bitcoind.
 //!
 //! ## Guarantees
 //! - It only talks to loopback addresses unless [`Config::allow_remote`] is set: every
@@ -12,11 +13,19 @@
 //! - Real mode submits only shares whose sha256d meets the difficulty the server announced,
 //!   found by searching nonces (at most [`Config::max_hashes_per_share`] per share);
 //!   fake mode submits random nonces, which measures the reject path.
+//! - `blockdelay` binds and connects to 127.0.0.1 only, every wait in it has a deadline, and
+//!   the child processes it starts (bitcoind, the pool) are killed when their guards drop,
+//!   on error and panic paths too.
 //!
 //! ## Layout
 //! - `lib.rs`: [`Config`], [`Report`], [`run`] (connects the miners, merges their results).
 //! - `client.rs`: one miner connection: handshake, job tracking, paced submissions, replies.
 //! - `work.rs`: notify decoding, header assembly from the wire fields, nonce search.
+//! - `rpcproxy.rs`: a recording JSON-RPC proxy that stamps each `submitblock`'s arrival.
+//! - `regtest.rs`: child-process guards (killed on drop) for bitcoind and the pool, free
+//!   ports, a one-shot JSON-RPC call, a process's RSS.
+//! - `bin/blockdelay.rs`: share → `submitblock` delay at rest and under a refused-share
+//!   flood, and the regtest block storm with health checks and a timed SIGTERM.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +35,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 mod client;
+pub mod regtest;
+pub mod rpcproxy;
 pub mod work;
 
 /// The longest line accepted from the server (a notify with a 12-level branch is ~1.4 kB).
