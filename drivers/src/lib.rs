@@ -45,6 +45,10 @@
 //! | push signals | UDP/ZMQ listeners → monitor tap → coinserver driver | 256 each | the listener waits; neither consumer sends back to it |
 //! | RPC replies | call tasks → their driver | unbounded | one entry per call the driver made |
 //!
+//! The coinserver driver (and the RPC calls it makes) runs on an OS thread and runtime of its
+//! own ([`net::Net::spawn_priority`]): a share flood that keeps the shared runtime's workers
+//! busy cannot delay the submission of a found block.
+//!
 //! A found block therefore reaches the coinserver driver in the call that reports it,
 //! whatever the store, the share rate or the connection count; new miners are admitted by a
 //! machine call that nothing queues in front of; jobs go out without waiting on the store.

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
 
 pub trait Listener: Send + 'static {
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
@@ -25,6 +26,23 @@ pub trait Net: Clone + Send + Sync + 'static {
     fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
     /// Wall clock, milliseconds since the Unix epoch.
     fn unix_ms(&self) -> u64;
+
+    /// Runs a driver whose latency matters more than anything else's — the coinserver driver,
+    /// which submits found blocks — where no amount of stratum work can delay it. The result
+    /// arrives on the receiver (dropped unsent if the driver panicked). By default an ordinary
+    /// task; [`TokioNet`] gives it an OS thread and a runtime of its own.
+    fn spawn_priority<F>(&self, name: &str, fut: F) -> oneshot::Receiver<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let _ = name;
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -67,5 +85,54 @@ impl Net for TokioNet {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
+    }
+
+    /// The stratum ports keep the shared runtime's worker threads busy under a share flood; a
+    /// found block must not wait for one of them to be free, so its driver (and the RPC calls
+    /// it spawns) run on a current-thread runtime on their own OS thread, which the kernel
+    /// schedules as soon as a block wakes it. Falls back to an ordinary task if the thread or
+    /// its runtime cannot be created.
+    fn spawn_priority<F>(&self, name: &str, fut: F) -> oneshot::Receiver<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        let (fut, tx) = match rt {
+            Ok(rt) => {
+                let slot = std::sync::Arc::new(std::sync::Mutex::new(Some((fut, tx))));
+                let taken = slot.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(name.to_owned())
+                    .spawn(move || {
+                        let job = taken.lock().ok().and_then(|mut j| j.take());
+                        if let Some((fut, tx)) = job {
+                            let _ = tx.send(rt.block_on(fut));
+                        }
+                    });
+                match spawned {
+                    Ok(_) => return rx,
+                    // The closure never ran: take the driver back and run it as a task.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no thread for {name}: running it as a task");
+                        match slot.lock().ok().and_then(|mut j| j.take()) {
+                            Some(job) => job,
+                            None => return rx,
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no runtime for {name}: running it as a task");
+                (fut, tx)
+            }
+        };
+        tokio::spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx
     }
 }

@@ -476,18 +476,21 @@ async fn run<N: Net, T: RpcTransport>(
         let net = net.clone();
         move || net.unix_ms()
     };
-    let cs_task = tokio::spawn(coind::run(
-        coinservers,
-        g.origin,
-        cs_wall,
-        clients,
-        push,
-        g.found_rx,
-        cs_tx,
-        async {
-            let _ = cs_stop_rx.await;
-        },
-    ));
+    let cs_task = net.spawn_priority(
+        "powerpool-coind",
+        coind::run(
+            coinservers,
+            g.origin,
+            cs_wall,
+            clients,
+            push,
+            g.found_rx,
+            cs_tx,
+            async {
+                let _ = cs_stop_rx.await;
+            },
+        ),
+    );
     let coin_hub = hub.clone();
     let coin_events = tokio::spawn(async move {
         while let Some(ev) = cs_rx.recv().await {

@@ -201,8 +201,7 @@ mod tests {
             "blocks_submitted",
             super::blocks_submitted::check(&o, &[], &[], &[], RETRIES),
         );
-        let node = powerpool_devnode::Node::new(powerpool_devnode::NodeConfig::test(1))
-            .unwrap();
+        let node = powerpool_devnode::Node::new(powerpool_devnode::NodeConfig::test(1)).unwrap();
         named(
             "blocks_submitted with a node",
             super::blocks_submitted::check(&o, &[node], &[true], &[], RETRIES),
