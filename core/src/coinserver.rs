@@ -346,6 +346,22 @@ pub enum BlockOutcome {
     Unknown(String),
 }
 
+impl BlockOutcome {
+    /// The status this outcome gives the block's record, and the reason recorded with it.
+    pub fn into_status(self) -> (crate::record::BlockStatus, Option<String>) {
+        use crate::record::BlockStatus;
+        match self {
+            BlockOutcome::Accepted => (BlockStatus::Accepted, None),
+            BlockOutcome::Rejected(r) => (BlockStatus::Rejected, Some(r)),
+            BlockOutcome::Unsubmitted => (
+                BlockStatus::Rejected,
+                Some("no coinserver took it".to_owned()),
+            ),
+            BlockOutcome::Unknown(r) => (BlockStatus::Unknown, Some(r)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A `getblocktemplate` result from the primary. `new_tip`: its previous block differs

@@ -69,8 +69,7 @@ use std::time::Duration;
 
 use powerpool_core::address::{AddressParams, parse_address};
 use powerpool_core::coinserver::{
-    BlockOutcome, Call, CoinserverConfig, Coinservers, Event as CoinEvent, NodeConfig, Reply,
-    ReplyError,
+    Call, CoinserverConfig, Coinservers, Event as CoinEvent, NodeConfig, Reply, ReplyError,
 };
 use powerpool_core::hash::{Hash256, sha256d};
 use powerpool_core::job::CoinbaseParams;
@@ -976,15 +975,7 @@ impl World {
             | CoinEvent::PrimaryChanged { .. }
             | CoinEvent::BlockSubmitted { .. } => return,
             CoinEvent::BlockOutcome { block_id, status } => {
-                let (st, reason) = match status {
-                    BlockOutcome::Accepted => (BlockStatus::Accepted, None),
-                    BlockOutcome::Rejected(r) => (BlockStatus::Rejected, Some(r)),
-                    BlockOutcome::Unsubmitted => (
-                        BlockStatus::Rejected,
-                        Some("no coinserver took it".to_owned()),
-                    ),
-                    BlockOutcome::Unknown(r) => (BlockStatus::Unknown, Some(r)),
-                };
+                let (st, reason) = status.into_status();
                 (block_id, st, reason)
             }
             CoinEvent::BlockConfirmed { block_id } => (block_id, BlockStatus::Confirmed, None),

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use powerpool_core::coinserver::{BlockOutcome, Event};
+use powerpool_core::coinserver::Event;
 use powerpool_core::pool::{Pool, PoolEvent, Submission};
 use powerpool_core::record::BlockStatus;
 use powerpool_core::time::{Now, Timestamp};
@@ -325,15 +325,7 @@ impl Hub {
                 tracing::info!(block = %block_id, node = %nodes[node], ?result, "block submitted");
             }
             Event::BlockOutcome { block_id, status } => {
-                let (st, reason) = match status {
-                    BlockOutcome::Accepted => (BlockStatus::Accepted, None),
-                    BlockOutcome::Rejected(r) => (BlockStatus::Rejected, Some(r)),
-                    BlockOutcome::Unsubmitted => (
-                        BlockStatus::Rejected,
-                        Some("no coinserver took it".to_owned()),
-                    ),
-                    BlockOutcome::Unknown(r) => (BlockStatus::Unknown, Some(r)),
-                };
+                let (st, reason) = status.into_status();
                 self.with(|p, now| p.handle_block_status(now, block_id, st, reason));
             }
             Event::BlockConfirmed { block_id } => self
