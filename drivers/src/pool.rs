@@ -5,7 +5,8 @@
 //!
 //! Shutdown: the machine refuses new connections; every connection handles what it has read,
 //! hands found blocks to the machine and its share records to the log, and ends; the pool
-//! waits for the verdict on every found block (bounded by the longest a submission can take);
+//! waits for the verdict on every found block (bounded by the longest a submission can take,
+//! at most 10 s: blocks still open are looked up again at the next start);
 //! the coinserver and aux-chain drivers stop (the aux ones finish the blocks they hold); then
 //! the share log persists everything, the verdicts included (primary or spool).
 
@@ -385,6 +386,8 @@ pub fn start_merged<N: Net, T: RpcTransport>(
     Ok((handle, task))
 }
 
+/// The longest shutdown waits for the verdicts on found blocks (see `run`).
+const SHUTDOWN_VERDICT_WAIT: Duration = Duration::from_secs(10);
 /// Share records queued for the share log before connections wait for room.
 const LOG_QUEUE: usize = 65_536;
 /// Coinserver and aux-chain events queued for the pool machine. Their consumers never wait
@@ -424,9 +427,15 @@ async fn run<N: Net, T: RpcTransport>(
     } = io;
     let hub = g.hub;
 
-    // Coinservers. The longest a found block's submission can take, every attempt failing:
-    // how long shutdown waits for outcomes still due.
-    let submit_bound = g.coinservers.config().submission_bound();
+    // How long shutdown waits for verdicts still due: the longest a submission can take, but
+    // no more than SHUTDOWN_VERDICT_WAIT — a block still without a verdict stays `submitted` in
+    // the store and is looked up on the nodes at the next start (resumed below), so a storm of
+    // busy nodes cannot hold SIGTERM for minutes.
+    let submit_bound = g
+        .coinservers
+        .config()
+        .submission_bound()
+        .min(SHUTDOWN_VERDICT_WAIT);
     // Blocks whose fate was open when the pool last stopped are followed again.
     let mut coinservers = g.coinservers;
     let resumed = coind::resume_blocks(
