@@ -1,5 +1,6 @@
-//! The local spool: an append-only file of batches that could not reach the primary store,
-//! replayed in order once it is back.
+//! The local spool: the share log's write-ahead log. Every batch is appended here (fsynced)
+//! before its records are acknowledged, and the primary store is fed from it in order; what a
+//! crash or an outage leaves past the cursor is replayed.
 //!
 //! ## Format
 //! `spool.log` is a sequence of frames, each
@@ -20,6 +21,7 @@
 //! - Bounded: an append that would grow the file beyond `max_bytes` fails with
 //!   [`SpoolError::Full`] and writes nothing. The file is truncated to zero once fully replayed.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -64,9 +66,9 @@ pub struct Spool {
     max_bytes: u64,
     len: u64,
     cursor: u64,
-    pending: u64,
-    /// End of the frame returned by the last `peek`, for `advance`.
-    peeked_end: Option<u64>,
+    /// End offsets of the frames past the cursor, oldest first: `advance` moves the cursor to
+    /// the first without reading the file.
+    ends: VecDeque<u64>,
     torn_bytes: u64,
 }
 
@@ -91,10 +93,10 @@ impl Spool {
         }
         // Count whole frames from the cursor; everything after the last one is a torn tail.
         let mut pos = cursor;
-        let mut pending = 0;
+        let mut ends = VecDeque::new();
         while let Some(end) = frame_end(&mut file, pos, len).map_err(io_at(&log_path))? {
             pos = end;
-            pending += 1;
+            ends.push_back(end);
         }
         let torn_bytes = len - pos;
         if torn_bytes > 0 {
@@ -112,11 +114,10 @@ impl Spool {
             max_bytes,
             len: pos,
             cursor,
-            pending,
-            peeked_end: None,
+            ends,
             torn_bytes,
         };
-        if pending == 0 && spool.len > 0 {
+        if spool.ends.is_empty() && spool.len > 0 {
             spool.reset()?;
         }
         Ok(spool)
@@ -124,7 +125,7 @@ impl Spool {
 
     /// Batches appended and not yet replayed.
     pub fn pending_batches(&self) -> u64 {
-        self.pending
+        self.ends.len() as u64
     }
 
     /// Current file size in bytes (replayed frames included until the file is emptied).
@@ -171,16 +172,16 @@ impl Spool {
             return Err(SpoolError::Io { path, source: e });
         }
         self.len += frame_len;
-        self.pending += 1;
+        self.ends.push_back(self.len);
         Ok(())
     }
 
     /// The oldest batch not yet replayed, without consuming it.
     pub fn peek(&mut self) -> Result<Option<Batch>, SpoolError> {
         let path = self.dir.join(LOG);
-        let Some(end) = frame_end(&mut self.file, self.cursor, self.len).map_err(io_at(&path))?
-        else {
-            self.peeked_end = None;
+        // Every frame past the cursor was checksummed when the spool was opened or written by
+        // this process.
+        let Some(&end) = self.ends.front() else {
             return Ok(None);
         };
         let mut payload = vec![0u8; (end - self.cursor) as usize - HEADER];
@@ -192,14 +193,14 @@ impl Spool {
             offset: self.cursor,
             reason: e.to_string(),
         })?;
-        self.peeked_end = Some(end);
         Ok(Some(batch))
     }
 
-    /// Marks the batch returned by the last [`Spool::peek`] as written to the primary and
-    /// persists the cursor; empties the file once everything is replayed.
+    /// Marks the oldest batch not yet replayed (the one [`Spool::peek`] returns) as written to
+    /// the primary and persists the cursor past it; empties the file once everything is
+    /// replayed. Does nothing when nothing is pending.
     pub fn advance(&mut self) -> Result<(), SpoolError> {
-        let Some(end) = self.peeked_end.take() else {
+        let Some(&end) = self.ends.front() else {
             return Ok(());
         };
         if end >= self.len {
@@ -207,7 +208,7 @@ impl Spool {
         }
         write_cursor(&self.dir, end)?;
         self.cursor = end;
-        self.pending = self.pending.saturating_sub(1);
+        self.ends.pop_front();
         Ok(())
     }
 
@@ -218,8 +219,7 @@ impl Spool {
         self.file.set_len(0).map_err(io_at(&path))?;
         self.file.sync_all().map_err(io_at(&path))?;
         self.len = 0;
-        self.pending = 0;
-        self.peeked_end = None;
+        self.ends.clear();
         write_cursor(&self.dir, 0)?;
         self.cursor = 0;
         Ok(())
