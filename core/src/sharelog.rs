@@ -474,8 +474,7 @@ impl ShareLog {
         }
         if self.applying.is_none() && self.primary.usable() {
             if self.on_disk_only > 0 {
-                // A shutdown does not wait for an earlier backlog: the next start replays it.
-                if !self.shutting_down && self.spool_read.usable() {
+                if self.spool_read.usable() {
                     self.applying = Some(Applying::Replay);
                     return Some(LogAction::ReplaySpool);
                 }
@@ -512,16 +511,18 @@ impl ShareLog {
         self.pending_records() < self.cfg.max_pending_records
     }
 
-    /// Shut down, everything handed in is durable in the spool, and what this run can still
-    /// write to the primary is written (a shutdown with the primary failing, or with an earlier
-    /// backlog, leaves the rest in the spool: the next start writes it first).
+    /// Shut down, everything handed in is durable in the spool, and the spool is written to
+    /// the primary (a shutdown with the primary or the spool's reads failing leaves the rest in
+    /// the spool: the next start writes it first; the driver bounds the wait).
     pub fn is_drained(&self) -> bool {
+        let blocked =
+            !self.primary.usable() || (self.on_disk_only > 0 && !self.spool_read.usable());
         self.shutting_down
             && self.open.is_empty()
             && self.ready.is_empty()
             && self.appending.is_none()
             && self.applying.is_none()
-            && (self.in_spool.is_empty() || self.on_disk_only > 0 || !self.primary.usable())
+            && (blocked || (self.in_spool.is_empty() && self.on_disk_only == 0))
     }
 
     /// Everything not yet durable, oldest first (the batch being appended included), leaving

@@ -18,7 +18,8 @@
 //! outage, restart or timeout delays the primary, never an acknowledgement. When the spool
 //! cannot be written (disk full, I/O error), nothing more is acknowledged and producers are
 //! held back once `max_pending_records` are waiting. A clean shutdown spools everything
-//! received, writes to the primary what it can, and leaves the rest for the next start.
+//! received and writes the spool to the primary while it answers, within `shutdown_grace`;
+//! what is left stays for the next start.
 //!
 //! ## Exactly once
 //! Every write is one [`Batch`] with a [`BatchId`](powerpool_core::sharelog::BatchId). Stores
@@ -275,7 +276,11 @@ pub async fn run_share_log(
                 drop(apply_op.take());
                 let abandoned = log.take_unwritten();
                 let n: usize = abandoned.iter().map(|b| b.records.len()).sum();
-                tracing::error!(records = n, "share log shutdown grace ran out with the spool not writable; dumping records");
+                if n > 0 {
+                    tracing::error!(records = n, "share log shutdown grace ran out with the spool not writable; dumping records");
+                } else {
+                    tracing::warn!(batches = log.status().spooled_batches, "share log shutdown grace ran out; the spool keeps the rest for the next start");
+                }
                 for b in &abandoned {
                     for r in &b.records {
                         tracing::error!(record = %serde_json::to_string(r).unwrap_or_default(), "unpersisted record");

@@ -7,7 +7,7 @@
 //! `magic u32 LE (0x31535050, "PPS1") | payload length u32 LE | CRC-32 of payload u32 LE |
 //! payload` where the payload is the batch as JSON. `spool.cursor` holds the byte offset of the
 //! first frame not yet replayed (`offset u64 LE | CRC-32 of those 8 bytes u32 LE`), replaced
-//! atomically (write, fsync, rename, fsync directory).
+//! atomically (write, rename; fsynced too when the file is emptied, see [`Spool::advance`]).
 //!
 //! ## Guarantees
 //! - [`Spool::append`] returns only after the frame is fsynced: an appended batch survives a
@@ -17,9 +17,11 @@
 //!   acknowledged as spooled, so nothing promised is lost.
 //! - Replay yields batches in append order from the persisted cursor. The cursor is moved past
 //!   a batch only after the primary accepted it ([`Spool::advance`]); a crash in between
-//!   replays that batch again, which the stores' batch-id idempotency absorbs.
+//!   replays that batch again, which the stores' batch-id idempotency absorbs (as it does the
+//!   few batches a power cut can replay again, the cursor not being fsynced on every move).
 //! - Bounded: an append that would grow the file beyond `max_bytes` fails with
-//!   [`SpoolError::Full`] and writes nothing. The file is truncated to zero once fully replayed.
+//!   [`SpoolError::Full`] and writes nothing. The file is truncated to zero once fully replayed
+//!   and at least [`RESET_BYTES`] (or half of `max_bytes`) long.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -30,6 +32,9 @@ use powerpool_core::sharelog::Batch;
 
 const MAGIC: u32 = 0x3153_5050;
 const HEADER: usize = 12;
+/// A fully replayed spool is emptied once it is this large: emptying costs three fsyncs, so it
+/// is not done after every batch.
+pub const RESET_BYTES: u64 = 16 << 20;
 const LOG: &str = "spool.log";
 const CURSOR: &str = "spool.cursor";
 
@@ -197,16 +202,23 @@ impl Spool {
     }
 
     /// Marks the oldest batch not yet replayed (the one [`Spool::peek`] returns) as written to
-    /// the primary and persists the cursor past it; empties the file once everything is
-    /// replayed. Does nothing when nothing is pending.
+    /// the primary and moves the cursor past it; empties the file once everything is replayed
+    /// and the file has grown past [`RESET_BYTES`] (or half of `max_bytes`). Does nothing when
+    /// nothing is pending.
+    ///
+    /// The cursor is replaced without fsync (the primary is fed after every group commit, so
+    /// an fsync here would double the spool's): after a power cut it may be older than the
+    /// last advance, and the batches in between are replayed, which the stores skip by batch
+    /// id. It is never ahead of what the primary took, and the empty-the-file step is fully
+    /// fsynced, so every cursor that can survive points at a frame of the current file.
     pub fn advance(&mut self) -> Result<(), SpoolError> {
         let Some(&end) = self.ends.front() else {
             return Ok(());
         };
-        if end >= self.len {
+        if end >= self.len && self.len >= RESET_BYTES.min(self.max_bytes / 2) {
             return self.reset();
         }
-        write_cursor(&self.dir, end)?;
+        write_cursor(&self.dir, end, false)?;
         self.cursor = end;
         self.ends.pop_front();
         Ok(())
@@ -220,7 +232,7 @@ impl Spool {
         self.file.sync_all().map_err(io_at(&path))?;
         self.len = 0;
         self.ends.clear();
-        write_cursor(&self.dir, 0)?;
+        write_cursor(&self.dir, 0, true)?;
         self.cursor = 0;
         Ok(())
     }
@@ -284,7 +296,7 @@ fn read_cursor(path: &Path) -> Result<u64, SpoolError> {
     }
 }
 
-fn write_cursor(dir: &Path, offset: u64) -> Result<(), SpoolError> {
+fn write_cursor(dir: &Path, offset: u64, fsync: bool) -> Result<(), SpoolError> {
     let tmp = dir.join("spool.cursor.tmp");
     let dst = dir.join(CURSOR);
     let mut bytes = offset.to_le_bytes().to_vec();
@@ -292,9 +304,14 @@ fn write_cursor(dir: &Path, offset: u64) -> Result<(), SpoolError> {
     (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(&bytes)?;
-        f.sync_all()?;
+        if fsync {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, &dst)?;
-        File::open(dir)?.sync_all()
+        if fsync {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })()
     .map_err(io_at(&dst))
 }
