@@ -215,6 +215,8 @@ pub struct ShareLogStatus {
     pub batches_spooled: u64,
     /// Batches read back from the spool and written to the primary.
     pub batches_replayed: u64,
+    /// Primary writes (from memory or read back) that failed; each batch is retried.
+    pub write_failures: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -572,6 +574,7 @@ impl ShareLog {
     }
 
     fn primary_failed(&mut self, now: Timestamp, e: WriteError) {
+        self.status.write_failures += 1;
         self.primary = self
             .primary
             .fail(now, self.cfg.retry_backoff, self.cfg.max_retry_backoff);

@@ -83,8 +83,10 @@ struct Tally {
 }
 
 type Tallies = Arc<Mutex<HashMap<String, Tally>>>;
+/// Every reply's latency (submit written to reply read), for the bench figures.
+type Latencies = Arc<Mutex<Vec<Duration>>>;
 
-fn pool_config(node: SocketAddr, dir: &Path, redis: &RedisServer) -> Config {
+fn pool_config(node: SocketAddr, dir: &Path, redis: Option<&RedisServer>) -> Config {
     let mut c = Config {
         coinservers: vec![CoinserverEntry {
             name: "node".into(),
@@ -109,8 +111,10 @@ fn pool_config(node: SocketAddr, dir: &Path, redis: &RedisServer) -> Config {
             ..PortPolicy::default()
         },
     }];
-    c.store.backend = StoreBackend::Redis;
-    c.store.redis.url = redis.url();
+    if let Some(redis) = redis {
+        c.store.backend = StoreBackend::Redis;
+        c.store.redis.url = redis.url();
+    }
     c.store.redis.stream_maxlen = 100_000_000;
     c.store.spool_path = dir.join("spool");
     c.store.embedded_path = dir.join("pool.redb");
@@ -121,13 +125,13 @@ fn pool_config(node: SocketAddr, dir: &Path, redis: &RedisServer) -> Config {
 }
 
 /// Starts the binary and waits for its stratum address.
-async fn start_pool(config: &Path, log: &Path) -> (Child, SocketAddr) {
+async fn start_pool(bin: &str, config: &Path, log: &Path) -> (Child, SocketAddr) {
     let err = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin)
         .arg(config)
         .stdout(Stdio::piped())
         .stderr(Stdio::from(err))
@@ -167,6 +171,7 @@ async fn miner(
     mut addr: watch::Receiver<Option<SocketAddr>>,
     mut stop: watch::Receiver<bool>,
     tallies: Tallies,
+    latencies: Latencies,
 ) {
     let mut generation = 0u64;
     loop {
@@ -186,7 +191,7 @@ async fn miner(
         };
         generation += 1;
         let worker = format!("m{index}g{generation}");
-        session(stream, &worker, window, &mut stop, &tallies).await;
+        session(stream, &worker, window, &mut stop, &tallies, &latencies).await;
     }
 }
 
@@ -196,6 +201,7 @@ async fn session(
     window: usize,
     stop: &mut watch::Receiver<bool>,
     tallies: &Tallies,
+    latencies: &Latencies,
 ) {
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
@@ -214,6 +220,8 @@ async fn session(
     let mut nonce = 0u32;
     let mut tally = Tally::default();
     let mut batch = String::new();
+    let mut sent = std::collections::VecDeque::new();
+    let mut waited = Vec::new();
     loop {
         if authorized && let Some((job_id, ntime)) = &job {
             batch.clear();
@@ -224,6 +232,7 @@ async fn session(
                 next_id += 1;
                 nonce = nonce.wrapping_add(1);
                 in_flight += 1;
+                sent.push_back(Instant::now());
             }
             if !batch.is_empty() && wr.write_all(batch.as_bytes()).await.is_err() {
                 break;
@@ -253,6 +262,10 @@ async fn session(
             }
             Some(id) if id >= 3 => {
                 in_flight -= 1;
+                // Replies come in submission order.
+                if let Some(t) = sent.pop_front() {
+                    waited.push(t.elapsed());
+                }
                 if v["result"] == true {
                     tally.acked += 1;
                 } else {
@@ -263,6 +276,7 @@ async fn session(
         }
     }
     tally.unanswered = in_flight as u64;
+    latencies.lock().unwrap().extend(waited);
     tallies.lock().unwrap().insert(worker.to_owned(), tally);
 }
 
@@ -353,8 +367,8 @@ fn acknowledged_shares_survive_kill_9_exactly_once() {
 
         let config = dir.path().join("pool.yml");
         // JSON is YAML: the config as the binary reads it.
-        let text =
-            serde_json::to_string_pretty(&pool_config(node_addr, dir.path(), &redis)).unwrap();
+        let text = serde_json::to_string_pretty(&pool_config(node_addr, dir.path(), Some(&redis)))
+            .unwrap();
         std::fs::write(&config, text).unwrap();
 
         let tallies: Tallies = Arc::default();
@@ -368,13 +382,14 @@ fn acknowledged_shares_survive_kill_9_exactly_once() {
                 addr_rx.clone(),
                 stop_rx.clone(),
                 tallies.clone(),
+                Latencies::default(),
             )));
         }
 
         let mut up = Duration::ZERO;
         let mut redis_kills = 0;
         for run in 0..runs {
-            let (mut pool, addr) = start_pool(&config, &log).await;
+            let (mut pool, addr) = start_pool(BIN, &config, &log).await;
             addr_tx.send_replace(Some(addr));
             let started = Instant::now();
             let life = rng.millis(300, 1500);
@@ -404,7 +419,7 @@ fn acknowledged_shares_survive_kill_9_exactly_once() {
 
         // A last start replays what the kills left; then the miners leave and a clean
         // shutdown writes everything to Redis.
-        let (mut pool, addr) = start_pool(&config, &log).await;
+        let (mut pool, addr) = start_pool(BIN, &config, &log).await;
         addr_tx.send_replace(Some(addr));
         let started = Instant::now();
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -495,4 +510,95 @@ fn acknowledged_shares_survive_kill_9_exactly_once() {
         );
     });
     drop(redis);
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// The bench figures in BENCHMARKS.md: reply latency and accepted shares/s of a binary
+/// (`POWERPOOL_BENCH_BIN`, default this build) on a store (`POWERPOOL_BENCH_STORE`: `embedded`
+/// or `redis`), no faults, for `POWERPOOL_BENCH_SECS`. Measures only; the crash test above is
+/// the proof.
+#[test]
+#[ignore = "bench: cargo test -p powerpool-drivers --test crash -- --ignored --nocapture"]
+fn bench_accepted_replies() {
+    let bin = std::env::var("POWERPOOL_BENCH_BIN").unwrap_or_else(|_| BIN.to_owned());
+    let store = std::env::var("POWERPOOL_BENCH_STORE").unwrap_or_else(|_| "embedded".into());
+    let secs: u64 = env_or("POWERPOOL_BENCH_SECS", 10);
+    let miners: usize = env_or("POWERPOOL_CRASH_MINERS", 50);
+    let window: usize = env_or("POWERPOOL_CRASH_WINDOW", 8);
+    let redis = match store.as_str() {
+        "redis" if available() => Some(RedisServer::start_durable()),
+        "redis" => {
+            println!("skipped: no redis-server (install it or set REDIS_SERVER)");
+            return;
+        }
+        _ => None,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("pool.log");
+    rt.block_on(async {
+        let mut nc = NodeConfig::test(1);
+        nc.chain.bits = NODE_BITS;
+        let node = Node::new(nc).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let node_addr = listener.local_addr().unwrap();
+        let (node_stop, mut node_rx) = watch::channel(false);
+        tokio::spawn(powerpool_drivers::node::serve(node, listener, async move {
+            let _ = node_rx.wait_for(|s| *s).await;
+        }));
+        let config = dir.path().join("pool.yml");
+        let text =
+            serde_json::to_string_pretty(&pool_config(node_addr, dir.path(), redis.as_ref()))
+                .unwrap();
+        std::fs::write(&config, text).unwrap();
+        let (mut pool, addr) = start_pool(&bin, &config, &log).await;
+        let tallies: Tallies = Arc::default();
+        let latencies: Latencies = Arc::default();
+        let (addr_tx, addr_rx) = watch::channel(Some(addr));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let tasks: Vec<_> = (0..miners)
+            .map(|i| {
+                tokio::spawn(miner(
+                    i,
+                    window,
+                    addr_rx.clone(),
+                    stop_rx.clone(),
+                    tallies.clone(),
+                    latencies.clone(),
+                ))
+            })
+            .collect();
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        stop_tx.send_replace(true);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let elapsed = started.elapsed();
+        drop(addr_tx);
+        pool.start_kill().unwrap();
+        let _ = pool.wait().await;
+        node_stop.send_replace(true);
+        let acked: u64 = tallies.lock().unwrap().values().map(|t| t.acked).sum();
+        let mut l = latencies.lock().unwrap().clone();
+        l.sort();
+        println!(
+            "bench: {bin} on {store}, {miners} miners x {window} in flight, {:.1} s: {acked} \
+             accepted, {:.0} accepted shares/s, reply latency p50 {:.2} ms, p99 {:.2} ms, \
+             max {:.2} ms ({} replies)",
+            elapsed.as_secs_f64(),
+            acked as f64 / elapsed.as_secs_f64(),
+            percentile(&l, 0.5),
+            percentile(&l, 0.99),
+            percentile(&l, 1.0),
+            l.len()
+        );
+    });
 }
