@@ -411,10 +411,19 @@ async fn write_with_timeout(
     }
 }
 
+/// Spool I/O off the runtime's threads, except on a current-thread runtime (the simulator's):
+/// there a blocking thread would finish in real time, in an order no seed decides, so the
+/// I/O runs inline and a replayed seed replays the same run.
 async fn blocking<T: Send + 'static>(
     spool: Arc<Mutex<Spool>>,
     f: impl FnOnce(&mut Spool) -> Result<T, SpoolError> + Send + 'static,
 ) -> Result<T, SpoolError> {
+    if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread
+    {
+        let mut s = spool.lock().unwrap_or_else(|p| p.into_inner());
+        return f(&mut s);
+    }
     tokio::task::spawn_blocking(move || {
         let mut s = spool.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut s)
