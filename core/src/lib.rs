@@ -25,8 +25,9 @@
 //!   [`share`]: share outcomes and the found-block obligation; [`extranonce`]: extranonce1
 //!   allocation unique across ports and instances.
 //! - [`coinserver`]: which node to ask, failover and poll-versus-push decisions.
-//! - [`sharelog`]: the share-log policy — batching, spooling while the store is down, ordered
-//!   replay with idempotent batch ids.
+//! - [`sharelog`]: the share-log policy — group-committed batches spooled (the write-ahead
+//!   log) before the store sees them, the count of durable records, ordered replay with
+//!   idempotent batch ids.
 //! - [`record`]: share and block records every store persists; [`time`]: time as input.
 //! - [`auxpow`]: the AuxPoW structure, parsed, built and verified as Namecoin Core does.
 //! - [`merged`]: aux work for several aux chains, the aux tree commitment, found aux blocks.

@@ -5,9 +5,10 @@
 //! core's next timeout. No pool decisions are made here.
 //!
 //! ## Guarantees
-//! - Nothing acknowledged is lost: a share the pool answered `true` to is in the primary store
-//!   or fsynced in the spool within the share log's `max_delay` plus one write (see
-//!   [`store`]); a clean shutdown persists everything; replays never count twice.
+//! - Nothing acknowledged is lost: a share the pool answers `true` to (and a found block) is
+//!   fsynced in the spool, the share log's write-ahead log, before the reply is written; the
+//!   primary store is fed from it in order and it is replayed at start (see [`store`]);
+//!   replays never count twice.
 //! - Every found block (parent or aux) is submitted to every live node of its chain, and its
 //!   outcome and later fate are recorded.
 //! - Memory per connection is bounded whatever a miner sends or fails to read: the session's
@@ -66,7 +67,7 @@
 //! - [`aux`]: merged mining's aux chains — work polled from each chain's best live node, aux
 //!   blocks submitted to every node of their chain.
 //! - [`store`]: the share/block log — Redis (SimpleCoin layout + stream), embedded redb, and the
-//!   local spool that covers outages.
+//!   local spool, the write-ahead log every record passes through.
 //! - [`monitor`]: the HTTP monitor; [`status`]: what it shows of a running pool;
 //!   [`metrics`]: lock-free counters, Prometheus text and statsd.
 //! - [`demo`]: the `powerpool demo` setup — the pool on embedded defaults pointed at the demo

@@ -25,6 +25,11 @@
 //!   machine hands it to the coinserver driver without waiting;
 //! - share records go to the share log ([`LogSender::send`]), waiting for room when the log is
 //!   full: that holds back this miner only, never the pool;
+//! - durable before acknowledged: records are queued before the replies are written, and
+//!   output that acknowledges an accepted share or a found block is written only once the log
+//!   reports those records durable ([`LogSender::wait_durable`], one group-committed fsync).
+//!   Output in order: refused-only output is written at once, anything after an ack waits with
+//!   it. If the log ends first, the connection closes without writing the acknowledgement;
 //! - counters go straight to [`Metrics`].
 
 use std::collections::HashMap;
@@ -33,6 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use powerpool_core::pool::Refusal;
+use powerpool_core::record::ShareKind;
 use powerpool_core::session::{Session, SessionContext, SessionEvent};
 use powerpool_core::sharelog::LogRecord;
 use powerpool_core::time::{Now, Timestamp};
@@ -450,21 +456,29 @@ async fn connection<N: Net>(
         // without waiting, before the reply is written or any record waits for the log.
         let mut changed = false;
         let mut workers_changed = false;
+        // Whether the output acknowledges something that must be durable first, and the log
+        // position it must wait for.
+        let mut acks = false;
+        let mut ticket = 0u64;
         while let Some(ev) = session.poll_event() {
             changed = true;
             match ev {
                 SessionEvent::Share(r) => {
                     shared.metrics.share_judged(r.kind, r.difficulty);
+                    acks |= r.kind == ShareKind::Accepted;
                     records.push(r);
                 }
                 SessionEvent::Block(b) => {
                     // The records so far (the winning share last) go with the block, so they
-                    // are logged ahead of it without waiting for room.
+                    // are logged ahead of it without waiting for room; the machine queues
+                    // them and the block record before the call returns.
                     let before = std::mem::take(&mut records);
                     let b = b.into_submission();
                     shared
                         .hub
                         .with(|p, now| p.handle_found_block(now, b, before));
+                    acks = true;
+                    ticket = ticket.max(shared.log.position());
                 }
                 SessionEvent::AuxBlock(a) => {
                     let before = std::mem::take(&mut records);
@@ -472,6 +486,8 @@ async fn connection<N: Net>(
                     shared
                         .hub
                         .with(|p, now| p.handle_found_aux_block(now, a, before));
+                    acks = true;
+                    ticket = ticket.max(shared.log.position());
                 }
                 SessionEvent::Authorized { .. } => {
                     shared.metrics.worker_authorized();
@@ -484,9 +500,38 @@ async fn connection<N: Net>(
             }
         }
 
+        let mut unlogged = false;
+        for r in records.drain(..) {
+            // Waits while the log is full: this miner is held back, nobody else.
+            match shared.log.send(LogRecord::Share(r)).await {
+                Ok(pos) => ticket = ticket.max(pos),
+                Err(_) => {
+                    tracing::error!(serial, "share log is gone: share record not persisted");
+                    unlogged = true;
+                }
+            }
+        }
         out.clear();
         while let Some(t) = session.poll_transmit() {
             out.extend_from_slice(t.as_bytes());
+        }
+        if acks && !out.is_empty() {
+            // Once the pool is stopping, a log that cannot make it durable within the write
+            // timeout must not keep this connection (and so the shutdown) waiting.
+            let durable = !unlogged
+                && tokio::select! {
+                    r = shared.log.wait_durable(ticket) => r.is_ok(),
+                    () = async {
+                        stopped(&mut shutdown).await;
+                        tokio::time::sleep(write_timeout).await;
+                    } => false,
+                };
+            if !durable {
+                // Never promise what may be lost: the miner resubmits or counts it stale.
+                tracing::error!(serial, "share log is gone: closing without acknowledging");
+                out.clear();
+                closing = true;
+            }
         }
         if !out.is_empty() {
             let errors = session.stats().errors;
@@ -501,12 +546,6 @@ async fn connection<N: Net>(
             match tokio::time::timeout(write_timeout, wr.write_all(&out)).await {
                 Ok(Ok(())) => {}
                 _ => closing = true,
-            }
-        }
-        for r in records.drain(..) {
-            // Waits while the log is full: this miner is held back, nobody else.
-            if shared.log.send(LogRecord::Share(r)).await.is_err() {
-                tracing::error!(serial, "share log is gone: share record not persisted");
             }
         }
         if changed && let Ok(mut info) = slot.lock() {

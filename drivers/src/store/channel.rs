@@ -7,11 +7,16 @@
 //! record still follows everything logged before it (its winning share is sent with it).
 //! Memory beyond `capacity` is therefore bounded by the number of found blocks, not by
 //! the share rate.
+//!
+//! Every record queued gets its position in the log (1, 2, ...), assigned under the same lock
+//! as the push, so positions follow the queue's order. The share log publishes how many
+//! records are durable; [`LogSender::wait_durable`] waits until a position is, which is what a
+//! connection does before it acknowledges a share.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use powerpool_core::sharelog::LogRecord;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 #[derive(Debug)]
 struct Entry {
@@ -29,34 +34,55 @@ pub struct LogClosed;
 pub struct LogSender {
     tx: mpsc::UnboundedSender<Entry>,
     room: Arc<Semaphore>,
+    /// The last position given out; held while pushing so positions follow queue order.
+    last: Arc<Mutex<u64>>,
+    durable: watch::Receiver<u64>,
 }
 
 impl LogSender {
     /// Queues a record, first waiting for room when `capacity` records sent this way are
-    /// queued.
-    pub async fn send(&self, record: LogRecord) -> Result<(), LogClosed> {
+    /// queued. Returns the record's position.
+    pub async fn send(&self, record: LogRecord) -> Result<u64, LogClosed> {
         let room = self
             .room
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| LogClosed)?;
-        self.tx
-            .send(Entry {
-                record,
-                _room: Some(room),
-            })
+        self.push(Entry {
+            record,
+            _room: Some(room),
+        })
+    }
+
+    /// Queues a record at once, whatever is queued. Returns the record's position.
+    pub fn send_now(&self, record: LogRecord) -> Result<u64, LogClosed> {
+        self.push(Entry {
+            record,
+            _room: None,
+        })
+    }
+
+    /// The position of the last record queued (0 before any).
+    pub fn position(&self) -> u64 {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until the record at `position`, and so every record before it, is durable.
+    /// Fails if the share log ends first: then it may never be.
+    pub async fn wait_durable(&self, position: u64) -> Result<(), LogClosed> {
+        let mut rx = self.durable.clone();
+        rx.wait_for(|d| *d >= position)
+            .await
+            .map(|_| ())
             .map_err(|_| LogClosed)
     }
 
-    /// Queues a record at once, whatever is queued.
-    pub fn send_now(&self, record: LogRecord) -> Result<(), LogClosed> {
-        self.tx
-            .send(Entry {
-                record,
-                _room: None,
-            })
-            .map_err(|_| LogClosed)
+    fn push(&self, entry: Entry) -> Result<u64, LogClosed> {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        self.tx.send(entry).map_err(|_| LogClosed)?;
+        *last += 1;
+        Ok(*last)
     }
 }
 
@@ -70,6 +96,7 @@ enum Inner {
     Gated {
         rx: mpsc::UnboundedReceiver<Entry>,
         room: Arc<Semaphore>,
+        durable: watch::Sender<u64>,
     },
     Plain(mpsc::Receiver<LogRecord>),
 }
@@ -78,12 +105,15 @@ enum Inner {
 pub fn log_channel(capacity: usize) -> (LogSender, LogReceiver) {
     let (tx, rx) = mpsc::unbounded_channel();
     let room = Arc::new(Semaphore::new(capacity.max(1)));
+    let (durable, durable_rx) = watch::channel(0);
     (
         LogSender {
             tx,
             room: room.clone(),
+            last: Arc::new(Mutex::new(0)),
+            durable: durable_rx,
         },
-        LogReceiver(Inner::Gated { rx, room }),
+        LogReceiver(Inner::Gated { rx, room, durable }),
     )
 }
 
@@ -108,11 +138,25 @@ impl LogReceiver {
         }
     }
 
+    /// The first `n` records received are durable (a no-op for a plain channel, whose senders
+    /// have no positions).
+    pub fn set_durable(&self, n: u64) {
+        if let Inner::Gated { durable, .. } = &self.0 {
+            durable.send_if_modified(|d| {
+                let grew = n > *d;
+                if grew {
+                    *d = n;
+                }
+                grew
+            });
+        }
+    }
+
     /// No more records are accepted; those queued can still be received. Senders waiting for
     /// room are told the log is closed.
     pub fn close(&mut self) {
         match &mut self.0 {
-            Inner::Gated { rx, room } => {
+            Inner::Gated { rx, room, .. } => {
                 rx.close();
                 room.close();
             }
@@ -166,5 +210,33 @@ mod tests {
         assert_eq!(waiting.await.unwrap(), Err(LogClosed));
         assert_eq!(rx.recv().await, Some(status(1)));
         assert_eq!(rx.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn positions_follow_queue_order_and_durability_releases_waiters_in_order() {
+        let (tx, rx) = log_channel(8);
+        assert_eq!(tx.position(), 0);
+        assert_eq!(tx.send(status(1)).await, Ok(1));
+        assert_eq!(tx.send_now(status(2)), Ok(2));
+        assert_eq!(tx.position(), 2);
+        let first = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.wait_durable(1).await }
+        });
+        let second = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.wait_durable(2).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!first.is_finished() && !second.is_finished());
+        rx.set_durable(1);
+        assert_eq!(first.await.unwrap(), Ok(()));
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished(), "position 2 is not durable yet");
+        // The log ending before a position is durable is an error, not a release.
+        drop(rx);
+        assert_eq!(second.await.unwrap(), Err(LogClosed));
+        assert_eq!(tx.send_now(status(3)), Err(LogClosed));
+        assert_eq!(tx.position(), 2, "a refused record takes no position");
     }
 }

@@ -6,14 +6,20 @@
 //! [`EmbeddedStore`]) and the local [`Spool`], and reports the results back.
 //!
 //! ## Durability promise
-//! A record handed to the share log is, within `max_delay` (default 100 ms) plus one store
-//! write (bounded by `write_timeout`, default 1 s) plus one fsync, either applied to the primary
-//! store or fsynced in the spool — as long as the log is keeping up (it holds at most
-//! `max_pending_records` in memory and pushes back on producers beyond that). A crash of the
-//! process can therefore lose at most the records of that last window; a Redis outage,
-//! restart or timeout loses nothing. A clean shutdown loses nothing: everything held is written
-//! to the primary if it is up, else fsynced to the spool, and replayed on the next start before
-//! any new record is written.
+//! The [`Spool`] is a write-ahead log: every batch is appended and fsynced there before the
+//! primary sees it, and the primary is fed from it in order (the cursor moves past a batch
+//! once the primary took it; whatever is past the cursor at start is replayed first). The
+//! log publishes how many of the records it received are fsynced
+//! ([`LogReceiver::set_durable`]); a connection acknowledges an accepted share, or a found
+//! block, only once its record's position is ([`LogSender::wait_durable`]). So a `true` means
+//! the record is on local disk: a crash (`kill -9`) or power loss after it loses nothing, and
+//! the next start writes it to the primary. Group commit keeps that cheap: one fsync covers
+//! every record that arrived while the previous one ran, from every connection. A primary
+//! outage, restart or timeout delays the primary, never an acknowledgement. When the spool
+//! cannot be written (disk full, I/O error), nothing more is acknowledged and producers are
+//! held back once `max_pending_records` are waiting. A clean shutdown spools everything
+//! received and writes the spool to the primary while it answers, within `shutdown_grace`;
+//! what is left stays for the next start.
 //!
 //! ## Exactly once
 //! Every write is one [`Batch`] with a [`BatchId`](powerpool_core::sharelog::BatchId). Stores
@@ -175,23 +181,44 @@ pub async fn run_share_log(
     let mut rx = rx.into();
     let mut log = ShareLog::new(cfg.log.clone(), spool.pending_batches());
     let spool = Arc::new(Mutex::new(spool));
-    let mut op: Option<Op> = None;
+    // The two pipelines of the policy: spool appends, and primary operations (writes, replays
+    // and flushes). A primary action the policy asks for while a flush runs waits in `parked`.
+    let mut append_op: Option<Op> = None;
+    let mut apply_op: Option<Op> = None;
+    let mut parked: Option<LogAction> = None;
     let mut rx_open = true;
     let mut shutting_down = false;
     let mut grace_end: Option<tokio::time::Instant> = None;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut next_flush = origin + FLUSH_INTERVAL;
     loop {
-        if op.is_none()
-            && let Some(action) = log.poll_action()
+        if apply_op.is_none()
+            && let Some(action) = parked.take()
         {
-            op = Some(perform(
+            apply_op = Some(perform(
                 action,
                 primary.clone(),
                 spool.clone(),
                 cfg.write_timeout,
             ));
         }
+        while let Some(action) = log.poll_action() {
+            let slot = match action {
+                LogAction::AppendSpool(_) => &mut append_op,
+                _ if apply_op.is_some() => {
+                    parked = Some(action);
+                    continue;
+                }
+                _ => &mut apply_op,
+            };
+            *slot = Some(perform(
+                action,
+                primary.clone(),
+                spool.clone(),
+                cfg.write_timeout,
+            ));
+        }
+        rx.set_durable(log.durable_records());
         status.send_replace(log.status());
         if shutting_down && !rx_open && log.is_drained() {
             break;
@@ -203,15 +230,13 @@ pub async fn run_share_log(
         tokio::select! {
             // Finish outstanding I/O first so results are never starved by a busy channel.
             biased;
-            done = async { op.as_mut().expect("guarded").await }, if op.is_some() => {
-                op = None;
-                let t = now();
-                match done {
-                    Done::Write(id, r) => log.handle_write_result(t, id, r),
-                    Done::Spool(id, r) => log.handle_spool_result(t, id, r),
-                    Done::Replay(r) => log.handle_replay_result(t, r),
-                    Done::Flush => {}
-                }
+            done = async { append_op.as_mut().expect("guarded").await }, if append_op.is_some() => {
+                append_op = None;
+                finish(&mut log, now(), done);
+            }
+            done = async { apply_op.as_mut().expect("guarded").await }, if apply_op.is_some() => {
+                apply_op = None;
+                finish(&mut log, now(), done);
             }
             () = &mut shutdown, if !shutting_down => {
                 shutting_down = true;
@@ -242,23 +267,28 @@ pub async fn run_share_log(
                 }
             },
             () = sleep_until(deadline), if deadline.is_some() => log.handle_timeout(now()),
-            () = tokio::time::sleep_until(next_flush), if op.is_none() && !shutting_down => {
+            () = tokio::time::sleep_until(next_flush), if apply_op.is_none() && parked.is_none() && !shutting_down => {
                 next_flush = Instant::now() + FLUSH_INTERVAL;
                 // While batches wait to be replayed, their minutes are not over for the store.
                 if caught_up(&log.status()) {
                     let primary = primary.clone();
                     let limit = cfg.write_timeout;
-                    op = Some(Box::pin(async move {
+                    apply_op = Some(Box::pin(async move {
                         flush_with_timeout(&*primary, FlushScope::Due, limit).await;
                         Done::Flush
                     }));
                 }
             }
             () = sleep_until(grace_end), if grace_end.is_some() => {
-                drop(op.take());
+                drop(append_op.take());
+                drop(apply_op.take());
                 let abandoned = log.take_unwritten();
                 let n: usize = abandoned.iter().map(|b| b.records.len()).sum();
-                tracing::error!(records = n, "share log shutdown grace ran out with neither store writable; dumping records");
+                if n > 0 {
+                    tracing::error!(records = n, "share log shutdown grace ran out with the spool not writable; dumping records");
+                } else {
+                    tracing::warn!(batches = log.status().spooled_batches, "share log shutdown grace ran out; the spool keeps the rest for the next start");
+                }
                 for b in &abandoned {
                     for r in &b.records {
                         tracing::error!(record = %serde_json::to_string(r).unwrap_or_default(), "unpersisted record");
@@ -277,6 +307,15 @@ pub async fn run_share_log(
     ShareLogReport {
         status: st,
         abandoned_records: 0,
+    }
+}
+
+fn finish(log: &mut ShareLog, t: Timestamp, done: Done) {
+    match done {
+        Done::Write(id, r) => log.handle_write_result(t, id, r),
+        Done::Spool(id, r) => log.handle_spool_result(t, id, r),
+        Done::Replay(r) => log.handle_replay_result(t, r),
+        Done::Flush => {}
     }
 }
 
@@ -319,7 +358,17 @@ fn perform(
 ) -> Op {
     match action {
         LogAction::WritePrimary(b) => Box::pin(async move {
-            let r = write_with_timeout(&*primary, &b, write_timeout).await;
+            if let Err(e) = write_with_timeout(&*primary, &b, write_timeout).await {
+                return Done::Write(b.id, Err(e));
+            }
+            // The batch is the spool's oldest unwritten one (the policy's order).
+            let r = blocking(spool, |s| s.advance()).await.map_err(|e| {
+                let e = spool_failure(e);
+                WriteError {
+                    retryable: true,
+                    message: format!("spool cursor: {}", e.message),
+                }
+            });
             Done::Write(b.id, r)
         }),
         LogAction::AppendSpool(b) => Box::pin(async move {
@@ -370,10 +419,19 @@ async fn write_with_timeout(
     }
 }
 
+/// Spool I/O off the runtime's threads, except on a current-thread runtime (the simulator's):
+/// there a blocking thread would finish in real time, in an order no seed decides, so the
+/// I/O runs inline and a replayed seed replays the same run.
 async fn blocking<T: Send + 'static>(
     spool: Arc<Mutex<Spool>>,
     f: impl FnOnce(&mut Spool) -> Result<T, SpoolError> + Send + 'static,
 ) -> Result<T, SpoolError> {
+    if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread
+    {
+        let mut s = spool.lock().unwrap_or_else(|p| p.into_inner());
+        return f(&mut s);
+    }
     tokio::task::spawn_blocking(move || {
         let mut s = spool.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut s)

@@ -1,12 +1,13 @@
-//! The local spool: an append-only file of batches that could not reach the primary store,
-//! replayed in order once it is back.
+//! The local spool: the share log's write-ahead log. Every batch is appended here (fsynced)
+//! before its records are acknowledged, and the primary store is fed from it in order; what a
+//! crash or an outage leaves past the cursor is replayed.
 //!
 //! ## Format
 //! `spool.log` is a sequence of frames, each
 //! `magic u32 LE (0x31535050, "PPS1") | payload length u32 LE | CRC-32 of payload u32 LE |
 //! payload` where the payload is the batch as JSON. `spool.cursor` holds the byte offset of the
 //! first frame not yet replayed (`offset u64 LE | CRC-32 of those 8 bytes u32 LE`), replaced
-//! atomically (write, fsync, rename, fsync directory).
+//! atomically (write, rename; fsynced too when the file is emptied, see [`Spool::advance`]).
 //!
 //! ## Guarantees
 //! - [`Spool::append`] returns only after the frame is fsynced: an appended batch survives a
@@ -16,10 +17,13 @@
 //!   acknowledged as spooled, so nothing promised is lost.
 //! - Replay yields batches in append order from the persisted cursor. The cursor is moved past
 //!   a batch only after the primary accepted it ([`Spool::advance`]); a crash in between
-//!   replays that batch again, which the stores' batch-id idempotency absorbs.
+//!   replays that batch again, which the stores' batch-id idempotency absorbs (as it does the
+//!   few batches a power cut can replay again, the cursor not being fsynced on every move).
 //! - Bounded: an append that would grow the file beyond `max_bytes` fails with
-//!   [`SpoolError::Full`] and writes nothing. The file is truncated to zero once fully replayed.
+//!   [`SpoolError::Full`] and writes nothing. The file is truncated to zero once fully replayed
+//!   and at least [`RESET_BYTES`] (or half of `max_bytes`) long.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -28,6 +32,9 @@ use powerpool_core::sharelog::Batch;
 
 const MAGIC: u32 = 0x3153_5050;
 const HEADER: usize = 12;
+/// A fully replayed spool is emptied once it is this large: emptying costs three fsyncs, so it
+/// is not done after every batch.
+pub const RESET_BYTES: u64 = 16 << 20;
 const LOG: &str = "spool.log";
 const CURSOR: &str = "spool.cursor";
 
@@ -64,9 +71,9 @@ pub struct Spool {
     max_bytes: u64,
     len: u64,
     cursor: u64,
-    pending: u64,
-    /// End of the frame returned by the last `peek`, for `advance`.
-    peeked_end: Option<u64>,
+    /// End offsets of the frames past the cursor, oldest first: `advance` moves the cursor to
+    /// the first without reading the file.
+    ends: VecDeque<u64>,
     torn_bytes: u64,
 }
 
@@ -91,10 +98,10 @@ impl Spool {
         }
         // Count whole frames from the cursor; everything after the last one is a torn tail.
         let mut pos = cursor;
-        let mut pending = 0;
+        let mut ends = VecDeque::new();
         while let Some(end) = frame_end(&mut file, pos, len).map_err(io_at(&log_path))? {
             pos = end;
-            pending += 1;
+            ends.push_back(end);
         }
         let torn_bytes = len - pos;
         if torn_bytes > 0 {
@@ -112,11 +119,10 @@ impl Spool {
             max_bytes,
             len: pos,
             cursor,
-            pending,
-            peeked_end: None,
+            ends,
             torn_bytes,
         };
-        if pending == 0 && spool.len > 0 {
+        if spool.ends.is_empty() && spool.len > 0 {
             spool.reset()?;
         }
         Ok(spool)
@@ -124,7 +130,7 @@ impl Spool {
 
     /// Batches appended and not yet replayed.
     pub fn pending_batches(&self) -> u64 {
-        self.pending
+        self.ends.len() as u64
     }
 
     /// Current file size in bytes (replayed frames included until the file is emptied).
@@ -171,16 +177,16 @@ impl Spool {
             return Err(SpoolError::Io { path, source: e });
         }
         self.len += frame_len;
-        self.pending += 1;
+        self.ends.push_back(self.len);
         Ok(())
     }
 
     /// The oldest batch not yet replayed, without consuming it.
     pub fn peek(&mut self) -> Result<Option<Batch>, SpoolError> {
         let path = self.dir.join(LOG);
-        let Some(end) = frame_end(&mut self.file, self.cursor, self.len).map_err(io_at(&path))?
-        else {
-            self.peeked_end = None;
+        // Every frame past the cursor was checksummed when the spool was opened or written by
+        // this process.
+        let Some(&end) = self.ends.front() else {
             return Ok(None);
         };
         let mut payload = vec![0u8; (end - self.cursor) as usize - HEADER];
@@ -192,22 +198,29 @@ impl Spool {
             offset: self.cursor,
             reason: e.to_string(),
         })?;
-        self.peeked_end = Some(end);
         Ok(Some(batch))
     }
 
-    /// Marks the batch returned by the last [`Spool::peek`] as written to the primary and
-    /// persists the cursor; empties the file once everything is replayed.
+    /// Marks the oldest batch not yet replayed (the one [`Spool::peek`] returns) as written to
+    /// the primary and moves the cursor past it; empties the file once everything is replayed
+    /// and the file has grown past [`RESET_BYTES`] (or half of `max_bytes`). Does nothing when
+    /// nothing is pending.
+    ///
+    /// The cursor is replaced without fsync (the primary is fed after every group commit, so
+    /// an fsync here would double the spool's): after a power cut it may be older than the
+    /// last advance, and the batches in between are replayed, which the stores skip by batch
+    /// id. It is never ahead of what the primary took, and the empty-the-file step is fully
+    /// fsynced, so every cursor that can survive points at a frame of the current file.
     pub fn advance(&mut self) -> Result<(), SpoolError> {
-        let Some(end) = self.peeked_end.take() else {
+        let Some(&end) = self.ends.front() else {
             return Ok(());
         };
-        if end >= self.len {
+        if end >= self.len && self.len >= RESET_BYTES.min(self.max_bytes / 2) {
             return self.reset();
         }
-        write_cursor(&self.dir, end)?;
+        write_cursor(&self.dir, end, false)?;
         self.cursor = end;
-        self.pending = self.pending.saturating_sub(1);
+        self.ends.pop_front();
         Ok(())
     }
 
@@ -218,9 +231,8 @@ impl Spool {
         self.file.set_len(0).map_err(io_at(&path))?;
         self.file.sync_all().map_err(io_at(&path))?;
         self.len = 0;
-        self.pending = 0;
-        self.peeked_end = None;
-        write_cursor(&self.dir, 0)?;
+        self.ends.clear();
+        write_cursor(&self.dir, 0, true)?;
         self.cursor = 0;
         Ok(())
     }
@@ -284,7 +296,7 @@ fn read_cursor(path: &Path) -> Result<u64, SpoolError> {
     }
 }
 
-fn write_cursor(dir: &Path, offset: u64) -> Result<(), SpoolError> {
+fn write_cursor(dir: &Path, offset: u64, fsync: bool) -> Result<(), SpoolError> {
     let tmp = dir.join("spool.cursor.tmp");
     let dst = dir.join(CURSOR);
     let mut bytes = offset.to_le_bytes().to_vec();
@@ -292,9 +304,14 @@ fn write_cursor(dir: &Path, offset: u64) -> Result<(), SpoolError> {
     (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(&bytes)?;
-        f.sync_all()?;
+        if fsync {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, &dst)?;
-        File::open(dir)?.sync_all()
+        if fsync {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })()
     .map_err(io_at(&dst))
 }
