@@ -49,16 +49,25 @@ fn drain(s: &mut Spool) -> Vec<Batch> {
 
 #[test]
 fn replays_in_append_order_with_identical_records() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
     let batches: Vec<Batch> = (1..=5).map(|i| batch(i, 3)).collect();
-    for b in &batches {
-        s.append(b).unwrap();
+    // A file under half of max_bytes is kept once replayed (emptying costs fsyncs); one past it
+    // is emptied.
+    for (max_bytes, emptied) in [(1u64 << 20, false), (4096, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), max_bytes).unwrap();
+        for b in &batches {
+            s.append(b).unwrap();
+        }
+        let written = s.len_bytes();
+        assert!(
+            written > max_bytes.min(powerpool_drivers::store::spool::RESET_BYTES) / 2 || !emptied
+        );
+        assert_eq!(s.pending_batches(), 5);
+        assert_eq!(drain(&mut s), batches);
+        assert_eq!(s.pending_batches(), 0);
+        let left = if emptied { 0 } else { written };
+        assert_eq!(s.len_bytes(), left, "max_bytes {max_bytes}");
     }
-    assert_eq!(s.pending_batches(), 5);
-    assert_eq!(drain(&mut s), batches);
-    assert_eq!(s.pending_batches(), 0);
-    assert_eq!(s.len_bytes(), 0, "emptied once fully replayed");
 }
 
 #[test]
