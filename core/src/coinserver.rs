@@ -141,11 +141,6 @@ pub struct CoinserverConfig {
     /// Attempts per node for a block submission the node answers busy: bitcoind ran none of
     /// them, so they are cheap to repeat and need not share the transport budget.
     pub submit_busy_attempts: u32,
-    /// `submitblock` calls outstanding per node at most. In a block storm (regtest, or a
-    /// misconfigured target) thousands of blocks can be found in a second; beyond a handful of
-    /// concurrent calls a node only answers busy, and every call costs the pool a socket. The
-    /// rest wait their turn here, newest block first (ids of later blocks sort first).
-    pub max_submits_in_flight: usize,
     /// Cap of the backoff between submission attempts (which starts at
     /// [`CoinserverConfig::backoff_min`]).
     pub submit_retry_delay: Duration,
@@ -183,7 +178,6 @@ impl Default for CoinserverConfig {
             backoff_seed: 0,
             submit_attempts: 5,
             submit_busy_attempts: 30,
-            max_submits_in_flight: 8,
             submit_retry_delay: Duration::from_secs(1),
             submit_wait: Duration::from_secs(60),
             gbt_rules: vec!["segwit".to_owned()],
@@ -779,17 +773,12 @@ impl Coinservers {
         for f in self.in_flight.values() {
             consider(f.deadline);
         }
-        // A submission waiting for its node's turn is due when a call of that node ends,
-        // which its deadline above already covers.
-        let busy_nodes = self.submits_in_flight();
         for s in self.submissions.values() {
             if s.nodes.is_empty() {
                 consider(s.wait_until);
             }
-            for (node, ns) in &s.nodes {
-                if let NodeSubmit::RetryAt(at) = ns.st
-                    && busy_nodes[*node] < self.cfg.max_submits_in_flight.max(1)
-                {
+            for ns in s.nodes.values() {
+                if let NodeSubmit::RetryAt(at) = ns.st {
                     consider(at);
                 }
             }
@@ -1250,23 +1239,8 @@ impl Coinservers {
         }
     }
 
-    /// `submitblock` calls outstanding, by node.
-    fn submits_in_flight(&self) -> Vec<usize> {
-        let mut n = vec![0; self.nodes.len()];
-        for s in self.submissions.values() {
-            for (&node, ns) in &s.nodes {
-                if matches!(ns.st, NodeSubmit::InFlight) {
-                    n[node] += 1;
-                }
-            }
-        }
-        n
-    }
-
     fn drive_submissions(&mut self) {
         let now = self.now;
-        let cap = self.cfg.max_submits_in_flight.max(1);
-        let mut in_flight = self.submits_in_flight();
         let mut sends = Vec::new();
         let mut decided = Vec::new();
         for (&block_id, s) in &mut self.submissions {
@@ -1286,8 +1260,7 @@ impl Coinservers {
                 }
             }
             for (&node, ns) in &mut s.nodes {
-                if matches!(ns.st, NodeSubmit::RetryAt(at) if at <= now) && in_flight[node] < cap {
-                    in_flight[node] += 1;
+                if matches!(ns.st, NodeSubmit::RetryAt(at) if at <= now) {
                     ns.st = NodeSubmit::InFlight;
                     sends.push((node, block_id, s.hex.clone()));
                 }
@@ -2289,37 +2262,6 @@ mod tests {
         let t0 = h.now.mono;
         h.run(31_000);
         assert_eq!(h.templates_since(t0), vec![(0, 11, false), (0, 11, false)]);
-    }
-
-    #[test]
-    fn a_block_storm_keeps_at_most_the_cap_of_submissions_in_flight_per_node() {
-        let mut c = cfg(1);
-        c.max_submits_in_flight = 3;
-        let mut h = Harness::new(c, vec![FakeNode::new(10)]);
-        h.run(100);
-        h.nodes[0].submit_hang = true;
-        let t0 = h.now.mono;
-        for i in 0..10 {
-            h.cs.handle_found_block(h.now, id(100 - i), "beef".into(), chain_hash(11), 11);
-        }
-        h.drain();
-        let submits = |h: &Harness| {
-            h.sent
-                .iter()
-                .filter(|(at, r)| *at >= t0 && matches!(r.call, Call::SubmitBlock { .. }))
-                .count()
-        };
-        assert_eq!(submits(&h), 3, "only the cap goes out at once");
-        // Waiting for a turn is not a timer of its own: nothing is due before a call ends.
-        assert!(h.cs.poll_timeout() > h.now.mono);
-        // The node answers again: the rest follow as calls end, never more than 3 at a time.
-        h.nodes[0].submit_hang = false;
-        h.run(60_000);
-        assert!(submits(&h) >= 10, "every block is submitted in the end");
-        assert_eq!(
-            h.count_events(|e| matches!(e, Event::BlockOutcome { .. })),
-            10
-        );
     }
 
     #[test]
