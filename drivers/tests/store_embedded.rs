@@ -153,7 +153,13 @@ async fn the_share_log_driver_writes_everything_through_and_flushes_on_shutdown(
     let report = h.await.unwrap();
     assert_eq!(report.abandoned_records, 0);
     assert_eq!(report.status.records_written, 110);
-    assert_eq!(report.status.batches_written, 5);
+    // Batches are sealed at 25 records, at shutdown, and whenever the spool is idle (group
+    // commit), so how many there are depends on timing; never fewer than the size allows.
+    assert!(
+        (5..=110).contains(&report.status.batches_written),
+        "{} batches",
+        report.status.batches_written
+    );
     assert_eq!(status_rx.borrow().records_written, 110);
     let seqs: Vec<u64> = store.shares().unwrap().iter().map(|s| s.id.seq).collect();
     assert_eq!(seqs, (1..=110).collect::<Vec<_>>());
