@@ -355,15 +355,7 @@ fn acknowledged_shares_survive_kill_9_exactly_once() {
     println!("crash harness: pool log in {}", log.display());
 
     rt.block_on(async {
-        let mut nc = NodeConfig::test(seed);
-        nc.chain.bits = NODE_BITS;
-        let node = Node::new(nc).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let node_addr = listener.local_addr().unwrap();
-        let (node_stop, mut node_rx) = watch::channel(false);
-        tokio::spawn(powerpool_devnode::serve(node, listener, async move {
-            let _ = node_rx.wait_for(|s| *s).await;
-        }));
+        let (node_addr, node_stop) = start_node(seed).await;
 
         let config = dir.path().join("pool.yml");
         // JSON is YAML: the config as the binary reads it.
@@ -544,15 +536,7 @@ fn bench_accepted_replies() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("pool.log");
     rt.block_on(async {
-        let mut nc = NodeConfig::test(1);
-        nc.chain.bits = NODE_BITS;
-        let node = Node::new(nc).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let node_addr = listener.local_addr().unwrap();
-        let (node_stop, mut node_rx) = watch::channel(false);
-        tokio::spawn(powerpool_devnode::serve(node, listener, async move {
-            let _ = node_rx.wait_for(|s| *s).await;
-        }));
+        let (node_addr, node_stop) = start_node(1).await;
         let config = dir.path().join("pool.yml");
         let text =
             serde_json::to_string_pretty(&pool_config(node_addr, dir.path(), redis.as_ref()))
@@ -601,4 +585,18 @@ fn bench_accepted_replies() {
             l.len()
         );
     });
+}
+
+/// The demo chain node at [`NODE_BITS`] on a free port; it serves until the sender says true.
+async fn start_node(seed: u64) -> (std::net::SocketAddr, watch::Sender<bool>) {
+    let mut nc = NodeConfig::test(seed);
+    nc.chain.bits = NODE_BITS;
+    let node = Node::new(nc).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node_addr = listener.local_addr().unwrap();
+    let (node_stop, mut node_rx) = watch::channel(false);
+    tokio::spawn(powerpool_devnode::serve(node, listener, async move {
+        let _ = node_rx.wait_for(|s| *s).await;
+    }));
+    (node_addr, node_stop)
 }
