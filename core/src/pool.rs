@@ -775,6 +775,7 @@ mod tests {
             algo: Arc::from("sha256d"),
             height: 10,
             aux_currencies: Vec::new(),
+            count: 1,
         };
         let id = p.handle_found_block(now(5), block(10), vec![share.clone()]);
         assert!(matches!(

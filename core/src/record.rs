@@ -82,7 +82,8 @@ pub struct ShareRecord {
     pub kind: ShareKind,
     pub address: Arc<str>,
     pub worker: Arc<str>,
-    /// Difficulty credited (accepted) or the difficulty the share was judged against (rejects).
+    /// Difficulty credited (accepted), or the sum of the difficulties the `count` refused shares
+    /// were judged against.
     pub difficulty: f64,
     /// Parent chain currency code and algorithm name of the job the share was for.
     pub currency: Arc<str>,
@@ -91,6 +92,16 @@ pub struct ShareRecord {
     pub height: u64,
     /// Aux chains the job merge-mined: the share counts towards their rounds too.
     pub aux_currencies: Vec<Arc<str>>,
+    /// How many shares the record stands for: 1 for an accepted share; refused shares of one
+    /// worker, kind and minute are counted into one record, whose `difficulty` is then their
+    /// sum and whose `unix_ms` is the first one's time. Records written before the field
+    /// existed read as 1.
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -953,6 +953,7 @@ impl Session {
             algo: self.algo_name.clone(),
             height,
             aux_currencies,
+            count: 1,
         }));
         if kind == ShareKind::Accepted {
             self.stats.accepted += 1;

@@ -613,6 +613,7 @@ mod tests {
             algo: "sha256".into(),
             height: 100,
             aux_currencies: vec![],
+            count: 1,
         })
     }
 

@@ -141,6 +141,7 @@ fn share(seq: u64) -> LogRecord {
         algo: "sha256".into(),
         height: 100,
         aux_currencies: vec![],
+        count: 1,
     })
 }
 

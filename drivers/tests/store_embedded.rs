@@ -27,6 +27,7 @@ fn share(seq: u64, kind: ShareKind, diff: f64) -> LogRecord {
         algo: "sha256".into(),
         height: 10,
         aux_currencies: vec![],
+        count: 1,
     })
 }
 

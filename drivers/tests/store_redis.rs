@@ -42,6 +42,7 @@ fn share(seq: u64, kind: ShareKind, address: &str, diff: f64) -> LogRecord {
         algo: "sha256".into(),
         height: 500,
         aux_currencies: vec![],
+        count: 1,
     })
 }
 
@@ -339,6 +340,7 @@ fn share_at(server: u16, seq: u64, unix_ms: u64, address: &str, diff: f64) -> Lo
         algo: "sha256".into(),
         height: 500,
         aux_currencies: vec![],
+        count: 1,
     })
 }
 

@@ -32,6 +32,7 @@ fn batch(seq: u64, n: u64) -> Batch {
                     algo: "sha256".into(),
                     height: 1,
                     aux_currencies: vec!["NMC".into()],
+                    count: 1,
                 })
             })
             .collect(),

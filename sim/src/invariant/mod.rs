@@ -137,6 +137,7 @@ mod tests {
             algo: Arc::from("sha256d"),
             height: 1,
             aux_currencies: Vec::new(),
+            count: 1,
         }
     }
 
