@@ -9,10 +9,11 @@
 //! accepted: the measured path is the full accept path, not an early reject.
 //!
 //! Each iteration submits a share the session has never seen (extranonce2 is a counter). A
-//! session remembers at most `max_shares_per_job` shares per job, so after that many the
-//! bench hands the session the next of 17 jobs; with 16 jobs per connection the job it gets
-//! was evicted before, so its duplicate set starts empty. Every bench asserts afterwards that
-//! no share was rejected.
+//! session remembers at most `max_shares_per_connection` shares over all its jobs, so after
+//! half that many the bench hands the session the next of 17 jobs: the session then forgets
+//! its oldest jobs to make room, and with 16 jobs per connection the job it gets was evicted
+//! before, so its duplicate set starts empty. Every bench asserts afterwards that no share was
+//! rejected.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -109,7 +110,7 @@ impl Fixture {
             vardiff: None,
             ..PortPolicy::default()
         };
-        let per_job = policy.max_shares_per_job as u64;
+        let per_job = policy.max_shares_per_connection as u64 / 2;
         let ctx = Arc::new(SessionContext {
             policy,
             address_params: AddressParams::REGTEST,
@@ -118,6 +119,7 @@ impl Fixture {
             server: 1,
             boot: 1,
             payout_script: Some(payout_script.clone()),
+            refusals: Default::default(),
         });
         let now = Now::new(
             Timestamp::from_millis(0),
@@ -235,7 +237,7 @@ impl ShareGen {
     fn request(&self, n: u64) -> (u64, Request) {
         let (job, en2) = self.slot(n);
         let req = Request {
-            id: Id::Number((n + 10).into()),
+            id: Id::number(n + 10),
             method: Method::Submit(Submit {
                 worker: format!("{ADDRESS}.rig1"),
                 job_id: self.job_ids[job].clone(),

@@ -86,6 +86,7 @@ async fn start_pool(difficulty: f64) -> TestPool {
         server: 1,
         boot: 1,
         payout_script: None,
+        refusals: Default::default(),
     });
     // The template's curtime is 0x6b055309; the virtual wall clock starts a minute later.
     let clock_origin = std::time::Instant::now();
@@ -129,9 +130,15 @@ async fn start_pool(difficulty: f64) -> TestPool {
                     }
                     while let Some(e) = session.poll_event() {
                         match e {
+                            // Refused shares are counted as they are judged; their
+                            // records come later, several per record.
                             SessionEvent::Share(r) => {
-                                let c = match r.kind {
-                                    ShareKind::Accepted => &tally.accepted,
+                                if r.kind == ShareKind::Accepted {
+                                    tally.accepted.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            SessionEvent::Refused { kind, .. } => {
+                                let c = match kind {
                                     ShareKind::LowDifficulty => &tally.low_difficulty,
                                     _ => &tally.other,
                                 };

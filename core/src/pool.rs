@@ -67,11 +67,118 @@ pub struct PoolConfig {
     pub seed: u64,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Connection-flood protection and bans.
+    pub admission: AdmissionPolicy,
     /// The aux chains configured (by currency); an aux block of any other chain is refused.
     pub aux_chains: Vec<String>,
     /// Found blocks kept for the monitor once their life is over.
     pub recent_blocks: usize,
     pub work: WorkConfig,
+}
+
+/// What protects admission from floods without refusing the many honest miners a farm's proxy
+/// or a rental service puts behind one address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdmissionPolicy {
+    /// New connections per second one IP may open, sustained (a token bucket)...
+    pub accept_rate_per_ip: f64,
+    /// ...and at once.
+    pub accept_burst_per_ip: u32,
+    /// Connections that have not authorized a worker yet, pool-wide and per IP.
+    pub max_unauthorized: usize,
+    pub max_unauthorized_per_ip: usize,
+    /// How long a ban lasts ([`Pool::handle_ban`]).
+    pub ban_secs: u64,
+}
+
+impl Default for AdmissionPolicy {
+    fn default() -> Self {
+        AdmissionPolicy {
+            accept_rate_per_ip: 200.0,
+            accept_burst_per_ip: 1_000,
+            max_unauthorized: 10_000,
+            max_unauthorized_per_ip: 500,
+            ban_secs: 600,
+        }
+    }
+}
+
+/// The address limits and bans apply to: an IPv4 address as it is (an IPv4-mapped IPv6 one
+/// as IPv4), an IPv6 address by its /64, since one host usually holds a whole /64 and could
+/// otherwise step around any per-address bound.
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
+/// What a ban applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BanKey {
+    Ip(IpAddr),
+    /// A payout address: its workers cannot authorize.
+    Address(Arc<str>),
+}
+
+impl BanKey {
+    /// The key as bans are kept: an IP by its [`limit_key`].
+    fn normalized(self) -> BanKey {
+        match self {
+            BanKey::Ip(ip) => BanKey::Ip(limit_key(ip)),
+            a => a,
+        }
+    }
+}
+
+impl std::fmt::Display for BanKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BanKey::Ip(ip) => write!(f, "ip:{ip}"),
+            BanKey::Address(a) => write!(f, "address:{a}"),
+        }
+    }
+}
+
+impl std::str::FromStr for BanKey {
+    type Err = String;
+
+    /// `ip:ADDR` or `address:ADDR`, the [`std::fmt::Display`] form (an IPv6 address stands
+    /// for its /64, see [`limit_key`]).
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(ip) = s.strip_prefix("ip:") {
+            return ip
+                .parse()
+                .map(|ip| BanKey::Ip(limit_key(ip)))
+                .map_err(|_| format!("{ip:?} is not an IP address"));
+        }
+        match s.strip_prefix("address:") {
+            Some(a) if !a.is_empty() => Ok(BanKey::Address(Arc::from(a))),
+            _ => Err("expected ip:<address> or address:<payout address>".into()),
+        }
+    }
+}
+
+/// One ban in force.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ban {
+    pub key: BanKey,
+    pub reason: String,
+    /// Wall-clock start and end, for operators.
+    pub since_unix_ms: u64,
+    pub until_unix_ms: u64,
+    until: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +187,11 @@ pub enum PoolConfigError {
     Extranonce(#[from] ExtranonceError),
     #[error("max_connections and max_connections_per_ip must be at least 1")]
     NoConnections,
+    #[error(
+        "accept_rate_per_ip must be above 0, and accept_burst_per_ip, max_unauthorized and \
+         max_unauthorized_per_ip at least 1"
+    )]
+    NoAdmission,
 }
 
 /// A connection the machine let in.
@@ -98,6 +210,12 @@ pub enum Refusal {
     AddressLimit,
     /// The pool is shutting down.
     ShuttingDown,
+    /// The address is banned.
+    Banned,
+    /// The address opens connections faster than `accept_rate_per_ip`.
+    RateLimited,
+    /// Too many connections (pool-wide or from the address) have not authorized yet.
+    TooManyUnauthorized,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +223,12 @@ struct Conn {
     port: usize,
     ip: IpAddr,
     extranonce1: Vec<u8>,
+    authorized: bool,
 }
+
+/// Token buckets kept before idle (full) ones are dropped: bounds the table under a flood
+/// from many addresses.
+const MAX_BUCKETS: usize = 4096;
 
 /// A found block on its way to the nodes: the obligation passes to whoever drains it.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,6 +288,8 @@ pub struct PoolCounters {
     pub connections_refused: u64,
     pub blocks_found: u64,
     pub aux_duplicates: u64,
+    /// Bans imposed ([`Pool::handle_ban`]).
+    pub bans: u64,
     /// Status reports the lifecycle does not allow (e.g. a verdict for a block already
     /// confirmed, or for an unknown id).
     pub ignored_status: u64,
@@ -177,7 +302,11 @@ pub struct Pool {
     merged: MergedWork,
     allocator: ExtranonceAllocator,
     conns: HashMap<ConnId, Conn>,
-    per_ip: HashMap<IpAddr, usize>,
+    /// Live connections per IP, and how many of them have not authorized.
+    per_ip: HashMap<IpAddr, (usize, usize)>,
+    unauthorized: usize,
+    buckets: HashMap<IpAddr, Bucket>,
+    bans: HashMap<BanKey, Ban>,
     next_conn: ConnId,
     shutting_down: bool,
     /// Blocks whose life is not over, by id.
@@ -203,6 +332,14 @@ impl Pool {
         if cfg.max_connections == 0 || cfg.max_connections_per_ip == 0 {
             return Err(PoolConfigError::NoConnections);
         }
+        let a = &cfg.admission;
+        if !(a.accept_rate_per_ip.is_finite() && a.accept_rate_per_ip > 0.0)
+            || a.accept_burst_per_ip == 0
+            || a.max_unauthorized == 0
+            || a.max_unauthorized_per_ip == 0
+        {
+            return Err(PoolConfigError::NoAdmission);
+        }
         let allocator = ExtranonceAllocator::new(cfg.server, cfg.extranonce1_size, cfg.seed)?;
         let work = Work::new(cfg.work.clone(), cfg.seed & 0xffff_ffff);
         Ok(Pool {
@@ -211,6 +348,9 @@ impl Pool {
             allocator,
             conns: HashMap::new(),
             per_ip: HashMap::new(),
+            unauthorized: 0,
+            buckets: HashMap::new(),
+            bans: HashMap::new(),
             next_conn: 1,
             shutting_down: false,
             blocks: BTreeMap::new(),
@@ -236,58 +376,170 @@ impl Pool {
     // ----- admission -----
 
     /// A new connection on `port` from `ip`: it gets an id and an extranonce1, or the reason
-    /// it is refused. Both caps are checked and counted here, so a burst cannot overshoot.
+    /// it is refused. Every cap is checked and counted here, so a burst cannot overshoot; in
+    /// this order: shutdown, bans, the IP's accept rate, the caps on unauthorized connections,
+    /// the total and per-IP caps. Until [`Pool::handle_authorized`], the connection counts as
+    /// unauthorized.
     pub fn handle_connect(
         &mut self,
-        _now: Now,
+        now: Now,
         port: usize,
         ip: IpAddr,
     ) -> Result<Admitted, Refusal> {
-        let refused = |this: &mut Self, r| {
-            this.counters.connections_refused += 1;
-            Err(r)
-        };
-        if self.shutting_down {
-            return refused(self, Refusal::ShuttingDown);
-        }
-        if self.conns.len() >= self.cfg.max_connections {
-            return refused(self, Refusal::PoolFull);
-        }
-        let n = self.per_ip.get(&ip).copied().unwrap_or(0);
-        if n >= self.cfg.max_connections_per_ip {
-            return refused(self, Refusal::AddressLimit);
+        let ip = limit_key(ip);
+        let r = self.admit(now, ip);
+        if let Err(r) = r {
+            self.counters.connections_refused += 1;
+            return Err(r);
         }
         let Some(extranonce1) = self.allocator.allocate() else {
-            return refused(self, Refusal::PoolFull);
+            self.counters.connections_refused += 1;
+            return Err(Refusal::PoolFull);
         };
         let conn = self.next_conn;
         self.next_conn += 1;
-        self.per_ip.insert(ip, n + 1);
+        let e = self.per_ip.entry(ip).or_insert((0, 0));
+        e.0 += 1;
+        e.1 += 1;
+        self.unauthorized += 1;
         self.conns.insert(
             conn,
             Conn {
                 port,
                 ip,
                 extranonce1: extranonce1.clone(),
+                authorized: false,
             },
         );
         self.counters.connections_admitted += 1;
         Ok(Admitted { conn, extranonce1 })
     }
 
-    /// A connection ended: its slot in both caps and its extranonce1 are free again. Unknown
+    fn admit(&mut self, now: Now, ip: IpAddr) -> Result<(), Refusal> {
+        if self.shutting_down {
+            return Err(Refusal::ShuttingDown);
+        }
+        if self.is_banned(now, &BanKey::Ip(ip)) {
+            return Err(Refusal::Banned);
+        }
+        let a = &self.cfg.admission;
+        let (n, unauth) = self.per_ip.get(&ip).copied().unwrap_or((0, 0));
+        // Checked before a token is spent, so refused attempts do not drain the bucket of an
+        // address whose connections are merely waiting to authorize.
+        if self.unauthorized >= a.max_unauthorized || unauth >= a.max_unauthorized_per_ip {
+            return Err(Refusal::TooManyUnauthorized);
+        }
+        if self.conns.len() >= self.cfg.max_connections {
+            return Err(Refusal::PoolFull);
+        }
+        if n >= self.cfg.max_connections_per_ip {
+            return Err(Refusal::AddressLimit);
+        }
+        let (rate, burst) = (a.accept_rate_per_ip, f64::from(a.accept_burst_per_ip));
+        let refill = |b: &Bucket| {
+            (b.tokens + now.mono.saturating_since(b.at).as_secs_f64() * rate).min(burst)
+        };
+        if self.buckets.len() >= MAX_BUCKETS && !self.buckets.contains_key(&ip) {
+            self.buckets.retain(|_, b| refill(b) < burst);
+        }
+        let b = self.buckets.entry(ip).or_insert(Bucket {
+            tokens: burst,
+            at: now.mono,
+        });
+        let tokens = refill(b);
+        if tokens < 1.0 {
+            return Err(Refusal::RateLimited);
+        }
+        *b = Bucket {
+            tokens: tokens - 1.0,
+            at: now.mono,
+        };
+        Ok(())
+    }
+
+    /// The connection authorized its first worker: it no longer counts against the caps on
+    /// unauthorized connections. Unknown ids and repeats are ignored.
+    pub fn handle_authorized(&mut self, _now: Now, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if std::mem::replace(&mut c.authorized, true) {
+            return;
+        }
+        self.unauthorized -= 1;
+        if let Some(e) = self.per_ip.get_mut(&c.ip) {
+            e.1 -= 1;
+        }
+    }
+
+    /// A connection ended: its slot in every cap and its extranonce1 are free again. Unknown
     /// ids are ignored.
     pub fn handle_disconnect(&mut self, _now: Now, conn: ConnId) {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
         self.allocator.release(&c.extranonce1);
-        if let Some(n) = self.per_ip.get_mut(&c.ip) {
-            *n -= 1;
-            if *n == 0 {
+        if !c.authorized {
+            self.unauthorized -= 1;
+        }
+        if let Some(e) = self.per_ip.get_mut(&c.ip) {
+            e.0 -= 1;
+            if !c.authorized {
+                e.1 -= 1;
+            }
+            if e.0 == 0 {
                 self.per_ip.remove(&c.ip);
             }
         }
+    }
+
+    // ----- bans -----
+
+    /// Bans `key` for the configured `ban_secs` from now (a ban in force is extended). An IP
+    /// ban refuses new connections from it; an address ban is checked by the driver when a
+    /// worker authorizes ([`Pool::is_banned`]). Live connections are not touched: the caller
+    /// closes the one that earned the ban.
+    pub fn handle_ban(&mut self, now: Now, key: BanKey, reason: &str) {
+        let key = key.normalized();
+        let secs = self.cfg.admission.ban_secs;
+        let d = std::time::Duration::from_secs(secs);
+        self.bans.insert(
+            key.clone(),
+            Ban {
+                key,
+                reason: reason.chars().take(200).collect(),
+                since_unix_ms: now.unix_ms,
+                until_unix_ms: now.unix_ms.saturating_add(secs.saturating_mul(1000)),
+                until: now.mono + d,
+            },
+        );
+        self.counters.bans += 1;
+    }
+
+    /// Lifts a ban; false when there was none.
+    pub fn lift_ban(&mut self, key: &BanKey) -> bool {
+        self.bans.remove(&key.clone().normalized()).is_some()
+    }
+
+    /// Whether `key` is banned now (an expired ban is dropped here).
+    pub fn is_banned(&mut self, now: Now, key: &BanKey) -> bool {
+        let key = key.clone().normalized();
+        match self.bans.get(&key) {
+            Some(b) if now.mono < b.until => true,
+            Some(_) => {
+                self.bans.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The bans in force, oldest first (expired ones are dropped).
+    pub fn bans(&mut self, now: Now) -> Vec<Ban> {
+        self.bans.retain(|_, b| now.mono < b.until);
+        let mut v: Vec<Ban> = self.bans.values().cloned().collect();
+        v.sort_by(|a, b| (a.since_unix_ms, &a.key).cmp(&(b.since_unix_ms, &b.key)));
+        v
     }
 
     /// From now on every connection is refused.
@@ -694,6 +946,7 @@ mod tests {
             seed: 0,
             max_connections: 3,
             max_connections_per_ip: 2,
+            admission: AdmissionPolicy::default(),
             aux_chains: vec!["NMC".into()],
             recent_blocks: 2,
             work: WorkConfig {
@@ -755,6 +1008,167 @@ mod tests {
             Err(Refusal::ShuttingDown)
         );
         assert_eq!(p.counters().connections_refused, 3);
+    }
+
+    fn open_cfg(a: AdmissionPolicy) -> PoolConfig {
+        PoolConfig {
+            max_connections: 100_000,
+            max_connections_per_ip: 100_000,
+            admission: a,
+            ..cfg()
+        }
+    }
+
+    #[test]
+    fn thousands_of_miners_behind_one_address_are_served() {
+        let mut p = Pool::new(open_cfg(AdmissionPolicy::default())).unwrap();
+        // A farm's proxy opens its connections at the accepted rate; they authorize.
+        let mut t = 0;
+        for i in 0..2_500 {
+            if i % 100 == 0 {
+                t += 500;
+            }
+            let a = p.handle_connect(now(t), 0, ip(1)).expect("admitted");
+            p.handle_authorized(now(t), a.conn);
+        }
+        assert_eq!(p.connection_count(), 2_500);
+    }
+
+    #[test]
+    fn the_accept_rate_per_ip_is_a_token_bucket() {
+        let mut p = Pool::new(open_cfg(AdmissionPolicy {
+            accept_rate_per_ip: 10.0,
+            accept_burst_per_ip: 5,
+            ..AdmissionPolicy::default()
+        }))
+        .unwrap();
+        for _ in 0..5 {
+            let a = p.handle_connect(now(0), 0, ip(1)).unwrap();
+            p.handle_authorized(now(0), a.conn);
+        }
+        assert_eq!(
+            p.handle_connect(now(0), 0, ip(1)),
+            Err(Refusal::RateLimited)
+        );
+        // Another address has its own bucket.
+        assert!(p.handle_connect(now(0), 0, ip(2)).is_ok());
+        // 10 per second: one token back after 100 ms, not before.
+        assert_eq!(
+            p.handle_connect(now(99), 0, ip(1)),
+            Err(Refusal::RateLimited)
+        );
+        assert!(p.handle_connect(now(100), 0, ip(1)).is_ok());
+        assert_eq!(
+            p.handle_connect(now(100), 0, ip(1)),
+            Err(Refusal::RateLimited)
+        );
+    }
+
+    #[test]
+    fn unauthorized_connections_are_capped_per_ip_and_pool_wide() {
+        let mut p = Pool::new(open_cfg(AdmissionPolicy {
+            max_unauthorized: 5,
+            max_unauthorized_per_ip: 3,
+            ..AdmissionPolicy::default()
+        }))
+        .unwrap();
+        let a: Vec<_> = (0..3)
+            .map(|_| p.handle_connect(now(0), 0, ip(1)).unwrap())
+            .collect();
+        assert_eq!(
+            p.handle_connect(now(0), 0, ip(1)),
+            Err(Refusal::TooManyUnauthorized)
+        );
+        // Authorizing frees the slot; repeats change nothing.
+        p.handle_authorized(now(0), a[0].conn);
+        p.handle_authorized(now(0), a[0].conn);
+        let d = p.handle_connect(now(0), 0, ip(1)).unwrap();
+        assert_eq!(
+            p.handle_connect(now(0), 0, ip(1)),
+            Err(Refusal::TooManyUnauthorized)
+        );
+        // Pool-wide: 3 from ip 1, 2 more from ip 2, then nobody.
+        p.handle_connect(now(0), 0, ip(2)).unwrap();
+        p.handle_connect(now(0), 0, ip(2)).unwrap();
+        assert_eq!(
+            p.handle_connect(now(0), 0, ip(3)),
+            Err(Refusal::TooManyUnauthorized)
+        );
+        // A disconnect before authorizing frees both.
+        p.handle_disconnect(now(0), d.conn);
+        assert!(p.handle_connect(now(0), 0, ip(3)).is_ok());
+        // A disconnect after authorizing frees neither unauthorized count.
+        p.handle_disconnect(now(0), a[0].conn);
+        assert_eq!(
+            p.handle_connect(now(0), 0, ip(4)),
+            Err(Refusal::TooManyUnauthorized)
+        );
+    }
+
+    #[test]
+    fn bans_refuse_until_they_expire_or_are_lifted() {
+        let mut p = Pool::new(open_cfg(AdmissionPolicy {
+            ban_secs: 60,
+            ..AdmissionPolicy::default()
+        }))
+        .unwrap();
+        p.handle_ban(now(1_000), BanKey::Ip(ip(9)), "test");
+        p.handle_ban(now(2_000), BanKey::Address(Arc::from("addr1")), "test");
+        assert_eq!(p.handle_connect(now(1_500), 0, ip(9)), Err(Refusal::Banned));
+        assert!(p.handle_connect(now(1_500), 0, ip(8)).is_ok());
+        assert!(p.is_banned(now(3_000), &BanKey::Address(Arc::from("addr1"))));
+        assert!(!p.is_banned(now(3_000), &BanKey::Address(Arc::from("addr2"))));
+        let listed: Vec<String> = p
+            .bans(now(3_000))
+            .iter()
+            .map(|b| b.key.to_string())
+            .collect();
+        assert_eq!(listed, ["ip:10.0.0.9", "address:addr1"]);
+        assert_eq!(
+            p.bans(now(3_000))[0].until_unix_ms,
+            1_700_000_000_000 + 61_000
+        );
+        assert_eq!(p.counters().bans, 2);
+        // Lifted from the monitor's form of the key.
+        assert!(p.lift_ban(&"address:addr1".parse().unwrap()));
+        assert!(!p.lift_ban(&"address:addr1".parse().unwrap()));
+        assert!(!p.is_banned(now(3_000), &BanKey::Address(Arc::from("addr1"))));
+        // Expired.
+        assert_eq!(
+            p.handle_connect(now(60_999), 0, ip(9)),
+            Err(Refusal::Banned)
+        );
+        assert!(p.handle_connect(now(61_000), 0, ip(9)).is_ok());
+        assert!(p.bans(now(61_000)).is_empty());
+        assert!("ip:nonsense".parse::<BanKey>().is_err());
+        assert!("user:x".parse::<BanKey>().is_err());
+    }
+
+    #[test]
+    fn ipv6_limits_and_bans_apply_per_64() {
+        let v6 = |s: &str| -> IpAddr { s.parse().unwrap() };
+        assert_eq!(limit_key(v6("2001:db8:1:2:aaaa::1")), v6("2001:db8:1:2::"));
+        assert_eq!(limit_key(v6("::ffff:10.0.0.1")), ip(1));
+        let mut p = Pool::new(open_cfg(AdmissionPolicy {
+            max_unauthorized_per_ip: 2,
+            ..AdmissionPolicy::default()
+        }))
+        .unwrap();
+        p.handle_connect(now(0), 0, v6("2001:db8:1:2::1")).unwrap();
+        p.handle_connect(now(0), 0, v6("2001:db8:1:2:ffff::9"))
+            .unwrap();
+        assert_eq!(
+            p.handle_connect(now(0), 0, v6("2001:db8:1:2::3")),
+            Err(Refusal::TooManyUnauthorized),
+            "one /64 is one address"
+        );
+        assert!(p.handle_connect(now(0), 0, v6("2001:db8:1:3::1")).is_ok());
+        p.handle_ban(now(0), BanKey::Ip(v6("2001:db8:5:6::1")), "test");
+        assert_eq!(
+            p.handle_connect(now(0), 0, v6("2001:db8:5:6:1::1")),
+            Err(Refusal::Banned)
+        );
+        assert_eq!(p.bans(now(0))[0].key.to_string(), "ip:2001:db8:5:6::");
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //! recorded at the job's difficulty, invalid payout addresses refused instead of credited to a
 //! donate account, vardiff per connection.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,9 +64,14 @@ pub struct PortPolicy {
     pub max_future_ntime_secs: u32,
     /// Job ids remembered per connection; older ones answer "job not found".
     pub jobs_per_connection: usize,
-    /// Accepted shares remembered per job per connection (duplicate detection); beyond this a
-    /// connection must take newer work.
-    pub max_shares_per_job: usize,
+    /// Accepted shares remembered per connection for duplicate detection, over all its jobs (8
+    /// bytes each). When full, the oldest job is forgotten as a whole, so its shares answer
+    /// "job not found" rather than being taken twice; a connection whose newest job alone
+    /// fills it gets "take newer work" until vardiff or a new job catches up.
+    pub max_shares_per_connection: usize,
+    /// A connection that has had no job for this long gets the current job again (not clean),
+    /// so miners on a quiet chain do not hit their receive timeouts. 0 turns it off.
+    pub keepalive_secs: u64,
     /// Workers one connection may authorize (proxies and rental services use several).
     pub max_workers: usize,
     pub max_line_bytes: usize,
@@ -83,7 +88,8 @@ impl Default for PortPolicy {
             extranonce2_size: 4,
             max_future_ntime_secs: 7200,
             jobs_per_connection: 16,
-            max_shares_per_job: 16_384,
+            max_shares_per_connection: 2048,
+            keepalive_secs: 30,
             max_workers: 32,
             max_line_bytes: 16 * 1024,
         }
@@ -109,10 +115,17 @@ impl PortPolicy {
         if !(1..=8).contains(&self.extranonce2_size) {
             return Err("extranonce2_size must be 1 to 8 bytes (4 is usual)".into());
         }
-        if self.jobs_per_connection == 0 || self.max_shares_per_job == 0 || self.max_workers == 0 {
+        if self.jobs_per_connection == 0
+            || self.max_shares_per_connection == 0
+            || self.max_workers == 0
+        {
             return Err(
-                "jobs_per_connection, max_shares_per_job and max_workers must be at least 1".into(),
+                "jobs_per_connection, max_shares_per_connection and max_workers must be at least 1"
+                    .into(),
             );
+        }
+        if self.max_shares_per_connection > 1 << 20 {
+            return Err("max_shares_per_connection must be at most 1048576 (2048 is usual)".into());
         }
         if self.max_line_bytes < 512 {
             return Err("max_line_bytes must be at least 512".into());
@@ -150,6 +163,54 @@ pub struct SessionContext {
     pub boot: u32,
     /// When set, found blocks are checked against this payout script before submission.
     pub payout_script: Option<Vec<u8>>,
+    /// When refused shares close a connection.
+    pub refusals: RefusalLimit,
+}
+
+/// When a connection's refused shares say it is not mining honestly: past either bound the
+/// session replies to the share, then closes with [`CloseReason::TooManyRefused`] (the driver
+/// bans the address and/or IP, see [`crate::pool::Pool::handle_ban`]). Every refused share
+/// counts, whatever its reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefusalLimit {
+    /// Off: refused shares never close a connection.
+    pub enabled: bool,
+    /// The ratio is judged over consecutive windows of this many shares (accepted + refused).
+    pub window_shares: u32,
+    /// A window in which more than this fraction was refused closes the connection.
+    pub max_refused_ratio: f64,
+    /// More refused shares than this within one wall-clock minute close the connection.
+    pub max_refused_per_minute: u32,
+}
+
+impl Default for RefusalLimit {
+    fn default() -> Self {
+        // Stale bursts at a new block and a miner starting on a wrong setting stay far below
+        // these; a flood of garbage reaches them within a fraction of a second.
+        RefusalLimit {
+            enabled: true,
+            window_shares: 500,
+            max_refused_ratio: 0.95,
+            max_refused_per_minute: 30_000,
+        }
+    }
+}
+
+impl RefusalLimit {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.window_shares == 0 || self.max_refused_per_minute == 0 {
+            return Err(
+                "window_shares and max_refused_per_minute must be at least 1 (set enabled: false \
+                 to turn refusal bans off)"
+                    .into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.max_refused_ratio) {
+            return Err("max_refused_ratio must be in [0, 1] (e.g. 0.95)".into());
+        }
+        Ok(())
+    }
 }
 
 /// Bytes to write to the miner: a line rendered for this connection, or a job's notify line
@@ -171,8 +232,12 @@ impl Transmit {
 
 #[derive(Debug)]
 pub enum SessionEvent {
-    /// A judged share (accepted or not), to be logged.
+    /// A record to log: an accepted share, or the refused shares of one worker, kind and
+    /// minute counted into one record (`count`, summed `difficulty`).
     Share(ShareRecord),
+    /// A share was refused (for counters; its record comes later, counted with others).
+    /// Shares from connections with no authorized worker are not reported.
+    Refused { kind: ShareKind, difficulty: f64 },
     /// A block: submit it. Always follows the `Share` event of the share that found it.
     Block(FoundBlock),
     /// An aux-chain block (merged mining): submit it to that chain. Follows the `Share` event
@@ -187,6 +252,8 @@ pub enum SessionEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
     LineTooLong,
+    /// Refused shares passed the port's [`RefusalLimit`].
+    TooManyRefused,
 }
 
 #[derive(Debug, Clone)]
@@ -211,16 +278,44 @@ struct SessionJob {
     /// Difficulties announced while this job was the connection's work, with their targets.
     /// The lowest is the bar a share must clear; the highest one cleared is credited.
     difficulties: Vec<(f64, Target)>,
-    seen: HashSet<ShareKey>,
+    /// Fingerprints ([`share_fingerprint`]) of the shares accepted for this job, sorted.
+    seen: Vec<u64>,
 }
 
-/// The canonical identity of a share within one job of one connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct ShareKey {
-    extranonce2: u64,
-    ntime: u32,
-    nonce: u32,
-    version: u32,
+/// The canonical identity of a share within one job of one connection, (extranonce2, ntime,
+/// nonce, version), mixed into 64 bits. Equal shares always collide, so a duplicate is never
+/// taken twice; two different shares collide with probability about 2^-64 per pair, and such a
+/// share is refused as a duplicate, which costs only the miner who sent it.
+fn share_fingerprint(extranonce2: u64, ntime: u32, nonce: u32, version: u32) -> u64 {
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let a = mix(extranonce2);
+    let b = mix((u64::from(ntime) << 32) | u64::from(nonce) ^ a);
+    mix(b ^ u64::from(version).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// Refused shares of one worker and kind in the current minute, waiting to become one record.
+#[derive(Debug)]
+struct RefusedTally {
+    worker: usize,
+    kind: ShareKind,
+    first_unix_ms: u64,
+    count: u32,
+    difficulty: f64,
+    height: u64,
+    aux_currencies: Vec<Arc<str>>,
+}
+
+/// Where the connection stands against its [`RefusalLimit`].
+#[derive(Debug, Default)]
+struct RefusalCounts {
+    window_judged: u32,
+    window_refused: u32,
+    minute: u64,
+    minute_refused: u32,
 }
 
 const MAX_DIFFICULTIES_PER_JOB: usize = 4;
@@ -257,6 +352,17 @@ pub struct Session {
     jobs: VecDeque<SessionJob>,
     latest: Option<Arc<Job>>,
     history: ShareHistory,
+    /// Accepted-share fingerprints held over all jobs (the sum of their `seen`).
+    seen_total: usize,
+    /// Refused shares waiting for their minute to end; at most one entry per worker and kind.
+    refused: Vec<RefusedTally>,
+    /// When the tallies' minute ends (monotonic).
+    refused_flush_at: Option<Timestamp>,
+    refusal_counts: RefusalCounts,
+    /// The latest time any input carried.
+    clock: Now,
+    /// When the last job was sent to the miner.
+    last_notify: Timestamp,
     share_seq: u32,
     out: VecDeque<Transmit>,
     events: VecDeque<SessionEvent>,
@@ -295,6 +401,12 @@ impl Session {
             jobs: VecDeque::new(),
             latest: None,
             history: ShareHistory::new(now.mono),
+            seen_total: 0,
+            refused: Vec::new(),
+            refused_flush_at: None,
+            refusal_counts: RefusalCounts::default(),
+            clock: now,
+            last_notify: now.mono,
             share_seq: 0,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -343,6 +455,7 @@ impl Session {
     /// Bytes read from the socket. Complete lines are handled at once; memory stays bounded by
     /// the port's `max_line_bytes` whatever the peer sends.
     pub fn handle_input(&mut self, now: Now, data: &[u8]) {
+        self.clock = now;
         if self.closed {
             return;
         }
@@ -384,6 +497,10 @@ impl Session {
     }
 
     pub fn handle_request(&mut self, now: Now, req: Request) {
+        self.clock = now;
+        if self.closed {
+            return;
+        }
         let Request { id, method } = req;
         match method {
             Method::Subscribe { user_agent, .. } => self.on_subscribe(&id, user_agent),
@@ -425,7 +542,8 @@ impl Session {
     }
 
     /// A new job from the pool. Before authorization it is only remembered.
-    pub fn handle_job(&mut self, _now: Now, update: &JobUpdate) {
+    pub fn handle_job(&mut self, now: Now, update: &JobUpdate) {
+        self.clock = now;
         if update.clean {
             for j in &mut self.jobs {
                 j.stale = true;
@@ -437,18 +555,46 @@ impl Session {
         }
     }
 
-    /// Called when [`Session::poll_timeout`] is reached: retargets a connection that sends
-    /// too few shares.
+    /// Called when [`Session::poll_timeout`] is reached: records the refused shares of a
+    /// minute that ended, re-sends the current job to a connection that has had none for
+    /// `keepalive_secs`, and retargets a connection that sends too few shares.
     pub fn handle_timeout(&mut self, now: Now) {
+        self.clock = now;
+        if self.refused_flush_at.is_some_and(|t| now.mono >= t) {
+            self.flush_refused();
+        }
+        if let Some(t) = self.keepalive_at()
+            && now.mono >= t
+            && let Some(job) = self.latest.clone()
+        {
+            self.send_job(job, false);
+        }
         self.maybe_retarget(now);
     }
 
     /// When the session next wants [`Session::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        match (&self.ctx.policy.vardiff, self.fixed, self.is_authorized()) {
+        let retarget = match (&self.ctx.policy.vardiff, self.fixed, self.is_authorized()) {
             (Some(v), false, true) => Some(self.history.window_start() + v.retarget_interval()),
             _ => None,
-        }
+        };
+        [retarget, self.refused_flush_at, self.keepalive_at()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The connection is ending (or the pool stopping): the refused shares still counted
+    /// become records now, as [`SessionEvent::Share`] events. Call it once, last.
+    pub fn finish(&mut self, now: Now) {
+        self.clock = now;
+        self.flush_refused();
+    }
+
+    fn keepalive_at(&self) -> Option<Timestamp> {
+        let k = self.ctx.policy.keepalive_secs;
+        (k > 0 && self.is_authorized() && self.latest.is_some() && !self.closed)
+            .then(|| self.last_notify + Duration::from_secs(k))
     }
 
     /// Changes this connection's extranonce1 (e.g. the pool moved it). Miners that asked for
@@ -684,10 +830,17 @@ impl Session {
         let entry = (self.difficulty, target);
         self.out
             .push_back(Transmit::Shared(job.notify(clean).clone()));
+        self.last_notify = self.clock.mono;
         // A job re-sent after it went stale (a new extranonce1 makes every earlier share
         // identity different) starts afresh: new duplicate set, new difficulty bar.
-        self.jobs
-            .retain(|j| !(j.stale && Arc::ptr_eq(&j.job, &job)));
+        let seen_total = &mut self.seen_total;
+        self.jobs.retain(|j| {
+            let drop = j.stale && Arc::ptr_eq(&j.job, &job);
+            if drop {
+                *seen_total -= j.seen.len();
+            }
+            !drop
+        });
         if let Some(j) = self.jobs.iter_mut().find(|j| Arc::ptr_eq(&j.job, &job)) {
             if !j.difficulties.iter().any(|(d, _)| *d == entry.0) {
                 if j.difficulties.len() >= MAX_DIFFICULTIES_PER_JOB {
@@ -702,10 +855,16 @@ impl Session {
             job,
             stale: false,
             difficulties: vec![entry],
-            seen: HashSet::new(),
+            seen: Vec::new(),
         });
         while self.jobs.len() > self.ctx.policy.jobs_per_connection {
-            self.jobs.pop_front();
+            self.forget_oldest_job();
+        }
+    }
+
+    fn forget_oldest_job(&mut self) {
+        if let Some(j) = self.jobs.pop_front() {
+            self.seen_total -= j.seen.len();
         }
     }
 
@@ -795,15 +954,11 @@ impl Session {
         };
         let mut en2_key = [0u8; 8];
         en2_key[8 - extranonce2.len()..].copy_from_slice(&extranonce2);
-        let key = ShareKey {
-            extranonce2: u64::from_be_bytes(en2_key),
-            ntime,
-            nonce,
-            version,
+        let key = share_fingerprint(u64::from_be_bytes(en2_key), ntime, nonce, version);
+        let seen_at = match self.jobs[job_idx].seen.binary_search(&key) {
+            Ok(_) => return ShareOutcome::Rejected(R::Duplicate),
+            Err(i) => i,
         };
-        if self.jobs[job_idx].seen.contains(&key) {
-            return ShareOutcome::Rejected(R::Duplicate);
-        }
         let header = job.header(&self.extranonce1, &extranonce2, ntime, nonce, version);
         // scrypt-N refuses ntimes whose N-factor would need more memory than a share may use.
         let Ok(hash) = self.ctx.algo.try_pow_hash(&header) else {
@@ -833,9 +988,6 @@ impl Session {
         if !bar.is_met_by(&hash) && !any_block {
             return ShareOutcome::Rejected(R::LowDifficulty);
         }
-        if sj.seen.len() >= self.ctx.policy.max_shares_per_job && !any_block {
-            return ShareOutcome::Rejected(R::TooManyShares);
-        }
         let credited = sj
             .difficulties
             .iter()
@@ -854,7 +1006,26 @@ impl Session {
                 .map(|t| t.difficulty(&diff1))
                 .fold(0.0, f64::max)
         };
-        self.jobs[job_idx].seen.insert(key);
+        // The duplicate filter has a fixed budget: older jobs are forgotten whole (their shares
+        // then answer "job not found"), never single shares of a job still accepted.
+        let cap = self.ctx.policy.max_shares_per_connection;
+        let mut job_idx = job_idx;
+        while self.seen_total >= cap && job_idx > 0 {
+            self.forget_oldest_job();
+            job_idx -= 1;
+        }
+        self.judged.job = Some(job_idx);
+        if self.seen_total >= cap && !any_block {
+            return ShareOutcome::Rejected(R::TooManyShares);
+        }
+        let seen = &mut self.jobs[job_idx].seen;
+        if seen.len() == seen.capacity() {
+            // Grow by doubling, but never past the budget.
+            let room = cap.saturating_sub(seen.len()).max(1);
+            seen.reserve_exact(seen.len().max(4).min(room));
+        }
+        seen.insert(seen_at, key);
+        self.seen_total += 1;
         let aux = match (&job.aux, aux_targets_met.is_empty()) {
             (Some(a), false) => {
                 let coinbase = job.coinbase(&self.extranonce1, &extranonce2);
@@ -896,10 +1067,10 @@ impl Session {
     }
 
     fn reply_share(&mut self, now: Now, id: &Id, outcome: ShareOutcome) {
-        let (kind, difficulty, block, aux) = match outcome {
+        let (difficulty, block, aux) = match outcome {
             ShareOutcome::Accepted { difficulty, aux } => {
                 self.ok(id);
-                (ShareKind::Accepted, difficulty, None, aux)
+                (difficulty, None, aux)
             }
             ShareOutcome::Block {
                 difficulty,
@@ -907,45 +1078,33 @@ impl Session {
                 aux,
             } => {
                 self.ok(id);
-                (ShareKind::Accepted, difficulty, Some(block), aux)
+                (difficulty, Some(block), aux)
             }
             ShareOutcome::Rejected(reason) => {
                 self.error(id, reason.code(), &reason.message());
                 self.stats.rejected += 1;
-                if matches!(
+                if !matches!(
                     reason,
                     RejectReason::NotSubscribed | RejectReason::Unauthorized
                 ) {
-                    // Nobody to credit or blame: nothing to record.
-                    return;
+                    let d = self.judged.difficulty.unwrap_or(self.difficulty);
+                    self.tally_refused(now, reason.kind(), d);
                 }
-                let d = self.judged.difficulty.unwrap_or(self.difficulty);
-                (reason.kind(), d, None, Vec::new())
+                self.count_judged(now, true);
+                return;
             }
         };
+        self.count_judged(now, false);
         let Some(w) = self.judged.worker.and_then(|i| self.workers.get(i)) else {
             return;
         };
         let (address, worker) = (w.address.clone(), w.worker.clone());
-        // A share for an unknown job is recorded against the current work.
-        let (height, aux_currencies) = self
-            .judged
-            .job
-            .and_then(|i| self.jobs.get(i))
-            .map(|j| &j.job)
-            .or(self.latest.as_ref())
-            .map_or((0, Default::default()), |j| {
-                (j.height, j.aux_chains.clone())
-            });
+        let (height, aux_currencies) = self.judged_work();
         self.share_seq = self.share_seq.wrapping_add(1);
         self.events.push_back(SessionEvent::Share(ShareRecord {
-            id: RecordId {
-                server: self.ctx.server,
-                boot: self.ctx.boot,
-                seq: (self.serial << 32) | u64::from(self.share_seq),
-            },
+            id: self.record_id(),
             unix_ms: now.unix_ms,
-            kind,
+            kind: ShareKind::Accepted,
             address: address.clone(),
             worker: worker.clone(),
             difficulty,
@@ -955,20 +1114,151 @@ impl Session {
             aux_currencies,
             count: 1,
         }));
-        if kind == ShareKind::Accepted {
-            self.stats.accepted += 1;
-            self.stats.accepted_difficulty += difficulty;
-            self.stats.last_share_ms = Some(now.unix_ms);
-            self.history.record(now.mono, difficulty);
-            if let Some(b) = block {
-                self.stats.blocks += 1;
-                self.events.push_back(SessionEvent::Block(b));
-            }
-            for mut a in aux {
-                a.set_finder(address.clone(), worker.clone());
-                self.events.push_back(SessionEvent::AuxBlock(a));
-            }
-            self.maybe_retarget(now);
+        self.stats.accepted += 1;
+        self.stats.accepted_difficulty += difficulty;
+        self.stats.last_share_ms = Some(now.unix_ms);
+        self.history.record(now.mono, difficulty);
+        if let Some(b) = block {
+            self.stats.blocks += 1;
+            self.events.push_back(SessionEvent::Block(b));
+        }
+        for mut a in aux {
+            a.set_finder(address.clone(), worker.clone());
+            self.events.push_back(SessionEvent::AuxBlock(a));
+        }
+        self.maybe_retarget(now);
+    }
+
+    /// Height and aux chains of the job the last share was judged against; a share for an
+    /// unknown job is recorded against the current work.
+    fn judged_work(&self) -> (u64, Vec<Arc<str>>) {
+        self.judged
+            .job
+            .and_then(|i| self.jobs.get(i))
+            .map(|j| &j.job)
+            .or(self.latest.as_ref())
+            .map_or((0, Vec::new()), |j| (j.height, j.aux_chains.clone()))
+    }
+
+    fn record_id(&self) -> RecordId {
+        RecordId {
+            server: self.ctx.server,
+            boot: self.ctx.boot,
+            seq: (self.serial << 32) | u64::from(self.share_seq),
+        }
+    }
+
+    /// A refused share is counted into its worker's tally for the minute, not recorded alone:
+    /// a flood of garbage costs the pool a counter, not a write.
+    fn tally_refused(&mut self, now: Now, kind: ShareKind, difficulty: f64) {
+        let Some(worker) = self.judged.worker else {
+            return;
+        };
+        self.events
+            .push_back(SessionEvent::Refused { kind, difficulty });
+        let minute = now.unix_ms / 60_000;
+        if self
+            .refused
+            .first()
+            .is_some_and(|t| t.first_unix_ms / 60_000 != minute)
+        {
+            self.flush_refused();
+        }
+        let difficulty = if difficulty.is_finite() {
+            difficulty
+        } else {
+            0.0
+        };
+        if let Some(t) = self
+            .refused
+            .iter_mut()
+            .find(|t| t.worker == worker && t.kind == kind)
+            && t.count < u32::MAX
+        {
+            t.count += 1;
+            t.difficulty += difficulty;
+            return;
+        }
+        // A full tally (4 billion shares in a minute cannot happen, but a wrap must not lose
+        // any) is recorded and a new one started.
+        if let Some(i) = self
+            .refused
+            .iter()
+            .position(|t| t.worker == worker && t.kind == kind)
+        {
+            let t = self.refused.remove(i);
+            self.record_tally(t);
+        }
+        let (height, aux_currencies) = self.judged_work();
+        self.refused.push(RefusedTally {
+            worker,
+            kind,
+            first_unix_ms: now.unix_ms,
+            count: 1,
+            difficulty,
+            height,
+            aux_currencies,
+        });
+        if self.refused_flush_at.is_none() {
+            let left = 60_000 - now.unix_ms % 60_000;
+            self.refused_flush_at = Some(now.mono + Duration::from_millis(left));
+        }
+    }
+
+    fn flush_refused(&mut self) {
+        self.refused_flush_at = None;
+        for t in std::mem::take(&mut self.refused) {
+            self.record_tally(t);
+        }
+    }
+
+    fn record_tally(&mut self, t: RefusedTally) {
+        let Some(w) = self.workers.get(t.worker) else {
+            return;
+        };
+        let (address, worker) = (w.address.clone(), w.worker.clone());
+        self.share_seq = self.share_seq.wrapping_add(1);
+        self.events.push_back(SessionEvent::Share(ShareRecord {
+            id: self.record_id(),
+            unix_ms: t.first_unix_ms,
+            kind: t.kind,
+            address,
+            worker,
+            difficulty: t.difficulty,
+            currency: self.ctx.currency.clone(),
+            algo: self.algo_name.clone(),
+            height: t.height,
+            aux_currencies: t.aux_currencies,
+            count: t.count,
+        }));
+    }
+
+    /// Checks the connection against its [`RefusalLimit`] after each judged share.
+    fn count_judged(&mut self, now: Now, refused: bool) {
+        let limit = &self.ctx.refusals;
+        if !limit.enabled {
+            return;
+        }
+        let c = &mut self.refusal_counts;
+        let minute = now.unix_ms / 60_000;
+        if c.minute != minute {
+            c.minute = minute;
+            c.minute_refused = 0;
+        }
+        c.window_judged += 1;
+        if refused {
+            c.window_refused += 1;
+            c.minute_refused += 1;
+        }
+        let mut over = c.minute_refused > limit.max_refused_per_minute;
+        if c.window_judged >= limit.window_shares {
+            over |=
+                f64::from(c.window_refused) > limit.max_refused_ratio * f64::from(c.window_judged);
+            c.window_judged = 0;
+            c.window_refused = 0;
+        }
+        if over {
+            self.close(CloseReason::TooManyRefused);
         }
     }
 }

@@ -11,15 +11,10 @@
 //!   with an error reply. (The Python PowerPool raised inside handlers on short params,
 //!   non-string passwords, JSON arrays and the like and sent no reply at all; here those are
 //!   [`ParseErrorKind::BadParams`] and friends.)
-//! * **Ids echo back.** [`Id`] keeps the id a miner sent; writers render it unchanged:
-//!   strings byte-exact after JSON escaping, integers up to 64 bits exactly, and other
-//!   numbers in shortest round-trip form, so `1.0`, `1.5`, `-3` come back as sent and
-//!   unusual spellings come back as the same value (`1.50` as `1.5`, `1e2` as `100.0`,
-//!   integers beyond 64 bits as the nearest double). The value is exact because core enables
-//!   serde_json's `float_roundtrip` (correctly rounded parsing); without it a long id could
-//!   echo as a neighbouring double. Byte-exact numeric text would need serde_json's
-//!   `arbitrary_precision`, which changes number handling crate-wide and is not worth it
-//!   for ids that real miners send as small integers.
+//! * **Ids echo back byte for byte.** [`Id`] keeps the exact JSON text of the id a miner
+//!   sent, so a reply carries it unchanged: `1.50`, `1e2`, integers beyond 64 bits and beyond
+//!   what a double holds, and strings with their escapes as written. (Decoding a number and
+//!   printing it again gave `1e+40` for `10**40`.)
 //! * **Fixed output.** Compact JSON with a fixed key order (`id` first), strings escaped per
 //!   RFC 8259, one line per call. The output is a pure function of the arguments. The
 //!   original wrote `error` first (Python dict order) and a spaced subscribe reply; miners
@@ -42,18 +37,56 @@
 
 use std::fmt;
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 use thiserror::Error;
 
-/// A JSON-RPC request id, kept as received so replies can echo it.
+/// A JSON-RPC request id, kept as the exact JSON text received so replies echo it byte for
+/// byte.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Id {
     /// `null`, or no id at all.
     Null,
-    /// A numeric id.
-    Number(Number),
-    /// A string id.
-    String(String),
+    /// A numeric id: its JSON text as sent (e.g. `7`, `1.50`, `1e400`).
+    Number(Box<str>),
+    /// A string id: its JSON text as sent, quotes and escapes included (e.g. `"a\u0041"`).
+    String(Box<str>),
+}
+
+impl Id {
+    /// A numeric id (for callers that make requests).
+    pub fn number(n: u64) -> Id {
+        Id::Number(n.to_string().into())
+    }
+
+    /// A string id, escaped as this codec writes strings.
+    pub fn string(s: &str) -> Id {
+        let mut out = Vec::with_capacity(s.len() + 2);
+        push_json_str(&mut out, s);
+        Id::String(String::from_utf8_lossy(&out).into())
+    }
+
+    /// The id's JSON text.
+    pub fn as_json(&self) -> &str {
+        match self {
+            Id::Null => "null",
+            Id::Number(t) | Id::String(t) => t,
+        }
+    }
+
+    /// From a member's raw JSON text; `None` for a type an id cannot have.
+    fn from_raw(raw: Option<&RawValue>) -> Option<Id> {
+        let Some(raw) = raw else {
+            return Some(Id::Null);
+        };
+        let t = raw.get();
+        match t.as_bytes().first() {
+            Some(b'n') => Some(Id::Null),
+            Some(b'"') => Some(Id::String(t.into())),
+            Some(b'-' | b'0'..=b'9') => Some(Id::Number(t.into())),
+            _ => None,
+        }
+    }
 }
 
 /// One parsed stratum request.
@@ -250,26 +283,34 @@ pub fn parse_request(line: &[u8]) -> Result<Request, ParseError> {
     // (Serde would also read a JSON array into the struct by position: objects only.)
     let is_object = line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     let fast = if is_object {
-        serde_json::from_slice::<Envelope>(line).ok()
+        serde_json::from_slice::<Envelope<'_>>(line).ok()
     } else {
         None
     };
     let (id, method, params) = match fast {
-        Some(e) => (e.id, e.method, e.params),
+        Some(e) => (Id::from_raw(e.id), e.method, e.params),
         None => {
             let value: Value = serde_json::from_slice(line)
                 .map_err(|_| fail(&Id::Null, ParseErrorKind::NotJson))?;
             let Value::Object(mut obj) = value else {
                 return Err(fail(&Id::Null, ParseErrorKind::NotAnObject));
             };
-            (obj.remove("id"), obj.remove("method"), obj.remove("params"))
+            // The id's text, read again from the line (the map above holds decoded values).
+            // An object serde cannot read as one (a repeated member) has its last id.
+            let id = match serde_json::from_slice::<IdOnly<'_>>(line) {
+                Ok(i) => Id::from_raw(i.id),
+                Err(_) => match obj.get("id") {
+                    None | Some(Value::Null) => Some(Id::Null),
+                    Some(v @ Value::Number(_)) => Some(Id::Number(v.to_string().into())),
+                    Some(v @ Value::String(_)) => Some(Id::String(v.to_string().into())),
+                    Some(_) => None,
+                },
+            };
+            (id, obj.remove("method"), obj.remove("params"))
         }
     };
-    let id = match id {
-        None | Some(Value::Null) => Id::Null,
-        Some(Value::Number(n)) => Id::Number(n),
-        Some(Value::String(s)) => Id::String(s),
-        Some(_) => return Err(fail(&Id::Null, ParseErrorKind::BadId)),
+    let Some(id) = id else {
+        return Err(fail(&Id::Null, ParseErrorKind::BadId));
     };
     let name = match method {
         None => return Err(fail(&id, ParseErrorKind::MissingMethod)),
@@ -306,13 +347,20 @@ pub fn parse_request(line: &[u8]) -> Result<Request, ParseError> {
 
 /// The members of a request object the pool reads; others are ignored.
 #[derive(serde::Deserialize)]
-struct Envelope {
-    #[serde(default, deserialize_with = "present")]
-    id: Option<Value>,
+struct Envelope<'a> {
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
     #[serde(default, deserialize_with = "present")]
     method: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     params: Option<Value>,
+}
+
+/// The id member alone, as raw text.
+#[derive(serde::Deserialize)]
+struct IdOnly<'a> {
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
 }
 
 /// A member that is present is `Some`, even when it is `null` (`"method": null` is a wrong
@@ -518,8 +566,7 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
 fn push_id(out: &mut Vec<u8>, id: &Id) {
     match id {
         Id::Null => out.extend_from_slice(b"null"),
-        Id::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
-        Id::String(s) => push_json_str(out, s),
+        Id::Number(t) | Id::String(t) => out.extend_from_slice(t.as_bytes()),
     }
 }
 

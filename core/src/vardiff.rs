@@ -119,9 +119,14 @@ pub fn retarget(
     now: Timestamp,
 ) -> Option<f64> {
     let elapsed = now.saturating_since(history.window_start).as_secs_f64();
-    if elapsed < cfg.retarget_secs {
+    // A connection sending far more than it should is answered within one share window, not
+    // after `retarget_secs`: with shares in hand, the rate estimate is good enough to move up
+    // (still by at most `max_step`), and each step needs a full window at the new difficulty.
+    let flood = history.count >= flood_window(cfg);
+    if elapsed < cfg.retarget_secs && !flood {
         return None;
     }
+    let elapsed = elapsed.max(0.001);
     // Diff-1 shares per second this connection produced; with no shares, as if one at the
     // current difficulty arrived right now (an upper bound on the real rate).
     let work = if history.count == 0 {
@@ -135,6 +140,9 @@ pub fn retarget(
     if (ratio - 1.0).abs() <= cfg.tolerance {
         return None;
     }
+    if elapsed < cfg.retarget_secs && ratio < 1.0 {
+        return None;
+    }
     let stepped = ideal.clamp(current / cfg.max_step, current * cfg.max_step);
     let next = round_difficulty(stepped).clamp(min, max);
     if (next - current).abs() <= f64::EPSILON * current.abs() {
@@ -142,6 +150,14 @@ pub fn retarget(
     } else {
         Some(next)
     }
+}
+
+/// Accepted shares since the last retarget at which difficulty may rise before
+/// `retarget_secs`: four times what a whole interval should bring, and at least 8, so the usual
+/// luck of a miner at the target rate does not trigger it.
+pub fn flood_window(cfg: &VardiffConfig) -> u64 {
+    let expected = cfg.shares_per_minute * cfg.retarget_secs / 60.0;
+    (4.0 * expected).ceil().max(8.0) as u64
 }
 
 /// Keeps difficulties readable and stable: integers at or above 1, four significant digits
@@ -189,6 +205,41 @@ mod tests {
             ..cfg
         };
         assert_eq!(retarget(&loose, &h, 1.0, 0.001, 1e9, t(30)), Some(60.0));
+    }
+
+    #[test]
+    fn a_flood_is_answered_within_one_share_window() {
+        let cfg = VardiffConfig::default();
+        assert_eq!(flood_window(&cfg), 40);
+        // 1,000 shares a second at difficulty 0.001: one window short of it, nothing yet.
+        let mut h = ShareHistory::new(Timestamp::from_millis(0));
+        for i in 0..39 {
+            h.record(Timestamp::from_millis(i), 0.001);
+        }
+        let at = Timestamp::from_millis(39);
+        assert_eq!(retarget(&cfg, &h, 0.001, 0.001, 1e9, at), None);
+        // The 40th share, 40 ms in: up by the step bound, not after 30 s.
+        h.record(at, 0.001);
+        assert_eq!(retarget(&cfg, &h, 0.001, 0.001, 1e9, at), Some(0.004));
+        // A miner at the target rate never reaches the window before the interval.
+        let mut steady = ShareHistory::new(t(0));
+        for i in 1..=9 {
+            steady.record(t(i * 3), 64.0);
+        }
+        assert_eq!(retarget(&cfg, &steady, 64.0, 1.0, 1e9, t(28)), None);
+    }
+
+    #[test]
+    fn an_early_window_never_lowers_difficulty() {
+        let cfg = VardiffConfig::default();
+        // A full window within a second, but of shares credited at an older, lower difficulty
+        // (work issued before the last retarget): the estimate says lower; wait for the interval.
+        let mut h = ShareHistory::new(t(0));
+        for i in 0..flood_window(&cfg) {
+            h.record(Timestamp::from_millis(i * 20), 1.0);
+        }
+        assert_eq!(retarget(&cfg, &h, 1000.0, 1.0, 1e9, t(1)), None);
+        assert!(retarget(&cfg, &h, 1000.0, 1.0, 1e9, t(30)).is_some_and(|d| d < 1000.0));
     }
 
     #[test]

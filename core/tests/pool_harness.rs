@@ -75,7 +75,7 @@ use powerpool_core::hash::{Hash256, sha256d};
 use powerpool_core::job::CoinbaseParams;
 use powerpool_core::merged::{AuxBlockSubmission, AuxWork};
 use powerpool_core::merkle::fold_branch;
-use powerpool_core::pool::{Pool, PoolConfig, Refusal, Submission};
+use powerpool_core::pool::{AdmissionPolicy, Pool, PoolConfig, Refusal, Submission};
 use powerpool_core::pow::Algorithm;
 use powerpool_core::record::{BlockStatus, RecordId, ShareKind, ShareRecord};
 use powerpool_core::session::{PortPolicy, Session, SessionContext, SessionEvent};
@@ -603,6 +603,7 @@ impl World {
             server: 3,
             boot: 9,
             payout_script: Some(script.clone()),
+            refusals: Default::default(),
         });
         let pool = Pool::new(PoolConfig {
             server: 3,
@@ -611,6 +612,7 @@ impl World {
             seed: 42,
             max_connections: MAX_CONNECTIONS,
             max_connections_per_ip: MAX_PER_IP,
+            admission: AdmissionPolicy::default(),
             aux_chains: vec!["NMC".into()],
             recent_blocks: 10_000,
             work: WorkConfig {
@@ -1187,11 +1189,10 @@ impl World {
                 SessionEvent::Share(r) => {
                     if r.kind == ShareKind::Accepted {
                         accepted.push(r.id);
-                    } else {
-                        self.reached.rejected_shares += 1;
                     }
                     records.push(r);
                 }
+                SessionEvent::Refused { .. } => self.reached.rejected_shares += 1,
                 SessionEvent::Block(b) => {
                     let before = std::mem::take(&mut records);
                     self.found_block(b.into_submission(), before);
@@ -1254,7 +1255,14 @@ impl World {
     }
 
     fn disconnect(&mut self, c: u64) {
-        if self.miners.remove(&c).is_some() {
+        if let Some(mut m) = self.miners.remove(&c) {
+            // The refused shares still counted become records, as the driver does.
+            m.session.finish(self.now);
+            while let Some(e) = m.session.poll_event() {
+                if let SessionEvent::Share(r) = e {
+                    self.log_record(LogRecord::Share(r));
+                }
+            }
             self.pool.handle_disconnect(self.now, c);
             self.pool_drain();
         }

@@ -72,6 +72,7 @@ impl Pool {
             server: 7,
             boot: 1,
             payout_script: Some(script),
+            refusals: Default::default(),
         });
         // The template's curtime is 0x6b055309 (2026-11-24); the virtual wall clock starts
         // a minute after it.
@@ -354,20 +355,37 @@ fn miner_gets_work_and_shares_are_judged_with_the_right_codes() {
         json!(true)
     );
 
-    // Records: one per judged share, with the kinds the stats need.
-    let kinds: Vec<ShareKind> = m
+    // Every refused share is reported at once (for counters), with the kinds the stats need.
+    let refused: Vec<ShareKind> = m
         .events
         .iter()
         .filter_map(|e| match e {
-            SessionEvent::Share(r) => Some(r.kind),
+            SessionEvent::Refused { kind, .. } => Some(*kind),
             _ => None,
         })
         .collect();
+    assert_eq!(refused[0], ShareKind::Duplicate);
+    // Records: one per accepted share; the refused ones of a worker, kind and minute become
+    // one record with their count when the minute (or the connection) ends.
+    assert!(records(&m).iter().all(|r| r.kind == ShareKind::Accepted));
+    m.s.finish(now);
+    m.drain();
+    let kinds: Vec<ShareKind> = records(&m).iter().map(|r| r.kind).collect();
     assert_eq!(kinds[0], ShareKind::Accepted);
-    assert_eq!(kinds[1], ShareKind::Duplicate);
+    assert!(kinds.contains(&ShareKind::Duplicate));
     assert!(kinds.contains(&ShareKind::LowDifficulty));
     assert!(kinds.contains(&ShareKind::Stale));
     assert!(kinds.contains(&ShareKind::Invalid));
+    let counted: u32 = records(&m)
+        .iter()
+        .filter(|r| r.kind != ShareKind::Accepted)
+        .map(|r| r.count)
+        .sum();
+    assert_eq!(
+        counted as usize,
+        refused.len(),
+        "every refused share is counted once"
+    );
     let ids: std::collections::HashSet<_> = m
         .events
         .iter()
@@ -465,7 +483,12 @@ fn a_stale_share_is_recorded_at_its_own_jobs_difficulty_and_height() {
         code(&m.submit(pool.now, &old_job, "00000005", nt, n, None)),
         21
     );
+    // Refused shares are counted into one record per worker, kind and minute, written when
+    // the minute ends or the connection does.
+    m.s.finish(pool.now);
+    m.drain();
     let rec = records(&m).pop().unwrap();
+    assert_eq!(rec.count, 1);
     assert_eq!(rec.kind, ShareKind::Stale);
     assert_eq!(
         rec.difficulty, SHARE_DIFF,
@@ -704,18 +727,32 @@ fn vardiff_raises_a_fast_miner_and_old_jobs_keep_their_difficulty() {
     let mut m = connect(&pool, 8, [8, 8, 8, 8]);
     let job = m.job_id();
     let nt = m.ntime();
-    // 30 shares within 11 virtual seconds: far above 6/min.
+    // 30 shares within 11 virtual seconds: far above 6/min. Vardiff answers within one
+    // share window (8 shares here), without waiting for retarget_secs, one bounded step at
+    // a time.
+    let mut steps = Vec::new();
     for i in 0..30u32 {
         let en2 = i.to_be_bytes();
         let nonce = m.find(&en2, 0, true, None);
+        let before = m.difficulty;
         let r = m.submit(pool.now, &job, &hex::encode(en2), nt, nonce, None);
         assert_eq!(r["result"], json!(true), "{r}");
+        if m.difficulty != before {
+            steps.push((i, m.difficulty / before));
+        }
         if i % 3 == 0 {
             pool.advance(1);
         }
     }
     assert!(m.difficulty > SHARE_DIFF, "vardiff raised the difficulty");
-    assert!(m.difficulty <= SHARE_DIFF * 4.0, "bounded step");
+    assert!(
+        steps.first().is_some_and(|&(i, _)| i < 10),
+        "the first step came within one share window: {steps:?}"
+    );
+    assert!(
+        steps.iter().all(|&(_, f)| f > 1.0 && f <= 4.0),
+        "every step goes up and is bounded: {steps:?}"
+    );
     // A share found at the old difficulty for the same job is still accepted (no reject
     // caused by the retarget); the job was re-sent with the new difficulty.
     let old_t = Target::from_difficulty(SHARE_DIFF, &Target::SHA256D_DIFF1).unwrap();
@@ -882,4 +919,244 @@ fn template_fees_beyond_the_money_supply_are_refused() {
     v["transactions"][1]["fee"] = json!(i64::MAX);
     let e = BlockTemplate::from_json(&v).unwrap_err();
     assert!(e.to_string().contains("fee"), "{e}");
+}
+
+/// Submits `n` shares that miss the miner's difficulty (code 23) with extranonce2 from `from`.
+fn low_shares(m: &mut Miner, now: Now, from: u32, n: u32) -> Vec<Value> {
+    let (job, nt) = (m.job_id(), m.ntime());
+    (from..from + n)
+        .map(|i| {
+            let en2 = i.to_be_bytes();
+            let nonce = m.find(&en2, 0, false, None);
+            m.submit(now, &job, &hex::encode(en2), nt, nonce, None)
+        })
+        .collect()
+}
+
+#[test]
+fn refused_shares_are_counted_per_worker_kind_and_minute() {
+    let mut pool = Pool::new(policy());
+    pool.template(gbt(Some("1d00ffff")));
+    let mut m = connect(&pool, 1, [1, 1, 1, 1]);
+    let first_ms = pool.now.unix_ms;
+    for r in low_shares(&mut m, pool.now, 0, 5) {
+        assert_eq!(code(&r), 23, "{r}");
+    }
+    let refused = m
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                SessionEvent::Refused {
+                    kind: ShareKind::LowDifficulty,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(
+        refused, 5,
+        "each refused share is reported for the counters"
+    );
+    assert!(records(&m).is_empty(), "no record per refused share");
+
+    // The minute ends: one record stands for the five.
+    let due = m.s.poll_timeout().expect("a flush is due");
+    assert!(due <= pool.now.mono + Duration::from_secs(60));
+    pool.advance(61);
+    m.s.handle_timeout(pool.now);
+    m.drain();
+    let recs = records(&m);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let r = &recs[0];
+    assert_eq!((r.kind, r.count), (ShareKind::LowDifficulty, 5));
+    assert_eq!(
+        r.difficulty,
+        5.0 * SHARE_DIFF,
+        "the difficulties are summed"
+    );
+    assert_eq!(r.unix_ms, first_ms, "stamped with the first share's time");
+    assert_eq!((&*r.address, &*r.worker), (ADDRESS, "rig1"));
+
+    // Two more in the next minute, then the connection ends: they are not lost.
+    low_shares(&mut m, pool.now, 100, 2);
+    m.s.finish(pool.now);
+    m.drain();
+    let recs = records(&m);
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[1].count, 2);
+    assert_ne!(recs[0].id, recs[1].id);
+}
+
+#[test]
+fn refused_shares_past_the_bound_close_the_connection() {
+    use powerpool_core::session::{CloseReason, RefusalLimit};
+
+    // By ratio over a window.
+    let mut pool = Pool::new(policy());
+    Arc::get_mut(&mut pool.ctx).unwrap().refusals = RefusalLimit {
+        enabled: true,
+        window_shares: 20,
+        max_refused_ratio: 0.5,
+        max_refused_per_minute: 1_000_000,
+    };
+    pool.template(gbt(Some("1d00ffff")));
+    let mut m = connect(&pool, 1, [2, 2, 2, 2]);
+    let replies = low_shares(&mut m, pool.now, 0, 19);
+    assert!(replies.iter().all(|r| code(r) == 23));
+    assert!(!m.s.is_closed(), "the window is not complete yet");
+    let last = low_shares(&mut m, pool.now, 19, 1);
+    assert_eq!(
+        code(&last[0]),
+        23,
+        "the share that passes the bound is answered"
+    );
+    assert!(m.s.is_closed());
+    assert!(
+        m.events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Close(CloseReason::TooManyRefused)))
+    );
+    m.s.finish(pool.now);
+    m.drain();
+    assert_eq!(records(&m).iter().map(|r| r.count).sum::<u32>(), 20);
+
+    // A window that is mostly accepted stays open.
+    let mut m = connect(&pool, 2, [3, 3, 3, 3]);
+    let (job, nt) = (m.job_id(), m.ntime());
+    for i in 0..40u32 {
+        let en2 = (1000 + i).to_be_bytes();
+        let nonce = m.find(&en2, 0, i % 3 != 0, None);
+        m.submit(pool.now, &job, &hex::encode(en2), nt, nonce, None);
+    }
+    assert!(!m.s.is_closed(), "a third refused is under the 0.5 bound");
+
+    // By rate within a minute.
+    let mut pool = Pool::new(policy());
+    Arc::get_mut(&mut pool.ctx).unwrap().refusals = RefusalLimit {
+        enabled: true,
+        window_shares: 1_000_000,
+        max_refused_ratio: 1.0,
+        max_refused_per_minute: 10,
+    };
+    pool.template(gbt(Some("1d00ffff")));
+    let mut m = connect(&pool, 3, [4, 4, 4, 4]);
+    low_shares(&mut m, pool.now, 0, 10);
+    assert!(!m.s.is_closed());
+    pool.advance(60);
+    low_shares(&mut m, pool.now, 10, 10);
+    assert!(!m.s.is_closed(), "the count starts again each minute");
+    low_shares(&mut m, pool.now, 20, 1);
+    assert!(m.s.is_closed());
+
+    // Off: never closed.
+    let mut pool = Pool::new(policy());
+    Arc::get_mut(&mut pool.ctx).unwrap().refusals = RefusalLimit {
+        enabled: false,
+        window_shares: 1,
+        max_refused_ratio: 0.0,
+        max_refused_per_minute: 1,
+    };
+    pool.template(gbt(Some("1d00ffff")));
+    let mut m = connect(&pool, 4, [5, 5, 5, 5]);
+    low_shares(&mut m, pool.now, 0, 30);
+    assert!(!m.s.is_closed());
+}
+
+#[test]
+fn the_duplicate_filter_has_a_fixed_budget_and_forgets_whole_jobs() {
+    let mut pool = Pool::new(PortPolicy {
+        max_shares_per_connection: 8,
+        ..policy()
+    });
+    pool.template(gbt(Some("1d00ffff")));
+    let mut m = connect(&pool, 1, [6, 6, 6, 6]);
+    let (job_a, nt_a) = (m.job_id(), m.ntime());
+    let mut a_shares = Vec::new();
+    for i in 0..7u32 {
+        let en2 = i.to_be_bytes();
+        let nonce = m.find(&en2, 0, true, None);
+        let r = m.submit(pool.now, &job_a, &hex::encode(en2), nt_a, nonce, None);
+        assert_eq!(r["result"], json!(true), "{r}");
+        a_shares.push((en2, nonce));
+    }
+    // A repeat is still a duplicate while the job is remembered.
+    let (en2, nonce) = a_shares[0];
+    let r = m.submit(pool.now, &job_a, &hex::encode(en2), nt_a, nonce, None);
+    assert_eq!(code(&r), 22, "{r}");
+
+    // Newer work, same tip.
+    let mut v = gbt(Some("1d00ffff"));
+    v["transactions"].as_array_mut().unwrap().pop();
+    v["coinbasevalue"] = json!(v["coinbasevalue"].as_u64().unwrap() - 1000);
+    assert!(pool.template(v));
+    let upd = pool.updates.last().unwrap().clone();
+    m.job(pool.now, &upd);
+    let (job_b, nt_b) = (m.job_id(), m.ntime());
+    assert_ne!(job_a, job_b);
+    let mut b = 0u32;
+    let mut submit_b = |m: &mut Miner| {
+        b += 1;
+        let en2 = (100 + b).to_be_bytes();
+        let nonce = m.find(&en2, 0, true, None);
+        m.submit(pool.now, &job_b, &hex::encode(en2), nt_b, nonce, None)
+    };
+    assert_eq!(submit_b(&mut m)["result"], json!(true));
+    // The budget is full (7 + 1): the next share makes the session forget job A whole.
+    assert_eq!(submit_b(&mut m)["result"], json!(true));
+    let r = m.submit(pool.now, &job_a, &hex::encode(en2), nt_a, nonce, None);
+    assert_eq!(
+        code(&r),
+        21,
+        "a forgotten job's share is refused as unknown, never taken twice: {r}"
+    );
+    // Job B alone fills the budget: further shares are refused until newer work comes.
+    for _ in 0..6 {
+        assert_eq!(submit_b(&mut m)["result"], json!(true));
+    }
+    let r = submit_b(&mut m);
+    assert_eq!(code(&r), 20, "{r}");
+    assert!(
+        r["error"][1].as_str().unwrap().contains("newer work"),
+        "{r}"
+    );
+}
+
+#[test]
+fn a_quiet_connection_gets_the_current_job_again() {
+    let mut pool = Pool::new(PortPolicy {
+        keepalive_secs: 30,
+        ..policy()
+    });
+    pool.template(gbt(Some("1d00ffff")));
+    let mut m = connect(&pool, 1, [7, 7, 7, 7]);
+    let job = m.job_id();
+    m.notify = None;
+    let due = m.s.poll_timeout().expect("a keepalive is due");
+    assert_eq!(due, pool.now.mono + Duration::from_secs(30));
+    pool.advance(29);
+    m.s.handle_timeout(pool.now);
+    m.drain();
+    assert!(m.notify.is_none(), "not before keepalive_secs");
+    pool.advance(1);
+    m.s.handle_timeout(pool.now);
+    m.drain();
+    let n = m.notify.take().expect("the job again");
+    assert_eq!(n["params"][0], json!(job));
+    assert_eq!(n["params"][8], json!(false), "not flagged clean");
+    assert_eq!(
+        m.s.poll_timeout(),
+        Some(pool.now.mono + Duration::from_secs(30)),
+        "the next one is another keepalive_secs away"
+    );
+
+    // Off.
+    let mut pool = Pool::new(PortPolicy {
+        keepalive_secs: 0,
+        ..policy()
+    });
+    pool.template(gbt(Some("1d00ffff")));
+    let m = connect(&pool, 2, [8, 8, 8, 8]);
+    assert_eq!(m.s.poll_timeout(), None);
 }

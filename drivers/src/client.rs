@@ -69,7 +69,11 @@ pub struct StratumClient {
 
 impl StratumClient {
     pub async fn connect(addr: SocketAddr) -> Result<Self, ClientError> {
-        let s = TcpStream::connect(addr).await?;
+        Self::from_stream(TcpStream::connect(addr).await?)
+    }
+
+    /// A client on a connection the caller opened (e.g. from a chosen local address).
+    pub fn from_stream(s: TcpStream) -> Result<Self, ClientError> {
         s.set_nodelay(true)?;
         let (r, w) = s.into_split();
         Ok(StratumClient {

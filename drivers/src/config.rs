@@ -504,6 +504,7 @@ impl Config {
                 ),
             ));
         }
+        self.limits.validate()?;
         if self.new_blocks.poll_interval_ms == 0 || self.new_blocks.push_poll_interval_ms == 0 {
             return err("new_blocks", "poll intervals must be above 0 ms");
         }

@@ -327,14 +327,23 @@ pub enum RefuseReason {
     ShuttingDown,
     /// Anything else (the accepted socket could not be set up).
     Other,
+    /// The peer address is banned.
+    Banned,
+    /// The peer address opens connections faster than its accept rate.
+    RateLimited,
+    /// Too many connections have not authorized yet.
+    TooManyUnauthorized,
 }
 
-const REFUSE_REASONS: [RefuseReason; 5] = [
+const REFUSE_REASONS: [RefuseReason; 8] = [
     RefuseReason::PoolFull,
     RefuseReason::PortFull,
     RefuseReason::AddressLimit,
     RefuseReason::ShuttingDown,
     RefuseReason::Other,
+    RefuseReason::Banned,
+    RefuseReason::RateLimited,
+    RefuseReason::TooManyUnauthorized,
 ];
 
 impl RefuseReason {
@@ -347,6 +356,9 @@ impl RefuseReason {
             RefuseReason::AddressLimit => "address_limit",
             RefuseReason::ShuttingDown => "shutting_down",
             RefuseReason::Other => "other",
+            RefuseReason::Banned => "banned",
+            RefuseReason::RateLimited => "rate_limited",
+            RefuseReason::TooManyUnauthorized => "too_many_unauthorized",
         }
     }
 
@@ -357,6 +369,9 @@ impl RefuseReason {
             RefuseReason::AddressLimit => 2,
             RefuseReason::ShuttingDown => 3,
             RefuseReason::Other => 4,
+            RefuseReason::Banned => 5,
+            RefuseReason::RateLimited => 6,
+            RefuseReason::TooManyUnauthorized => 7,
         }
     }
 }
@@ -634,6 +649,7 @@ pub struct Metrics {
     /// Configured nodes, then the `other` entry last.
     nodes: Box<[NodeCounters]>,
     authorized: AtomicU64,
+    bans: AtomicU64,
     errors: [AtomicU64; ERROR_CODES.len()],
     shares: [AtomicU64; SHARE_KINDS.len()],
     difficulty: [AtomicF64; SHARE_KINDS.len()],
@@ -676,6 +692,7 @@ impl Metrics {
             ports: ports.into_boxed_slice(),
             nodes: nodes.into_boxed_slice(),
             authorized: AtomicU64::new(0),
+            bans: AtomicU64::new(0),
             errors: Default::default(),
             shares: Default::default(),
             difficulty: Default::default(),
@@ -742,6 +759,11 @@ impl Metrics {
     /// A worker authorized (`mining.authorize` answered true).
     pub fn worker_authorized(&self) {
         self.authorized.fetch_add(1, Relaxed);
+    }
+
+    /// A connection was closed and banned for its refused shares (`limits.bans`).
+    pub fn connection_banned(&self) {
+        self.bans.fetch_add(1, Relaxed);
     }
 
     /// An error reply was sent to a stratum request (shares rejected included: the same
@@ -1002,6 +1024,7 @@ impl Metrics {
                 ports,
             },
             workers_authorized: t.authorized,
+            connections_banned: self.bans.load(Relaxed),
             stratum_errors: ERROR_CODES
                 .iter()
                 .map(|c| (error_label(*c), self.errors[error_index(*c)].load(Relaxed)))
@@ -1116,6 +1139,12 @@ impl Metrics {
             "workers_authorized_total",
             "Successful mining.authorize calls.",
             one(self.authorized.load(Relaxed).to_string()),
+        );
+        p.family(
+            COUNTER,
+            "connections_banned_total",
+            "Connections closed, and their IP and/or address banned, for refused shares.",
+            one(self.bans.load(Relaxed).to_string()),
         );
         let errors = (ERROR_CODES.iter())
             .map(|c| {
@@ -1334,6 +1363,8 @@ pub struct MetricsSnapshot {
     pub window_time: Option<u64>,
     pub connections: ConnectionsSnapshot,
     pub workers_authorized: u64,
+    /// Connections closed and banned for their refused shares.
+    pub connections_banned: u64,
     /// Error replies by code label (`other`, `stale_job`, ...).
     pub stratum_errors: BTreeMap<&'static str, u64>,
     /// By kind label (`accepted`, `duplicate`, `low_difficulty`, `stale`, `invalid`).

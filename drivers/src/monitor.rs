@@ -1,5 +1,5 @@
-//! The HTTP monitor: read-only JSON views of the pool, Prometheus metrics and a
-//! health check, served with axum on `127.0.0.1:3855` by default.
+//! The HTTP monitor: JSON views of the pool, Prometheus metrics, a health check and the one
+//! operator action, lifting a ban; served with axum on `127.0.0.1:3855` by default.
 //!
 //! | path | response |
 //! |---|---|
@@ -12,6 +12,8 @@
 //! | `/config` | `{"config": <MonitorSource::config>}`, secrets redacted |
 //! | `/metrics` | Prometheus text exposition, `text/plain; version=0.0.4` |
 //! | `/health` | `200 ok` when [`MonitorSource::healthy`], else `503 unhealthy` |
+//! | `/bans` | `{"bans": <MonitorSource::bans>}` (the bans in force, oldest first) |
+//! | `DELETE /bans/{key}` | lifts the ban on `ip:<IP>` or `address:<payout address>`: `{"lifted": key}`, 404 when none, 400 for a malformed key |
 //!
 //! Any other path answers a JSON 404. A trailing slash is accepted on the list paths, as the
 //! original's URLs had one (`/counters/`). Responses are compact JSON objects; links are
@@ -106,6 +108,15 @@ pub trait MonitorSource: Send + Sync + 'static {
     fn config(&self) -> Value;
     /// Whether the pool can do its job (for load balancers and supervisors).
     fn healthy(&self) -> bool;
+    /// The bans in force, as a JSON array.
+    fn bans(&self) -> Value {
+        json!([])
+    }
+    /// Lifts the ban on `key` (`ip:<IP>` or `address:<payout address>`): `Ok(false)` when
+    /// there was none, `Err` naming what is wrong with a malformed key.
+    fn lift_ban(&self, key: &str) -> Result<bool, String> {
+        Err(format!("{key}: this monitor has no bans"))
+    }
 }
 
 #[derive(Clone)]
@@ -131,6 +142,9 @@ pub fn router(source: Arc<dyn MonitorSource>, metrics: Arc<Metrics>) -> Router {
         .route("/config/", get(config))
         .route("/metrics", get(prometheus))
         .route("/health", get(health))
+        .route("/bans", get(bans))
+        .route("/bans/", get(bans))
+        .route("/bans/{key}", axum::routing::delete(lift_ban))
         .fallback(not_found)
         .with_state(AppState { source, metrics })
         .layer(middleware::from_fn_with_state(permits, limit))
@@ -198,6 +212,21 @@ async fn component(State(s): State<AppState>, Path(name): Path<String>) -> Respo
 
 async fn config(State(s): State<AppState>) -> Json<Value> {
     Json(json!({ "config": redacted(s.source.config()) }))
+}
+
+async fn bans(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({ "bans": redacted(s.source.bans()) }))
+}
+
+async fn lift_ban(State(s): State<AppState>, Path(key): Path<String>) -> Response {
+    match s.source.lift_ban(&key) {
+        Ok(true) => {
+            tracing::info!(%key, "ban lifted from the monitor");
+            Json(json!({ "lifted": key })).into_response()
+        }
+        Ok(false) => error(StatusCode::NOT_FOUND, "no such ban"),
+        Err(m) => error(StatusCode::BAD_REQUEST, &m),
+    }
 }
 
 async fn prometheus(State(s): State<AppState>) -> Response {

@@ -220,6 +220,7 @@ pub fn start_merged<N: Net, T: RpcTransport>(
                 server: cfg.server_number,
                 boot: io.boot,
                 payout_script: Some(payout_script.clone()),
+                refusals: cfg.limits.bans.refusals.clone(),
             }),
         })
         .collect();
@@ -236,6 +237,7 @@ pub fn start_merged<N: Net, T: RpcTransport>(
         seed: io.seed,
         max_connections: cfg.limits.max_connections,
         max_connections_per_ip: cfg.limits.max_connections_per_ip,
+        admission: cfg.limits.admission(),
         aux_chains: cfg.aux_chains.iter().map(|a| a.currency.clone()).collect(),
         recent_blocks: 100,
         work: WorkConfig {

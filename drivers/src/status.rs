@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use powerpool_core::pool::BanKey;
 use powerpool_core::record::ShareKind;
 use serde_json::{Value, json};
 
@@ -149,5 +150,26 @@ impl MonitorSource for PoolMonitor {
             .unwrap_or(false);
         let store = self.pool.store_status.borrow();
         has_primary && store.spool_ok && !store.spool_full
+    }
+
+    fn bans(&self) -> Value {
+        let bans = self.pool.hub.with(|p, now| p.bans(now));
+        Value::Array(
+            bans.iter()
+                .map(|b| {
+                    json!({
+                        "banned": b.key.to_string(),
+                        "reason": b.reason,
+                        "since_unix_ms": b.since_unix_ms,
+                        "until_unix_ms": b.until_unix_ms,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    fn lift_ban(&self, key: &str) -> Result<bool, String> {
+        let key: BanKey = key.parse()?;
+        Ok(self.pool.hub.with(|p, _| p.lift_ban(&key)))
     }
 }

@@ -37,9 +37,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use powerpool_core::pool::Refusal;
+use powerpool_core::pool::{AdmissionPolicy, BanKey, Refusal};
 use powerpool_core::record::ShareKind;
-use powerpool_core::session::{Session, SessionContext, SessionEvent};
+use powerpool_core::session::{CloseReason, RefusalLimit, Session, SessionContext, SessionEvent};
 use powerpool_core::sharelog::LogRecord;
 use powerpool_core::time::{Now, Timestamp};
 use powerpool_core::work::JobUpdate;
@@ -53,25 +53,117 @@ use crate::metrics::{Metrics, RefuseReason};
 use crate::net::{Listener, Net};
 use crate::store::LogSender;
 
+/// `limits`: what bounds connections. A farm's stratum proxy, a rental service or a load
+/// balancer puts thousands of honest miners behind one address, so floods are met with an
+/// accept rate per IP and caps on connections that have not authorized, not with a low cap on
+/// connections per address.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// New connections per second one IP may open, sustained, and in one burst.
+    pub accept_rate_per_ip: f64,
+    pub accept_burst_per_ip: u32,
+    /// Connections that have not authorized a worker yet, pool-wide and per IP.
+    pub max_unauthorized: usize,
+    pub max_unauthorized_per_ip: usize,
     pub auth_timeout_secs: u64,
     pub idle_timeout_secs: u64,
     pub write_timeout_secs: u64,
+    pub bans: Bans,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        let a = AdmissionPolicy::default();
         Limits {
             max_connections: 50_000,
-            max_connections_per_ip: 1_000,
+            max_connections_per_ip: 50_000,
+            accept_rate_per_ip: a.accept_rate_per_ip,
+            accept_burst_per_ip: a.accept_burst_per_ip,
+            max_unauthorized: a.max_unauthorized,
+            max_unauthorized_per_ip: a.max_unauthorized_per_ip,
             auth_timeout_secs: 60,
             idle_timeout_secs: 900,
             write_timeout_secs: 15,
+            bans: Bans::default(),
         }
+    }
+}
+
+/// `limits.bans`: a connection whose refused shares pass `refusals` is closed, and its IP
+/// and/or payout address banned for `duration_secs`. Bans are listed and lifted on the
+/// monitor (`/bans`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Bans {
+    pub duration_secs: u64,
+    /// Ban the connection's IP. Behind a shared proxy that bans everyone behind it: turn it
+    /// off there (or use the PROXY protocol so the real address is seen).
+    pub ip: bool,
+    /// Ban the payout addresses the connection authorized.
+    pub address: bool,
+    pub refusals: RefusalLimit,
+}
+
+impl Default for Bans {
+    fn default() -> Self {
+        Bans {
+            duration_secs: AdmissionPolicy::default().ban_secs,
+            ip: true,
+            address: true,
+            refusals: RefusalLimit::default(),
+        }
+    }
+}
+
+impl Limits {
+    /// The pool machine's share of these limits.
+    pub fn admission(&self) -> AdmissionPolicy {
+        AdmissionPolicy {
+            accept_rate_per_ip: self.accept_rate_per_ip,
+            accept_burst_per_ip: self.accept_burst_per_ip,
+            max_unauthorized: self.max_unauthorized,
+            max_unauthorized_per_ip: self.max_unauthorized_per_ip,
+            ban_secs: self.bans.duration_secs,
+        }
+    }
+
+    /// Checks the limits; errors name the key (under `limits.`) and the fix.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, m: &str| Err((format!("limits.{k}"), m.to_owned()));
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return err(
+                "max_connections",
+                "max_connections and max_connections_per_ip must be at least 1",
+            );
+        }
+        if !(self.accept_rate_per_ip.is_finite() && self.accept_rate_per_ip > 0.0) {
+            return err(
+                "accept_rate_per_ip",
+                "must be a number above 0 (connections per second, e.g. 200)",
+            );
+        }
+        if self.accept_burst_per_ip == 0 {
+            return err("accept_burst_per_ip", "must be at least 1 (e.g. 1000)");
+        }
+        if self.max_unauthorized == 0 || self.max_unauthorized_per_ip == 0 {
+            return err(
+                "max_unauthorized",
+                "max_unauthorized and max_unauthorized_per_ip must be at least 1",
+            );
+        }
+        if self.bans.duration_secs == 0 {
+            return err(
+                "bans.duration_secs",
+                "must be at least 1 (turn bans off with bans.refusals.enabled: false)",
+            );
+        }
+        if let Err(m) = self.bans.refusals.validate() {
+            return Err(("limits.bans.refusals".into(), m));
+        }
+        Ok(())
     }
 }
 
@@ -272,6 +364,9 @@ impl StratumShared {
                 Refusal::PoolFull => RefuseReason::PoolFull,
                 Refusal::AddressLimit => RefuseReason::AddressLimit,
                 Refusal::ShuttingDown => RefuseReason::ShuttingDown,
+                Refusal::Banned => RefuseReason::Banned,
+                Refusal::RateLimited => RefuseReason::RateLimited,
+                Refusal::TooManyUnauthorized => RefuseReason::TooManyUnauthorized,
             })?;
         self.metrics.connection_opened(self.port_number(port));
         Ok(Admission {
@@ -412,6 +507,7 @@ async fn connection<N: Net>(
     let mut errors_seen = [0u64; 6];
     let mut closing = false;
     let mut stopping = false;
+    let mut ban = false;
 
     while !closing {
         let mut deadline = last_rx + idle;
@@ -460,13 +556,19 @@ async fn connection<N: Net>(
         // position it must wait for.
         let mut acks = false;
         let mut ticket = 0u64;
+        let mut banned_auth = false;
         while let Some(ev) = session.poll_event() {
             changed = true;
             match ev {
                 SessionEvent::Share(r) => {
-                    shared.metrics.share_judged(r.kind, r.difficulty);
-                    acks |= r.kind == ShareKind::Accepted;
+                    if r.kind == ShareKind::Accepted {
+                        shared.metrics.share_judged(r.kind, r.difficulty);
+                        acks = true;
+                    }
                     records.push(r);
+                }
+                SessionEvent::Refused { kind, difficulty } => {
+                    shared.metrics.share_judged(kind, difficulty);
                 }
                 SessionEvent::Block(b) => {
                     // The records so far (the winning share last) go with the block, so they
@@ -489,9 +591,24 @@ async fn connection<N: Net>(
                     acks = true;
                     ticket = ticket.max(shared.log.position());
                 }
-                SessionEvent::Authorized { .. } => {
+                SessionEvent::Authorized { address, .. } => {
                     shared.metrics.worker_authorized();
                     workers_changed = true;
+                    let banned = shared.hub.with(|p, now| {
+                        p.handle_authorized(now, serial);
+                        p.is_banned(now, &BanKey::Address(address.clone()))
+                    });
+                    if banned {
+                        // Nothing more from this connection is worth an answer: the
+                        // authorization is not confirmed, the connection just ends.
+                        tracing::info!(serial, %peer, %address, "banned address: closing");
+                        closing = true;
+                        banned_auth = true;
+                    }
+                }
+                SessionEvent::Close(CloseReason::TooManyRefused) => {
+                    closing = true;
+                    ban = true;
                 }
                 SessionEvent::Close(reason) => {
                     tracing::debug!(serial, ?reason, "session closed");
@@ -513,7 +630,9 @@ async fn connection<N: Net>(
         }
         out.clear();
         while let Some(t) = session.poll_transmit() {
-            out.extend_from_slice(t.as_bytes());
+            if !banned_auth {
+                out.extend_from_slice(t.as_bytes());
+            }
         }
         if acks && !out.is_empty() {
             // Once the pool is stopping, a log that cannot make it durable within the write
@@ -552,9 +671,49 @@ async fn connection<N: Net>(
             refresh_info(&mut info, &session, workers_changed);
         }
     }
+    if ban {
+        impose_ban(&shared, &session, peer.ip());
+    }
+    // The refused shares still counted become records (never acknowledged, so not waited for).
+    session.finish(shared.now(&net));
+    while let Some(ev) = session.poll_event() {
+        if let SessionEvent::Share(r) = ev
+            && shared.log.send(LogRecord::Share(r)).await.is_err()
+        {
+            tracing::error!(
+                serial,
+                "share log is gone: refused-share counts not persisted"
+            );
+        }
+    }
     // Bounded: a peer that does not read must not hold the slot past its write timeout.
     let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
     drop(admission);
+}
+
+/// The connection's refused shares passed `limits.bans.refusals`: its IP and/or payout
+/// addresses are banned, as configured.
+fn impose_ban(shared: &StratumShared, session: &Session, ip: IpAddr) {
+    let bans = &shared.limits.bans;
+    let reason = "refused shares past limits.bans.refusals";
+    let mut keys = Vec::new();
+    if bans.ip {
+        keys.push(BanKey::Ip(ip));
+    }
+    if bans.address {
+        keys.extend(
+            session
+                .workers()
+                .map(|(a, _)| BanKey::Address(Arc::from(a))),
+        );
+    }
+    tracing::warn!(%ip, keys = ?keys.iter().map(ToString::to_string).collect::<Vec<_>>(), "banned");
+    shared.hub.with(|p, now| {
+        for k in keys {
+            p.handle_ban(now, k, reason);
+        }
+    });
+    shared.metrics.connection_banned();
 }
 
 /// Counters are copied on every change; the strings only when a worker authorized (they do
@@ -600,6 +759,7 @@ mod tests {
             seed: 0,
             max_connections: 1,
             max_connections_per_ip: 1,
+            admission: AdmissionPolicy::default(),
             aux_chains: Vec::new(),
             recent_blocks: 1,
             work: WorkConfig {

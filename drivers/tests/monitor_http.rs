@@ -403,11 +403,15 @@ fn drive_everything(m: &Metrics) {
             RefuseReason::PortFull,
             RefuseReason::AddressLimit,
             RefuseReason::ShuttingDown,
+            RefuseReason::Banned,
+            RefuseReason::RateLimited,
+            RefuseReason::TooManyUnauthorized,
             RefuseReason::Other,
         ] {
             m.connection_refused(port, reason);
         }
     }
+    m.connection_banned();
     m.worker_authorized();
     for code in [
         ErrorCode::Other,

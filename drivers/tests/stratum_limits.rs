@@ -71,6 +71,10 @@ fn fixed(difficulty: f64) -> PortPolicy {
 }
 
 async fn start(limits: Limits, ports: Vec<StratumPortConfig>) -> Pool {
+    start_with(limits, ports, false).await
+}
+
+async fn start_with(limits: Limits, ports: Vec<StratumPortConfig>, monitor: bool) -> Pool {
     let node = Node::new(NodeConfig::test(5)).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let rpc = listener.local_addr().unwrap();
@@ -101,7 +105,8 @@ async fn start(limits: Limits, ports: Vec<StratumPortConfig>) -> Pool {
     c.new_blocks.poll_interval_ms = 50;
     c.store.embedded_path = dir.path().join("pool.redb");
     c.store.spool_path = dir.path().join("spool");
-    c.monitor.enabled = false;
+    c.monitor.enabled = monitor;
+    c.monitor.bind = "127.0.0.1:0".parse().unwrap();
     let (stop, rx) = watch::channel(false);
     let launched = launch(c, rx).await.unwrap();
     Pool {
@@ -378,5 +383,137 @@ async fn ports_announce_their_own_difficulty_and_share_extranonce1_space() {
     }
     assert_eq!(pool.open(), 8);
     drop(held);
+    pool.stop();
+}
+
+/// Sends shares that cannot be valid (ntime 0: refused before hashing) as fast as the
+/// connection takes them, until the pool closes it; returns how many replies came back.
+async fn flood_until_closed(m: &mut StratumClient, job: &str) -> usize {
+    let mut replies = 0;
+    for i in 0u32..100_000 {
+        let line = format!(
+            "{{\"id\":{},\"method\":\"mining.submit\",\"params\":[\"{USER}\",\"{job}\",\"{i:08x}\",\"00000000\",\"00000000\"]}}\n",
+            i + 10
+        );
+        if m.send_raw(line.as_bytes()).await.is_err() {
+            return replies;
+        }
+        match tokio::time::timeout(LIMIT, m.read_message()).await {
+            Ok(Ok(_)) => replies += 1,
+            Ok(Err(_)) => return replies,
+            Err(_) => panic!("no reply and no close within {LIMIT:?}"),
+        }
+    }
+    panic!("100,000 refused shares and the connection is still open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_share_flood_bans_the_ip_and_address_until_lifted() {
+    use powerpool_core::session::RefusalLimit;
+    let mut limits = Limits::default();
+    limits.bans.refusals = RefusalLimit {
+        enabled: true,
+        window_shares: 50,
+        max_refused_ratio: 0.9,
+        max_refused_per_minute: 1_000_000,
+    };
+    let pool = start_with(limits, vec![port("a", fixed(1.0))], true).await;
+    let addr = pool.addr(0);
+    let mut m = miner(addr).await;
+    let job = m.wait_for_work().await.unwrap().job_id.clone();
+    let replies = flood_until_closed(&mut m, &job).await;
+    assert_eq!(
+        replies, 50,
+        "every share of the window is answered, then the close"
+    );
+
+    // The IP is banned: a new connection from it is closed unanswered.
+    let refused = probe(connect_from(loopback(1), addr).await).await;
+    assert!(refused.is_none(), "a banned IP is not served");
+    // Another IP is served, but the banned payout address cannot authorize there.
+    let mut other = StratumClient::from_stream(connect_from(loopback(2), addr).await).unwrap();
+    other.subscribe("limits/1.0").await.unwrap();
+    assert!(
+        other.authorize(USER, "x").await.is_err(),
+        "a banned address is refused"
+    );
+
+    // The monitor lists both bans and lifts them.
+    let mon = pool.launched.monitor_addr.expect("monitor");
+    let http = reqwest::Client::new();
+    let bans: serde_json::Value = http
+        .get(format!("http://{mon}/bans"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = bans["bans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["banned"].as_str().unwrap().to_owned())
+        .collect();
+    keys.sort();
+    let address = USER.split('.').next().unwrap();
+    assert_eq!(
+        keys,
+        [format!("address:{address}"), "ip:127.0.0.1".to_string()]
+    );
+    for k in &keys {
+        let r = http
+            .delete(format!("http://{mon}/bans/{k}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "lifting {k}");
+    }
+    let r = http
+        .delete(format!("http://{mon}/bans/ip:127.0.0.1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "nothing left to lift");
+    let r = http
+        .delete(format!("http://{mon}/bans/nonsense"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Served again.
+    let _back = miner(addr).await;
+    assert_eq!(
+        pool.launched.handle.metrics.snapshot().connections_banned,
+        1
+    );
+    pool.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_come_back_byte_for_byte() {
+    let pool = start(Limits::default(), vec![port("a", fixed(1.0))]).await;
+    let stream = connect_from(loopback(1), pool.addr(0)).await;
+    let mut s = BufReader::new(stream);
+    let long = format!("\"{}\"", "i".repeat(4_000));
+    for id in [
+        "10000000000000000000000000000000000000000",
+        "1.50",
+        "1e400",
+        r#""\u0041\/""#,
+        &long,
+    ] {
+        let req = format!(r#"{{"id":{id},"method":"mining.extranonce.subscribe","params":[]}}"#);
+        s.get_mut()
+            .write_all(format!("{req}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut line = String::new();
+        tokio::time::timeout(LIMIT, s.read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(line.starts_with(&format!("{{\"id\":{id},")), "{id}: {line}");
+    }
     pool.stop();
 }

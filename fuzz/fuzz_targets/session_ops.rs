@@ -79,7 +79,8 @@ fn fixture() -> &'static Fixture {
             max_difficulty: MAX_DIFF,
             vardiff: Some(VardiffConfig::default()),
             jobs_per_connection: JOBS_PER_CONNECTION,
-            max_shares_per_job: 8,
+            max_shares_per_connection: 8,
+            keepalive_secs: 5,
             max_workers: 3,
             max_line_bytes: 512,
             ..PortPolicy::default()
@@ -100,6 +101,7 @@ fn fixture() -> &'static Fixture {
             server: 7,
             boot: 1,
             payout_script: Some(script),
+            refusals: Default::default(),
         });
         Fixture {
             easy,

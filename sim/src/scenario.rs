@@ -482,7 +482,11 @@ pub fn orphan(seed: u64) -> anyhow::Result<RunResult> {
             .inner()
             .shares()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Refused shares are counted per worker, kind and minute, so a stale refusal shows as
+        // one unit of a stale record's count: per user, the stale records must count at least
+        // the stale refusals its miners saw on the replaced blocks.
         let mut refused_stale = 0;
+        let mut stale_by_user: std::collections::BTreeMap<&str, u64> = Default::default();
         for s in &on_replaced {
             match (s.accepted, s.error_code) {
                 (Some(true), _) => r.violations.push(format!(
@@ -491,22 +495,27 @@ pub fn orphan(seed: u64) -> anyhow::Result<RunResult> {
                 )),
                 (Some(false), Some(21)) => {
                     refused_stale += 1;
-                    let user = obs.miners.iter().find(|m| m.id == s.miner).map(|m| &m.user);
-                    let from = crate::net::SIM_EPOCH_UNIX_SECS * 1_000 + s.sent_ms;
-                    let recorded = stored.iter().any(|rec| {
-                        rec.kind == powerpool_core::record::ShareKind::Stale
-                            && Some(&invariant::record_user(rec)) == user
-                            && rec.unix_ms >= from
-                            && rec.unix_ms <= from + 1_000
-                    });
-                    if !recorded {
-                        r.violations.push(format!(
-                            "stale share {} from miner {} (sent {} ms) has no stale record",
-                            s.hash, s.miner, s.sent_ms
-                        ));
+                    if let Some(m) = obs.miners.iter().find(|m| m.id == s.miner) {
+                        *stale_by_user.entry(m.user.as_str()).or_default() += 1;
                     }
                 }
                 _ => {}
+            }
+        }
+        for (user, refused) in &stale_by_user {
+            let counted: u64 = stored
+                .iter()
+                .filter(|rec| {
+                    rec.kind == powerpool_core::record::ShareKind::Stale
+                        && invariant::record_user(rec) == *user
+                })
+                .map(|rec| u64::from(rec.count))
+                .sum();
+            if counted < *refused {
+                r.violations.push(format!(
+                    "{user}: {refused} shares on the replaced blocks refused as stale, but its \
+                     stale records count {counted}"
+                ));
             }
         }
         r.notes.push(format!(
@@ -1732,6 +1741,8 @@ pub fn stalled_store_for(seed: u64, stall: Duration) -> anyhow::Result<RunResult
     // Every batch the share log writes while the store stalls goes to the spool with an
     // fsync; a batching delay of a second keeps minutes of stall to a few hundred of them.
     cfg.store_max_delay_ms = 1_000;
+    // The flood of invalid shares must last through the stall; bans would end it.
+    cfg.refusal_bans = false;
     let j = SimRng::new(seed).fork(11).range(0, 300);
     let flood_from = 1_000 + j;
     let stall_from = 3_000 + j;

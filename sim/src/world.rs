@@ -87,6 +87,9 @@ pub struct WorldConfig {
     pub max_latency: Duration,
     pub duration: Duration,
     pub max_connections_per_ip: usize,
+    /// Refused shares past `limits.bans.refusals` close the connection and ban its IP and
+    /// address (the pool's default); off for scenarios whose flood must go on.
+    pub refusal_bans: bool,
     /// The share log's batching delay (the share log runs on tokio's clock, so any value is
     /// deterministic under simulation).
     pub store_max_delay_ms: u64,
@@ -149,6 +152,7 @@ impl WorldConfig {
             max_latency: Duration::from_millis(20),
             duration: Duration::from_secs(120),
             max_connections_per_ip: 1_000,
+            refusal_bans: true,
             store_max_delay_ms: 20,
             aux: Vec::new(),
             probe_hosts: 4,
@@ -407,6 +411,7 @@ fn pool_config(w: &WorldConfig, i: usize, dir: &std::path::Path) -> Config {
         },
     }];
     c.limits.max_connections_per_ip = w.max_connections_per_ip;
+    c.limits.bans.refusals.enabled = w.refusal_bans;
     c.store.embedded_path = dir.join("shared.redb");
     c.store.spool_path = dir.join(format!("spool{i}"));
     c.store.max_delay_ms = w.store_max_delay_ms;

@@ -55,12 +55,14 @@ struct Args {
     difficulty: Option<f64>,
     storm: Option<u64>,
     storm_rate: f64,
+    /// The flood lasts at least this long (it goes on after phase B's blocks).
+    flood_secs: u64,
     keep: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: blockdelay [--bitcoind PATH] [--pool PATH] [--blocks N] [--difficulty D] [--keep]\n       blockdelay --storm [SECS] [--storm-rate N] [--bitcoind PATH] [--pool PATH] [--keep]"
+        "usage: blockdelay [--bitcoind PATH] [--pool PATH] [--blocks N] [--difficulty D] [--flood-secs S] [--keep]\n       blockdelay --storm [SECS] [--storm-rate N] [--bitcoind PATH] [--pool PATH] [--keep]"
     );
     std::process::exit(2)
 }
@@ -73,6 +75,7 @@ fn parse_args() -> Args {
         difficulty: None,
         storm: None,
         storm_rate: 2000.0,
+        flood_secs: 0,
         keep: false,
     };
     let mut bitcoind = None;
@@ -85,6 +88,7 @@ fn parse_args() -> Args {
             "--blocks" => a.blocks = val().parse().unwrap_or_else(|_| usage()),
             "--difficulty" => a.difficulty = Some(val().parse().unwrap_or_else(|_| usage())),
             "--storm-rate" => a.storm_rate = val().parse().unwrap_or_else(|_| usage()),
+            "--flood-secs" => a.flood_secs = val().parse().unwrap_or_else(|_| usage()),
             "--keep" => a.keep = true,
             "--storm" => {
                 let secs = match it.peek() {
@@ -179,6 +183,13 @@ fn pool_config(
         t,
         "spool_path: powerpool.spool",
         &format!("spool_path: {}", dir.join("pool.spool").display()),
+    );
+    // The flood must go on to be measured, and it comes from the block miner's IP and
+    // address: refusal bans would end it (and ban the block miner with it).
+    t = set(
+        t,
+        "    refusals:\n      enabled: true",
+        "    refusals:\n      enabled: false",
     );
     t = set(
         t,
@@ -586,6 +597,17 @@ fn print_blocks(name: &str, samples: &[BlockSample]) {
     println!("{name}: delays (ms, in order): {}", all.join(" "));
 }
 
+/// Bytes a file, or every file under a directory, takes.
+fn dir_bytes(p: &Path) -> u64 {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(p)
+            .map(|d| d.flatten().map(|e| dir_bytes(&e.path())).sum())
+            .unwrap_or(0),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
 fn rss(pid: u32) -> String {
     rss_kb(pid).map_or_else(|| "?".into(), |kb| format!("{:.1} MiB", kb as f64 / 1024.0))
 }
@@ -705,6 +727,7 @@ async fn blocks_mode(args: &Args, dir: &Path) -> Res<()> {
     }
     // Let the flood reach its pace before the blocks.
     sleep(Duration::from_secs(1)).await;
+    let disk0 = dir_bytes(&rig.dir.join("pool.redb")) + dir_bytes(&rig.dir.join("pool.spool"));
     let (r0, t0) = (c.replies.load(Ordering::Relaxed), Instant::now());
     let mut flooded = Vec::new();
     let mut failure = None;
@@ -718,7 +741,15 @@ async fn blocks_mode(args: &Args, dir: &Path) -> Res<()> {
             }
         }
     }
+    // The flood goes on for --flood-secs in all (from the start of phase B), sampling the
+    // pool's RSS each second; the disk the store and spool take is read at both ends.
+    let mut samples = Vec::new();
+    while t0.elapsed() < Duration::from_secs(args.flood_secs) && !flood.is_finished() {
+        sleep(Duration::from_secs(1)).await;
+        samples.push(rss_kb(rig.pool.pid()).unwrap_or(0));
+    }
     let (r1, t1) = (c.replies.load(Ordering::Relaxed), Instant::now());
+    let disk1 = dir_bytes(&rig.dir.join("pool.redb")) + dir_bytes(&rig.dir.join("pool.spool"));
     let rss_after = rss(rig.pool.pid());
     stop.store(true, Ordering::Relaxed);
     let flood_result = flood
@@ -742,6 +773,22 @@ async fn blocks_mode(args: &Args, dir: &Path) -> Res<()> {
         println!("B flood ended with an error: {e}");
     }
     println!("pool RSS before the flood {rss_before}, at its end {rss_after}");
+    if !samples.is_empty() {
+        let mib = |kb: u64| kb as f64 / 1024.0;
+        println!(
+            "pool RSS each second after the blocks (MiB): {}",
+            samples
+                .iter()
+                .map(|&k| format!("{:.1}", mib(k)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        println!(
+            "store + spool on disk: {disk0} -> {disk1} bytes over the {:.1} s of phase B and after ({:.0} bytes/s)",
+            (t1 - t0).as_secs_f64(),
+            disk1.saturating_sub(disk0) as f64 / (t1 - t0).as_secs_f64()
+        );
+    }
     println!(
         "node: {} submitblock calls, {} distinct blocks, outcomes {:?}",
         rig.recorder.submitblocks.load(Ordering::Relaxed),

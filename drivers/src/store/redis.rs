@@ -36,7 +36,9 @@
 //! Per share of every kind: `XADD {P}shares MAXLEN ~ {stream_maxlen} *` with fields `id`
 //! (the record id, `ssss-bbbbbbbb-qqqqqqqqqqqqqqqq` hex), `kind` (`accepted`, `duplicate`,
 //! `low_difficulty`, `stale`, `invalid`), `address`, `worker`, `difficulty`, `currency`, `algo`,
-//! `height`, `unix_ms`, `aux` (aux currencies, comma separated, may be empty).
+//! `height`, `unix_ms`, `aux` (aux currencies, comma separated, may be empty), `count` (1 for
+//! an accepted share; refused shares of one worker, kind and minute come as one entry with
+//! their number and summed `difficulty`).
 //!
 //! Per block record, right after the share that found it (log order, so no share accepted after
 //! the solve is credited to the solved round, as the original's asynchronous record did):
@@ -788,7 +790,7 @@ fn share_ops(a: &mut Args, c: u32, s: &ShareRecord, stream: &str) {
     }
     a.push(&[
         "X",
-        "10",
+        "11",
         "id",
         &s.id.to_string(),
         "kind",
@@ -809,6 +811,8 @@ fn share_ops(a: &mut Args, c: u32, s: &ShareRecord, stream: &str) {
         &s.unix_ms.to_string(),
         "aux",
         &aux,
+        "count",
+        &s.count.to_string(),
     ]);
 }
 
