@@ -591,6 +591,16 @@ impl Session {
         self.flush_refused();
     }
 
+    /// Heap bytes the duplicate filter holds: bounded by design at twice
+    /// `max_shares_per_connection` × 8 bytes (capacity grows by at most doubling, never past
+    /// the budget), whatever the miner sends.
+    pub fn dup_filter_bytes(&self) -> usize {
+        self.jobs
+            .iter()
+            .map(|j| j.seen.capacity() * std::mem::size_of::<u64>())
+            .sum()
+    }
+
     fn keepalive_at(&self) -> Option<Timestamp> {
         let k = self.ctx.policy.keepalive_secs;
         (k > 0 && self.is_authorized() && self.latest.is_some() && !self.closed)

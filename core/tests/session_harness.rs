@@ -1160,3 +1160,59 @@ fn a_quiet_connection_gets_the_current_job_again() {
     let m = connect(&pool, 2, [8, 8, 8, 8]);
     assert_eq!(m.s.poll_timeout(), None);
 }
+
+#[test]
+fn the_duplicate_filter_stays_within_its_budget_under_a_share_flood() {
+    let policy = PortPolicy {
+        start_difficulty: 1e-12,
+        min_difficulty: 1e-12,
+        ..policy()
+    };
+    let budget = policy.max_shares_per_connection;
+    let mut pool = Pool::new(policy);
+    pool.template(gbt(Some("1d00ffff")));
+    let mut m = Miner::new(&pool, 1, [9, 9, 9, 9]);
+    let now = pool.now;
+    for u in &pool.updates {
+        m.s.handle_job(now, u);
+    }
+    m.send(now, "mining.subscribe", json!([]));
+    m.send(
+        now,
+        "mining.authorize",
+        json!([format!("{ADDRESS}.rig1"), "x"]),
+    );
+    let mut accepted = 0;
+    let mut peak = 0;
+    // Twenty thousand accepted shares over ten jobs of one tip, new work every 2,000.
+    for round in 0..10u32 {
+        let mut v = gbt(Some("1d00ffff"));
+        v["coinbasevalue"] = json!(v["coinbasevalue"].as_u64().unwrap() - u64::from(round) - 1);
+        assert!(pool.template(v));
+        let u = pool.updates.last().unwrap().clone();
+        m.job(pool.now, &u);
+        let (job, nt) = (m.job_id(), m.ntime());
+        for i in 0..2_000u32 {
+            let en2 = (round * 10_000 + i).to_be_bytes();
+            let r = m.submit(pool.now, &job, &hex::encode(en2), nt, 0, None);
+            if r["result"] == json!(true) {
+                accepted += 1;
+            }
+            m.events.clear();
+            peak = peak.max(m.s.dup_filter_bytes());
+        }
+    }
+    assert_eq!(
+        accepted, 20_000,
+        "every share met 1e-12 and none was a duplicate"
+    );
+    println!("duplicate filter: peak {peak} bytes for a budget of {budget} shares");
+    assert!(
+        peak <= 2 * budget * 8,
+        "duplicate filter peaked at {peak} bytes (budget {budget} shares)"
+    );
+    assert!(
+        peak >= budget * 8,
+        "the flood filled the budget: {peak} bytes"
+    );
+}

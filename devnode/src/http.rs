@@ -74,6 +74,7 @@ where
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
+            biased;
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
@@ -112,6 +113,7 @@ where
     tokio::pin!(conn);
     loop {
         tokio::select! {
+            biased;
             _ = &mut conn => return,
             changed = mode.changed() => {
                 if changed.is_err() || *mode.borrow_and_update() == Answering::Down {

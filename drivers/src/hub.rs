@@ -102,6 +102,7 @@ impl Hub {
                 return true;
             }
             tokio::select! {
+                biased;
                 () = changed => {}
                 () = tokio::time::sleep_until(deadline) => return !self.view(Pool::awaiting_outcome),
             }

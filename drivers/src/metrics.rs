@@ -1282,6 +1282,7 @@ pub async fn run_ticker(metrics: Arc<Metrics>, shutdown: impl Future<Output = ()
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
+            biased;
             () = &mut shutdown => break,
             _ = interval.tick() => metrics.tick(unix_now()),
         }

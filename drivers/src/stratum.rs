@@ -418,7 +418,12 @@ pub async fn serve_port<N: Net>(
     let conn_shutdown = shutdown.clone();
     loop {
         tokio::select! {
+            // In a fixed order (a random one would make simulator runs irreproducible):
+            // finished connections are reaped before new ones are taken, so a connection flood
+            // cannot grow the set of finished tasks.
+            biased;
             _ = stopped(&mut shutdown) => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(x) => x,
@@ -448,7 +453,6 @@ pub async fn serve_port<N: Net>(
                     }
                 }
             }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
     // In-flight submits finish: every connection sees the shutdown, handles what it has read,
@@ -639,6 +643,7 @@ async fn connection<N: Net>(
             // timeout must not keep this connection (and so the shutdown) waiting.
             let durable = !unlogged
                 && tokio::select! {
+                    biased;
                     r = shared.log.wait_durable(ticket) => r.is_ok(),
                     () = async {
                         stopped(&mut shutdown).await;

@@ -32,7 +32,11 @@
 //! A run is reproducible as far as the code under test keeps to simulated time. The share log
 //! runs its batching and retry deadlines on tokio's clock, so with a healthy store two runs of
 //! one seed give the same event log (the determinism check, at the default 20 ms batching
-//! delay and at others through `SIM_STORE_DELAY`). Known places where timing can still shift:
+//! delay and at others through `SIM_STORE_DELAY`). Every `tokio::select!` on the pool's, the
+//! node's and the simulator's paths is `biased`: unbiased, tokio polls the branches in a random
+//! order drawn from a per-thread seed that no scenario controls, so two runs of one seed could
+//! take different branches when several are ready at once. Known places where timing can still
+//! shift:
 //! - spool operations run on tokio's blocking pool (real threads), so scenarios with store
 //!   faults (which spool) are not reproducible bit for bit;
 //! - the coinserver driver stamps `Now::unix_ms` from the system clock (not used for

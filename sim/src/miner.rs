@@ -708,6 +708,7 @@ pub async fn probe(
     let _ = outcome.send(got);
     // Reading on keeps the pool's writes flowing while the asker looks.
     tokio::select! {
+        biased;
         _ = release => {}
         () = async {
             loop {

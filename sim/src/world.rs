@@ -556,6 +556,7 @@ impl World {
                         + Duration::from_millis(rng.exp(mean as f64) as u64 + 1);
                     loop {
                         tokio::select! {
+                            biased;
                             () = tokio::time::sleep_until(next) => {
                                 next = tokio::time::Instant::now()
                                     + Duration::from_millis(rng.exp(mean as f64) as u64 + 1);
