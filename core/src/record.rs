@@ -63,6 +63,18 @@ pub enum ShareKind {
 }
 
 impl ShareKind {
+    /// The name records and exports use (`accepted`, `duplicate`, `low_difficulty`, `stale`,
+    /// `invalid`), the same as the serialized form.
+    pub fn name(self) -> &'static str {
+        match self {
+            ShareKind::Accepted => "accepted",
+            ShareKind::Duplicate => "duplicate",
+            ShareKind::LowDifficulty => "low_difficulty",
+            ShareKind::Stale => "stale",
+            ShareKind::Invalid => "invalid",
+        }
+    }
+
     /// The short names SimpleCoin's minute keys use (`min_{TYPE}_{ALGO}_{STAMP}`).
     pub fn simplecoin_name(self) -> &'static str {
         match self {

@@ -18,6 +18,7 @@ use crate::pool::{PoolHandle, PoolIo, PoolReport, PushSeen, start_merged};
 use crate::push::{UdpPushConfig, run_udp, run_zmq};
 use crate::rpc::{ReqwestTransport, RpcAuth, RpcClient};
 use crate::status::PoolMonitor;
+use crate::store::export::StoreReader;
 use crate::store::{EmbeddedStore, RedisStore, RedisStoreConfig, ShareStore, Spool};
 use crate::stratum::stopped;
 
@@ -62,27 +63,19 @@ pub async fn launch(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         aux_clients.push(chain);
     }
 
-    let store: Arc<dyn ShareStore> = match cfg.store.backend {
-        StoreBackend::Embedded => Arc::new(
-            EmbeddedStore::open(&cfg.store.embedded_path).with_context(|| {
+    let (store, reader): (Arc<dyn ShareStore>, StoreReader) = match cfg.store.backend {
+        StoreBackend::Embedded => {
+            let e = EmbeddedStore::open(&cfg.store.embedded_path).with_context(|| {
                 format!(
                     "store.embedded_path: cannot open {}",
                     cfg.store.embedded_path.display()
                 )
-            })?,
-        ),
+            })?;
+            (Arc::new(e.clone()), StoreReader::Embedded(e))
+        }
         StoreBackend::Redis => {
-            let r = &cfg.store.redis;
-            Arc::new(
-                RedisStore::new(RedisStoreConfig {
-                    url: r.url.clone(),
-                    chain: r.chain,
-                    key_prefix: r.key_prefix.clone(),
-                    stream_maxlen: r.stream_maxlen,
-                    ..RedisStoreConfig::default()
-                })
-                .context("store.redis")?,
-            )
+            let r = Arc::new(redis_store(&cfg.store.redis).context("store.redis")?);
+            (r.clone(), StoreReader::Redis(r))
         }
     };
     let spool =
@@ -172,6 +165,7 @@ pub async fn launch(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         monitor_addr = Some(l.local_addr()?);
         let source = Arc::new(PoolMonitor {
             pool: handle.clone(),
+            store: Some(reader),
         });
         let metrics = handle.metrics.clone();
         let mut stop = shutdown;
@@ -190,6 +184,17 @@ pub async fn launch(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         task,
         stratum_addrs,
         monitor_addr,
+    })
+}
+
+/// The Redis store `store.redis` describes (the pool's, and `powerpool shares export`'s).
+pub fn redis_store(r: &crate::config::RedisConfig) -> Result<RedisStore, crate::store::StoreError> {
+    RedisStore::new(RedisStoreConfig {
+        url: r.url.clone(),
+        chain: r.chain,
+        key_prefix: r.key_prefix.clone(),
+        stream_maxlen: r.stream_maxlen,
+        ..RedisStoreConfig::default()
     })
 }
 

@@ -48,6 +48,11 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         mine: usize,
     },
+    /// Share records from the store, for payouts.
+    Shares {
+        #[command(subcommand)]
+        what: SharesCommand,
+    },
     /// Health check: connect, subscribe, authorize, wait for work, submit a test share.
     /// Exit 0 ok, 1 slow (over --warn-ms), 2 failed or over --crit-ms.
     Check {
@@ -61,6 +66,32 @@ enum Command {
         warn_ms: u64,
         #[arg(long, default_value_t = 2000)]
         crit_ms: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SharesCommand {
+    /// Writes share records to stdout as CSV or JSON lines: accepted shares judged in a time
+    /// window, or in the round a block closed. On the embedded store while the pool runs, the
+    /// records are read through its monitor (monitor.bind).
+    Export {
+        /// The pool's config file: its store section says where the records are.
+        config: PathBuf,
+        /// From this Unix time (seconds, or milliseconds), inclusive.
+        #[arg(long)]
+        since: Option<String>,
+        /// Up to this Unix time (seconds, or milliseconds), exclusive.
+        #[arg(long)]
+        until: Option<String>,
+        /// The shares of the round this block (hash) closed (embedded store).
+        #[arg(long, conflicts_with_all = ["since", "until"])]
+        round: Option<String>,
+        /// csv or jsonl.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Refused shares' counted records too.
+        #[arg(long)]
+        all_kinds: bool,
     },
 }
 
@@ -117,6 +148,7 @@ fn main() -> ExitCode {
             ) => {
                 return check(&url, &user, &password, warn_ms, crit_ms).await;
             }
+            (Some(Command::Shares { what }), _, _) => shares(what).await,
             (None, Some(path), _) => match Config::load(&path) {
                 Ok(_) => {
                     println!("{}: ok", path.display());
@@ -138,6 +170,62 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn shares(what: SharesCommand) -> anyhow::Result<()> {
+    use powerpool_drivers::store::EmbeddedStore;
+    use powerpool_drivers::store::export::{ExportQuery, Source, StoreReader, parse_time_ms};
+    let SharesCommand::Export {
+        config,
+        since,
+        until,
+        round,
+        format,
+        all_kinds,
+    } = what;
+    let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!(e))?;
+    let format = format
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--format: {e}"))?;
+    let time = |flag: &str, v: Option<String>| {
+        v.map(|t| parse_time_ms(&t).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
+            .transpose()
+    };
+    let q = ExportQuery {
+        since_ms: time("--since", since)?,
+        until_ms: time("--until", until)?,
+        round,
+        all_kinds,
+    };
+    let source = match cfg.store.backend {
+        powerpool_drivers::config::StoreBackend::Redis => Source::Store(StoreReader::Redis(
+            std::sync::Arc::new(powerpool_drivers::app::redis_store(&cfg.store.redis)?),
+        )),
+        powerpool_drivers::config::StoreBackend::Embedded => {
+            match EmbeddedStore::open(&cfg.store.embedded_path) {
+                Ok(e) => Source::Store(StoreReader::Embedded(e)),
+                // The running pool holds the file: ask it.
+                Err(e) if cfg.monitor.enabled => {
+                    let mut at = cfg.monitor.bind;
+                    if at.ip().is_unspecified() {
+                        at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                    }
+                    eprintln!("powerpool: {e}; reading through the pool's monitor at {at}");
+                    Source::Monitor(format!("http://{at}"))
+                }
+                Err(e) => anyhow::bail!(
+                    "{e}: stop the pool, or enable its monitor (monitor.enabled) to export while it runs"
+                ),
+            }
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let n = powerpool_drivers::store::export::export(&source, &q, format, &mut out)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    eprintln!("powerpool: {n} records");
+    Ok(())
 }
 
 /// SIGTERM/SIGINT: stop accepting, finish in-flight submits, flush the share log, exit 0.

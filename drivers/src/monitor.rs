@@ -13,6 +13,7 @@
 //! | `/metrics` | Prometheus text exposition, `text/plain; version=0.0.4` |
 //! | `/health` | `200 ok` when [`MonitorSource::healthy`], else `503 unhealthy` |
 //! | `/bans` | `{"bans": <MonitorSource::bans>}` (the bans in force, oldest first) |
+//! | `/shares` | a page of share records from the store: `{"records": [...], "next": cursor or null}`; query `since`, `until` (Unix s or ms), `round` (block hash), `all_kinds`, `after` (cursor), `limit` (see [`crate::store::export`]) |
 //! | `DELETE /bans/{key}` | lifts the ban on `ip:<IP>` or `address:<payout address>`: `{"lifted": key}`, 404 when none, 400 for a malformed key |
 //!
 //! Any other path answers a JSON 404. A trailing slash is accepted on the list paths, as the
@@ -41,7 +42,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
@@ -52,6 +53,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
+use crate::store::export::{ExportQuery, StoreReader, parse_time_ms};
 
 /// The original's default port.
 pub const DEFAULT_PORT: u16 = 3855;
@@ -117,6 +119,10 @@ pub trait MonitorSource: Send + Sync + 'static {
     fn lift_ban(&self, key: &str) -> Result<bool, String> {
         Err(format!("{key}: this monitor has no bans"))
     }
+    /// The store share records are read back from (`/shares`); `None` when there is none.
+    fn store(&self) -> Option<StoreReader> {
+        None
+    }
 }
 
 #[derive(Clone)]
@@ -145,6 +151,7 @@ pub fn router(source: Arc<dyn MonitorSource>, metrics: Arc<Metrics>) -> Router {
         .route("/bans", get(bans))
         .route("/bans/", get(bans))
         .route("/bans/{key}", axum::routing::delete(lift_ban))
+        .route("/shares", get(shares))
         .fallback(not_found)
         .with_state(AppState { source, metrics })
         .layer(middleware::from_fn_with_state(permits, limit))
@@ -226,6 +233,44 @@ async fn lift_ban(State(s): State<AppState>, Path(key): Path<String>) -> Respons
         }
         Ok(false) => error(StatusCode::NOT_FOUND, "no such ban"),
         Err(m) => error(StatusCode::BAD_REQUEST, &m),
+    }
+}
+
+/// A page of share records from the store: `since`, `until` (Unix s or ms), `round` (a block
+/// hash), `all_kinds` (any value: refused shares' counted records too), `after` (the cursor
+/// the previous page gave), `limit` (at most [`crate::store::export::MAX_PAGE`]).
+async fn shares(
+    State(s): State<AppState>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let Some(store) = s.source.store() else {
+        return error(StatusCode::NOT_FOUND, "this pool has no store to read");
+    };
+    let time = |k: &str| q.get(k).map(|v| parse_time_ms(v)).transpose();
+    let query = match (time("since"), time("until")) {
+        (Ok(since_ms), Ok(until_ms)) => ExportQuery {
+            since_ms,
+            until_ms,
+            round: q.get("round").cloned(),
+            all_kinds: q.contains_key("all_kinds"),
+        },
+        (Err(m), _) | (_, Err(m)) => return error(StatusCode::BAD_REQUEST, &m),
+    };
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => 10_000,
+        Some(Ok(l)) => l,
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "limit: a number of records"),
+    };
+    let filter = match store.filter(&query).await {
+        Ok(f) => f,
+        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
+    };
+    match store
+        .page(&filter, q.get("after").map(String::as_str), limit)
+        .await
+    {
+        Ok(page) => Json(page).into_response(),
+        Err(m) => error(StatusCode::SERVICE_UNAVAILABLE, &m),
     }
 }
 

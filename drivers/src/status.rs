@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::monitor::MonitorSource;
 use crate::pool::PoolHandle;
+use crate::store::export::StoreReader;
 use crate::stratum::ClientInfo;
 
 const SHARE_REJECTS: [ShareKind; 4] = [
@@ -21,6 +22,8 @@ const SHARE_REJECTS: [ShareKind; 4] = [
 #[derive(Debug, Clone)]
 pub struct PoolMonitor {
     pub pool: PoolHandle,
+    /// Where `/shares` reads records back.
+    pub store: Option<StoreReader>,
 }
 
 impl PoolMonitor {
@@ -166,6 +169,10 @@ impl MonitorSource for PoolMonitor {
                 })
                 .collect(),
         )
+    }
+
+    fn store(&self) -> Option<StoreReader> {
+        self.store.clone()
     }
 
     fn lift_ban(&self, key: &str) -> Result<bool, String> {

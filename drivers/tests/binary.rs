@@ -293,3 +293,76 @@ fn sighup_names_changes_that_need_a_restart() {
         pool.seen.join("\n")
     );
 }
+
+#[test]
+fn shares_export_writes_csv_of_a_stopped_pools_store() {
+    use powerpool_core::record::{RecordId, ShareKind, ShareRecord};
+    use powerpool_core::sharelog::{Batch, BatchId, LogRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("pool.yml");
+    std::fs::write(&cfg, example_config(dir.path(), "http://127.0.0.1:1")).unwrap();
+    {
+        let store =
+            powerpool_drivers::store::EmbeddedStore::open(&dir.path().join("pool.redb")).unwrap();
+        let records = (1..=4u64)
+            .map(|seq| {
+                LogRecord::Share(ShareRecord {
+                    id: RecordId {
+                        server: 1,
+                        boot: 2,
+                        seq,
+                    },
+                    unix_ms: 1_700_000_000_000 + seq * 1_000,
+                    kind: if seq == 3 {
+                        ShareKind::Duplicate
+                    } else {
+                        ShareKind::Accepted
+                    },
+                    address: "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa".into(),
+                    worker: "rig".into(),
+                    difficulty: 2.0,
+                    currency: "BTC".into(),
+                    algo: "sha256d".into(),
+                    height: 7,
+                    aux_currencies: vec![],
+                    count: 1,
+                })
+            })
+            .collect();
+        let batch = Batch {
+            id: BatchId {
+                server: 1,
+                boot: 2,
+                seq: 1,
+            },
+            records,
+        };
+        store.write_batch_blocking(&batch).unwrap();
+    }
+    let out = Command::new(BIN)
+        .args(["shares", "export"])
+        .arg(&cfg)
+        .args(["--since", "1700000002", "--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[1].starts_with("0001-00000002-0000000000000002,1700000002000,accepted,1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa,rig,2,1,BTC,sha256d,7,"), "{}", lines[1]);
+    assert!(lines[2].contains("-0000000000000004,"), "{}", lines[2]);
+
+    // A mistake names the flag.
+    let out = Command::new(BIN)
+        .args(["shares", "export"])
+        .arg(&cfg)
+        .args(["--since", "yesterday"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--since"));
+}

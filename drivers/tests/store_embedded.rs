@@ -165,3 +165,205 @@ async fn the_share_log_driver_writes_everything_through_and_flushes_on_shutdown(
     let seqs: Vec<u64> = store.shares().unwrap().iter().map(|s| s.id.seq).collect();
     assert_eq!(seqs, (1..=110).collect::<Vec<_>>());
 }
+
+fn block_at(seq: u64, hash: &str, unix_ms: u64, status: BlockStatus) -> LogRecord {
+    LogRecord::Block(BlockRecord {
+        id: RecordId {
+            server: 1,
+            boot: 9,
+            seq,
+        },
+        unix_ms,
+        currency: "BTC".into(),
+        algo: "sha256".into(),
+        height: 10,
+        hash: hash.into(),
+        address: "addr".into(),
+        worker: "w".into(),
+        total_subsidy: 1,
+        fees: 0,
+        bits: "1d00ffff".into(),
+        merged: false,
+        status,
+        reject_reason: None,
+    })
+}
+
+/// A monitor serving `/shares` from `store`, as a running pool's does.
+struct StoreOnly(powerpool_drivers::store::export::StoreReader);
+
+impl powerpool_drivers::monitor::MonitorSource for StoreOnly {
+    fn status(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+    fn clients(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+    fn client(&self, _: &str) -> Option<serde_json::Value> {
+        None
+    }
+    fn components(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+    fn healthy(&self) -> bool {
+        true
+    }
+    fn store(&self) -> Option<powerpool_drivers::store::export::StoreReader> {
+        Some(self.0.clone())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shares_are_exported_by_window_and_round_directly_and_through_the_monitor() {
+    use powerpool_drivers::store::export::{
+        ExportFormat, ExportQuery, Filter, Source, StoreReader, export,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("shares.redb")).unwrap();
+    // Shares 1..=30 at 1_700_000_040_000 + seq s; every fifth is stale; blocks close rounds at
+    // seq 10 (accepted), 20 (rejected: no boundary) and 30 (submitted).
+    let mut records = Vec::new();
+    for seq in 1..=30u64 {
+        let kind = if seq % 5 == 0 {
+            ShareKind::Stale
+        } else {
+            ShareKind::Accepted
+        };
+        records.push(share(seq, kind, seq as f64));
+        let t = 1_700_000_040_000 + seq * 1000;
+        match seq {
+            10 => records.push(block_at(100 + seq, "b10", t, BlockStatus::Accepted)),
+            20 => records.push(block_at(100 + seq, "b20", t, BlockStatus::Rejected)),
+            30 => records.push(block_at(100 + seq, "b30", t, BlockStatus::Submitted)),
+            _ => {}
+        }
+    }
+    store.write_batch(&batch(1, records)).await.unwrap();
+    let reader = StoreReader::Embedded(store.clone());
+
+    async fn csv(source: &Source, q: &ExportQuery) -> Vec<String> {
+        let mut out = Vec::new();
+        let n = export(source, q, ExportFormat::Csv, &mut out)
+            .await
+            .unwrap();
+        let lines: Vec<String> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            lines.len() as u64,
+            n + 1,
+            "a header and one line per record"
+        );
+        assert!(lines[0].starts_with("id,unix_ms,kind,address,worker,difficulty,count"));
+        lines[1..].to_vec()
+    }
+    let seqs = |lines: &[String]| -> Vec<u64> {
+        lines
+            .iter()
+            .map(|l| {
+                let id = l.split(',').next().unwrap();
+                u64::from_str_radix(id.rsplit('-').next().unwrap(), 16).unwrap()
+            })
+            .collect()
+    };
+    let direct = Source::Store(reader.clone());
+
+    // A window: [since, until), accepted only unless asked.
+    let q = ExportQuery {
+        since_ms: Some(1_700_000_040_000 + 3_000),
+        until_ms: Some(1_700_000_040_000 + 12_000),
+        ..ExportQuery::default()
+    };
+    assert_eq!(seqs(&csv(&direct, &q).await), [3, 4, 6, 7, 8, 9, 11]);
+    let all = ExportQuery {
+        all_kinds: true,
+        ..q.clone()
+    };
+    let lines = csv(&direct, &all).await;
+    assert_eq!(seqs(&lines), [3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    assert!(lines[2].contains(",stale,addr,w,5,1,BTC,"), "{}", lines[2]);
+
+    // Rounds: b30's round runs from b10 (b20 was rejected) to b30 itself.
+    let round = |h: &str| ExportQuery {
+        round: Some(h.into()),
+        ..ExportQuery::default()
+    };
+    assert_eq!(
+        seqs(&csv(&direct, &round("b10")).await),
+        [1, 2, 3, 4, 6, 7, 8, 9]
+    );
+    let r30 = seqs(&csv(&direct, &round("b30")).await);
+    assert_eq!(r30.first(), Some(&11));
+    assert_eq!(r30.last(), Some(&29));
+    assert_eq!(r30.len(), 16);
+    let mut none = Vec::new();
+    assert!(
+        export(&direct, &round("nope"), ExportFormat::Csv, &mut none)
+            .await
+            .unwrap_err()
+            .contains("no block nope")
+    );
+
+    // Pages follow the cursor and lose nothing.
+    let f = Filter::new(&ExportQuery::default(), None);
+    let mut after = None;
+    let mut paged = Vec::new();
+    loop {
+        let p = reader.page(&f, after.as_deref(), 7).await.unwrap();
+        assert!(p.records.len() <= 7);
+        paged.extend(p.records.iter().map(|r| r.id.seq));
+        match p.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(paged.len(), 24);
+    assert!(paged.windows(2).all(|w| w[0] < w[1]));
+
+    // Through a monitor (as while the pool holds the file): the same bytes, JSON lines too.
+    let metrics = Arc::new(powerpool_drivers::metrics::Metrics::new(
+        powerpool_drivers::metrics::MetricsSetup {
+            hashes_per_diff1: 1.0,
+            stratum_ports: vec![],
+            nodes: vec![],
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(powerpool_drivers::monitor::serve(
+        listener,
+        Arc::new(StoreOnly(reader.clone())),
+        metrics,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let remote = Source::Monitor(format!("http://{addr}"));
+    for q in [q, all, round("b30")] {
+        assert_eq!(csv(&remote, &q).await, csv(&direct, &q).await, "{q:?}");
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        export(&remote, &q, ExportFormat::Jsonl, &mut a)
+            .await
+            .unwrap();
+        export(&direct, &q, ExportFormat::Jsonl, &mut b)
+            .await
+            .unwrap();
+        assert_eq!(a, b);
+        let first: ShareRecord =
+            serde_json::from_slice(a.split(|&c| c == b'\n').next().unwrap()).unwrap();
+        assert_eq!(first.address.as_ref(), "addr");
+    }
+    let mut out = Vec::new();
+    let e = export(&remote, &round("nope"), ExportFormat::Csv, &mut out)
+        .await
+        .unwrap_err();
+    assert!(e.contains("400") && e.contains("no block nope"), "{e}");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

@@ -333,7 +333,10 @@ impl Ctl {
             .handle
             .clone()
             .ok_or("the pool never started")?;
-        let source = powerpool_drivers::status::PoolMonitor { pool: handle };
+        let source = powerpool_drivers::status::PoolMonitor {
+            pool: handle,
+            store: None,
+        };
         let status = source.status();
         if status["client_count"].as_u64().unwrap_or(0) == 0 {
             return Err(format!("status counts no client: {status}"));

@@ -14,7 +14,8 @@
 //! it is applied entirely or not at all, and a batch whose sequence is not above the instance's
 //! mark in `applied` changes nothing (a retry or replay).
 //!
-//! Records are kept until an operator prunes the file; the store does not expire them.
+//! Records are kept until an operator prunes the file; the store does not expire them. They
+//! are read back a page at a time ([`EmbeddedStore::share_page`], see [`super::export`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,7 +26,11 @@ use powerpool_core::record::{BlockRecord, BlockStatus, RecordId, ShareRecord};
 use powerpool_core::sharelog::{Batch, LogRecord};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use super::export::{Filter, Page, round_window};
 use super::{ShareStore, StoreError, WriteOutcome};
+
+/// Rows one export page scans at most.
+pub const MAX_SCAN: usize = 200_000;
 
 const APPLIED: TableDefinition<'_, &str, u64> = TableDefinition::new("applied");
 const SHARES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("shares");
@@ -182,6 +187,49 @@ impl EmbeddedStore {
             out.push(serde_json::from_slice(v.value()).map_err(refused)?);
         }
         Ok(out)
+    }
+
+    /// One page of an export: the records `filter` selects after the record id `after` (in
+    /// id order), at most `limit` of them, scanning at most [`MAX_SCAN`] rows so one page
+    /// never holds a read for long. `next` is where the following page starts (`None` at the
+    /// end of the table).
+    pub fn share_page(
+        &self,
+        filter: &Filter,
+        after: Option<RecordId>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let txn = self.db.begin_read().map_err(refused)?;
+        let t = txn.open_table(SHARES).map_err(refused)?;
+        let start = after.map(record_key);
+        let rows = match &start {
+            Some(k) => t.range::<&[u8]>((
+                std::ops::Bound::Excluded(k.as_slice()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => t.range::<&[u8]>(..),
+        }
+        .map_err(refused)?;
+        let mut page = Page::default();
+        let mut last = None;
+        for (scanned, row) in rows.enumerate() {
+            if page.records.len() >= limit || scanned >= MAX_SCAN {
+                page.next = last.map(|id: RecordId| id.to_string());
+                return Ok(page);
+            }
+            let (_, v) = row.map_err(refused)?;
+            let r: ShareRecord = serde_json::from_slice(v.value()).map_err(refused)?;
+            last = Some(r.id);
+            if filter.matches(&r) {
+                page.records.push(r);
+            }
+        }
+        Ok(page)
+    }
+
+    /// The time window of the round block `hash` closed ([`super::export::round_window`]).
+    pub fn round(&self, hash: &str) -> Result<Option<(u64, u64)>, StoreError> {
+        Ok(round_window(&self.blocks()?, hash))
     }
 
     /// Minute sums keyed by (`{type}_{ALGO}_{STAMP}`, `{address}.{worker}`).

@@ -55,6 +55,7 @@ use tokio::sync::watch;
 
 pub mod channel;
 pub mod embedded;
+pub mod export;
 pub mod redis;
 pub mod spool;
 

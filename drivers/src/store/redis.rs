@@ -99,9 +99,9 @@
 //! once only. Staging a minute is part of that script, so it is exactly once too; publishing
 //! checks the `min_*` key before it moves anything (see above).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -109,6 +109,7 @@ use powerpool_core::record::{BlockRecord, BlockStatus, ShareKind, ShareRecord};
 use powerpool_core::sharelog::{Batch, LogRecord};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::export::{Filter, Page};
 use super::{FlushScope, ShareStore, StoreError, WriteOutcome};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -378,6 +379,43 @@ impl RedisStore {
         })
     }
 
+    /// One page of an export from the share stream: the records `filter` selects among the
+    /// `limit` entries after stream id `after`. `next` is the last entry's stream id, `None`
+    /// once the stream's end was reached.
+    pub async fn share_page(
+        &self,
+        filter: &Filter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let key = format!("{}shares", self.cfg.key_prefix);
+        let start = after.map_or_else(|| "-".to_string(), |a| format!("({a}"));
+        let limit = limit.max(1);
+        let mut conn = self.conn.clone();
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(&key)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut conn)
+            .await
+            .map_err(classify)?;
+        let mut page = Page::default();
+        for (id, fields) in &entries {
+            let r = record_from_stream(fields).map_err(|m| {
+                StoreError::Refused(format!("share stream entry {id} in {key}: {m}"))
+            })?;
+            if filter.matches(&r) {
+                page.records.push(r);
+            }
+        }
+        if entries.len() == limit {
+            page.next = entries.last().map(|(id, _)| id.clone());
+        }
+        Ok(page)
+    }
+
     pub fn config(&self) -> &RedisStoreConfig {
         &self.cfg
     }
@@ -585,14 +623,48 @@ fn unix_secs_millis(ms: u64) -> String {
     format!("{}.{:03}", ms / 1000, ms % 1000)
 }
 
-fn kind_name(k: ShareKind) -> &'static str {
-    match k {
-        ShareKind::Accepted => "accepted",
-        ShareKind::Duplicate => "duplicate",
-        ShareKind::LowDifficulty => "low_difficulty",
-        ShareKind::Stale => "stale",
-        ShareKind::Invalid => "invalid",
-    }
+/// A share record from its stream entry (the fields `share_ops` writes).
+fn record_from_stream(f: &HashMap<String, String>) -> Result<ShareRecord, String> {
+    let get = |k: &str| f.get(k).ok_or_else(|| format!("no field {k}"));
+    let num = |k: &str| -> Result<u64, String> {
+        get(k)?
+            .parse()
+            .map_err(|_| format!("field {k} is not a number"))
+    };
+    let kind = match get("kind")?.as_str() {
+        "accepted" => ShareKind::Accepted,
+        "duplicate" => ShareKind::Duplicate,
+        "low_difficulty" => ShareKind::LowDifficulty,
+        "stale" => ShareKind::Stale,
+        "invalid" => ShareKind::Invalid,
+        other => return Err(format!("unknown kind {other:?}")),
+    };
+    let aux = get("aux")?;
+    Ok(ShareRecord {
+        id: get("id")?
+            .parse()
+            .map_err(|e: powerpool_core::record::RecordIdError| e.to_string())?,
+        unix_ms: num("unix_ms")?,
+        kind,
+        address: Arc::from(get("address")?.as_str()),
+        worker: Arc::from(get("worker")?.as_str()),
+        difficulty: get("difficulty")?
+            .parse()
+            .map_err(|_| "field difficulty is not a number".to_string())?,
+        currency: Arc::from(get("currency")?.as_str()),
+        algo: Arc::from(get("algo")?.as_str()),
+        height: num("height")?,
+        aux_currencies: aux
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .map(Arc::from)
+            .collect(),
+        // Entries written before the field existed stand for one share each.
+        count: f.get("count").map_or(Ok(1), |c| {
+            c.parse()
+                .map_err(|_| "field count is not a number".to_string())
+        })?,
+    })
 }
 
 fn status_name(s: BlockStatus) -> &'static str {
@@ -794,7 +866,7 @@ fn share_ops(a: &mut Args, c: u32, s: &ShareRecord, stream: &str) {
         "id",
         &s.id.to_string(),
         "kind",
-        kind_name(s.kind),
+        s.kind.name(),
         "address",
         &s.address,
         "worker",
