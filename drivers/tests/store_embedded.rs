@@ -9,6 +9,7 @@ use powerpool_core::sharelog::{Batch, BatchId, LogRecord, ShareLogConfig, ShareL
 use powerpool_drivers::store::{
     EmbeddedStore, ShareLogDriverConfig, ShareStore, Spool, WriteOutcome, run_share_log,
 };
+use redb::TableDefinition;
 use tokio::sync::{mpsc, watch};
 
 fn share(seq: u64, kind: ShareKind, diff: f64) -> LogRecord {
@@ -241,7 +242,12 @@ async fn shares_are_exported_by_window_and_round_directly_and_through_the_monito
             _ => {}
         }
     }
-    store.write_batch(&batch(1, records)).await.unwrap();
+    for (i, chunk) in records.chunks(6).enumerate() {
+        store
+            .write_batch(&batch(i as u64 + 1, chunk.to_vec()))
+            .await
+            .unwrap();
+    }
     let reader = StoreReader::Embedded(store.clone());
 
     async fn csv(source: &Source, q: &ExportQuery) -> Vec<String> {
@@ -309,19 +315,24 @@ async fn shares_are_exported_by_window_and_round_directly_and_through_the_monito
             .contains("no block nope")
     );
 
-    // Pages follow the cursor and lose nothing.
+    // Pages follow the cursor and lose nothing; a page ends on a whole batch.
     let f = Filter::new(&ExportQuery::default(), None);
     let mut after = None;
     let mut paged = Vec::new();
+    let mut pages = 0;
     loop {
         let p = reader.page(&f, after.as_deref(), 7).await.unwrap();
-        assert!(p.records.len() <= 7);
+        pages += 1;
         paged.extend(p.records.iter().map(|r| r.id.seq));
         match p.next {
-            Some(n) => after = Some(n),
+            Some(n) => {
+                assert!(p.records.len() >= 7, "only the last page is short");
+                after = Some(n);
+            }
             None => break,
         }
     }
+    assert!(pages > 1);
     assert_eq!(paged.len(), 24);
     assert!(paged.windows(2).all(|w| w[0] < w[1]));
 
@@ -366,4 +377,84 @@ async fn shares_are_exported_by_window_and_round_directly_and_through_the_monito
     assert!(e.contains("400") && e.contains("no block nope"), "{e}");
     let _ = stop.send(());
     server.await.unwrap().unwrap();
+}
+
+/// Bytes the store file takes per share, for a pool of 500 workers at a few difficulties
+/// writing batches of 1,000: the goal is at most 64.
+#[tokio::test]
+async fn a_share_takes_under_64_bytes_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shares.redb");
+    let store = EmbeddedStore::open(&path).unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    let (batches, per_batch) = (100u64, 1_000u64);
+    for b in 0..batches {
+        let records = (0..per_batch)
+            .map(|i| {
+                let n = b * per_batch + i;
+                let w = n % 500;
+                LogRecord::Share(ShareRecord {
+                    id: RecordId {
+                        server: 1,
+                        boot: 9,
+                        seq: ((w + 1) << 32) | (n / 500),
+                    },
+                    unix_ms: 1_700_000_040_000 + n * 3,
+                    kind: ShareKind::Accepted,
+                    address: format!("bc1qexampleexampleexampleexample{:04}", w % 200).into(),
+                    worker: format!("rig{w}").into(),
+                    difficulty: [512.0, 1024.0, 2048.0, 4096.0][(w % 4) as usize],
+                    currency: "BTC".into(),
+                    algo: "sha256d".into(),
+                    height: 900_000 + b / 10,
+                    aux_currencies: vec![],
+                    count: 1,
+                })
+            })
+            .collect();
+        store.write_batch_blocking(&batch(b + 1, records)).unwrap();
+    }
+    let shares = batches * per_batch;
+    assert_eq!(store.share_count().unwrap(), shares);
+    drop(store);
+    let after = std::fs::metadata(&path).unwrap().len();
+    let per_share = (after - before) as f64 / shares as f64;
+    println!(
+        "store file {before} -> {after} bytes for {shares} shares: {per_share:.1} bytes per share"
+    );
+    assert!(per_share <= 64.0, "{per_share:.1} bytes per share");
+}
+
+/// A store written before the compact blocks keeps its one-row-per-share table: it is read
+/// back first, then the blocks written since.
+#[tokio::test]
+async fn shares_of_a_store_from_before_the_compact_blocks_are_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.redb");
+    let old: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("shares");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(old).unwrap();
+            for seq in [1u64, 2] {
+                let LogRecord::Share(r) = share(seq, ShareKind::Accepted, 1.0) else {
+                    panic!("a share")
+                };
+                let mut key = [0u8; 14];
+                key[..2].copy_from_slice(&r.id.server.to_be_bytes());
+                key[2..6].copy_from_slice(&r.id.boot.to_be_bytes());
+                key[6..].copy_from_slice(&r.id.seq.to_be_bytes());
+                t.insert(key.as_slice(), serde_json::to_vec(&r).unwrap().as_slice())
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let store = EmbeddedStore::open(&path).unwrap();
+    store
+        .write_batch_blocking(&batch(1, vec![share(3, ShareKind::Accepted, 1.0)]))
+        .unwrap();
+    let seqs: Vec<u64> = store.shares().unwrap().iter().map(|s| s.id.seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
 }

@@ -2,8 +2,12 @@
 //!
 //! ## Tables
 //! - `applied`: instance (`{server:04x}-{boot:08x}`) → highest batch sequence applied.
-//! - `shares`: record id (server u16, boot u32, seq u64, big endian, so iteration is in id
-//!   order) → the share record as JSON.
+//! - `share_blocks`: batch (server u16, boot u32, seq u64, big endian) → every share record of
+//!   the batch in log order, compactly encoded ([`super::compact`]: about 10–15 bytes a share).
+//! - `names`: id → interned name (addresses with their workers, currencies, algorithms), which
+//!   the blocks refer to.
+//! - `shares`: record id → the share record as JSON, one row each. Stores written before the
+//!   compact blocks hold their shares here; it is read, never written.
 //! - `blocks`: block hash → the block record as JSON, its `status`/`reject_reason` updated by
 //!   later status records.
 //! - `minutes`: `{acc|dup|low|stale|invalid}_{ALGO}_{STAMP}` and `{address}.{worker}` joined by
@@ -18,22 +22,30 @@
 //! are read back a page at a time ([`EmbeddedStore::share_page`], see [`super::export`]).
 
 use std::collections::BTreeMap;
+use std::ops::Bound::{Excluded, Unbounded};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use powerpool_core::record::{BlockRecord, BlockStatus, RecordId, ShareRecord};
 use powerpool_core::sharelog::{Batch, LogRecord};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::export::{Filter, Page, round_window};
+use super::compact::{self, Interner, Names};
+use super::export::{ExportQuery, Filter, Page, round_window};
 use super::{ShareStore, StoreError, WriteOutcome};
 
 /// Rows one export page scans at most.
 pub const MAX_SCAN: usize = 200_000;
 
 const APPLIED: TableDefinition<'_, &str, u64> = TableDefinition::new("applied");
+/// Share records as JSON, one row each: what stores written before the compact blocks hold.
+/// Still read (exports list them first), never written.
 const SHARES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("shares");
+/// Batch (server u16, boot u32, seq u64, big endian) → its share records, [`compact`] encoded.
+const SHARE_BLOCKS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("share_blocks");
+/// Interned names ([`compact::Names`]): id → name.
+const NAMES: TableDefinition<'_, u32, &str> = TableDefinition::new("names");
 const BLOCKS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("blocks");
 const MINUTES: TableDefinition<'_, &str, u64> = TableDefinition::new("minutes");
 
@@ -42,6 +54,9 @@ const MINUTES: TableDefinition<'_, &str, u64> = TableDefinition::new("minutes");
 pub struct EmbeddedStore {
     db: Arc<Database>,
     name: String,
+    /// The `names` table in memory: the one writer keeps it in step (new names are added only
+    /// once the transaction that wrote them has committed).
+    names: Arc<Mutex<Names>>,
 }
 
 fn refused(e: impl std::fmt::Display) -> StoreError {
@@ -56,6 +71,14 @@ fn record_key(id: RecordId) -> [u8; 14] {
     k
 }
 
+fn batch_key(b: &Batch) -> [u8; 14] {
+    let mut k = [0u8; 14];
+    k[..2].copy_from_slice(&b.id.server.to_be_bytes());
+    k[2..6].copy_from_slice(&b.id.boot.to_be_bytes());
+    k[6..].copy_from_slice(&b.id.seq.to_be_bytes());
+    k
+}
+
 impl EmbeddedStore {
     /// Opens or creates the database file.
     pub fn open(path: &Path) -> Result<EmbeddedStore, StoreError> {
@@ -66,22 +89,40 @@ impl EmbeddedStore {
             ))
         })?;
         let txn = db.begin_write().map_err(refused)?;
+        let mut names = Names::default();
         {
             txn.open_table(APPLIED).map_err(refused)?;
             txn.open_table(SHARES).map_err(refused)?;
+            txn.open_table(SHARE_BLOCKS).map_err(refused)?;
             txn.open_table(BLOCKS).map_err(refused)?;
             txn.open_table(MINUTES).map_err(refused)?;
+            let t = txn.open_table(NAMES).map_err(refused)?;
+            for row in t.iter().map_err(refused)? {
+                let (id, name) = row.map_err(refused)?;
+                if id.value() != names.next_id() {
+                    return Err(StoreError::Refused(format!(
+                        "embedded store {}: name ids are not dense at {} (the file is damaged)",
+                        path.display(),
+                        id.value()
+                    )));
+                }
+                names.push(Arc::from(name.value()));
+            }
         }
         txn.commit().map_err(refused)?;
         Ok(EmbeddedStore {
             db: Arc::new(db),
             name: format!("embedded {}", path.display()),
+            names: Arc::new(Mutex::new(names)),
         })
     }
 
     /// Applies a batch (blocking; `write_batch` runs this off the async threads).
     pub fn write_batch_blocking(&self, batch: &Batch) -> Result<WriteOutcome, StoreError> {
+        // The one writer: held over the transaction so the names it stages are the next ids.
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
         let txn = self.db.begin_write().map_err(refused)?;
+        let staged;
         {
             let mut applied = txn.open_table(APPLIED).map_err(refused)?;
             let inst = batch.id.instance_key();
@@ -95,16 +136,13 @@ impl EmbeddedStore {
             applied
                 .insert(inst.as_str(), batch.id.seq)
                 .map_err(refused)?;
-            let mut shares = txn.open_table(SHARES).map_err(refused)?;
             let mut blocks = txn.open_table(BLOCKS).map_err(refused)?;
             let mut minutes = txn.open_table(MINUTES).map_err(refused)?;
+            let mut shares = Vec::new();
             for rec in &batch.records {
                 match rec {
                     LogRecord::Share(s) => {
-                        let json = serde_json::to_vec(s).map_err(refused)?;
-                        shares
-                            .insert(record_key(s.id).as_slice(), json.as_slice())
-                            .map_err(refused)?;
+                        shares.push(s);
                         let stamp = s.unix_ms / 1000 / 60 * 60;
                         let key = format!(
                             "{}_{}_{stamp}\n{}.{}",
@@ -153,29 +191,55 @@ impl EmbeddedStore {
                     }
                 }
             }
+            let mut interner = Interner::new(&names);
+            if !shares.is_empty() {
+                let value = compact::encode(&shares, &mut interner);
+                let key = batch_key(batch);
+                txn.open_table(SHARE_BLOCKS)
+                    .map_err(refused)?
+                    .insert(key.as_slice(), value.as_slice())
+                    .map_err(refused)?;
+            }
+            staged = std::mem::take(&mut interner.staged);
+            if !staged.is_empty() {
+                let mut t = txn.open_table(NAMES).map_err(refused)?;
+                for (i, n) in staged.iter().enumerate() {
+                    t.insert(names.next_id() + i as u32, &**n)
+                        .map_err(refused)?;
+                }
+            }
         }
         txn.commit().map_err(refused)?;
+        for n in staged {
+            names.push(n);
+        }
         Ok(WriteOutcome::Applied)
     }
 
     pub fn share_count(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(refused)?;
-        txn.open_table(SHARES)
-            .map_err(refused)?
-            .len()
-            .map_err(refused)
+        Ok(self.shares()?.len() as u64)
     }
 
-    /// Every share, in record id order.
+    /// Every share: the legacy rows in record-id order, then the compact blocks in batch
+    /// order (each in log order).
     pub fn shares(&self) -> Result<Vec<ShareRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(refused)?;
-        let t = txn.open_table(SHARES).map_err(refused)?;
         let mut out = Vec::new();
-        for row in t.iter().map_err(refused)? {
-            let (_, v) = row.map_err(refused)?;
-            out.push(serde_json::from_slice(v.value()).map_err(refused)?);
+        let all = Filter::new(
+            &ExportQuery {
+                all_kinds: true,
+                ..ExportQuery::default()
+            },
+            None,
+        );
+        let mut after = None;
+        loop {
+            let page = self.share_page(&all, after.as_deref(), usize::MAX)?;
+            out.extend(page.records);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return Ok(out),
+            }
         }
-        Ok(out)
     }
 
     pub fn blocks(&self) -> Result<Vec<BlockRecord>, StoreError> {
@@ -189,39 +253,81 @@ impl EmbeddedStore {
         Ok(out)
     }
 
-    /// One page of an export: the records `filter` selects after the record id `after` (in
-    /// id order), at most `limit` of them, scanning at most [`MAX_SCAN`] rows so one page
-    /// never holds a read for long. `next` is where the following page starts (`None` at the
-    /// end of the table).
+    /// One page of an export: the records `filter` selects after the cursor `after` (from a
+    /// previous page; `None` for the first), at least `limit` of them unless the end comes
+    /// first (whole blocks are read, so a page can hold a block's worth more), scanning at most
+    /// [`MAX_SCAN`] records so one page never holds a read for long. Cursors are `r:<record
+    /// id>` in the legacy rows, then `b:<batch key hex>` in the blocks. `next` is `None` at the
+    /// end of the store.
     pub fn share_page(
         &self,
         filter: &Filter,
-        after: Option<RecordId>,
+        after: Option<&str>,
         limit: usize,
     ) -> Result<Page, StoreError> {
+        let bad = |c: &str| {
+            StoreError::Refused(format!("export cursor {c:?} is not one this store gave"))
+        };
+        let (legacy_after, block_after) = match after {
+            None => (None, None),
+            Some(c) => match c.split_once(':') {
+                Some(("r", id)) => (Some(id.parse::<RecordId>().map_err(|_| bad(c))?), None),
+                Some(("b", k)) => {
+                    let k = hex::decode(k).map_err(|_| bad(c))?;
+                    (None, Some(k))
+                }
+                _ => return Err(bad(c)),
+            },
+        };
         let txn = self.db.begin_read().map_err(refused)?;
-        let t = txn.open_table(SHARES).map_err(refused)?;
-        let start = after.map(record_key);
-        let rows = match &start {
-            Some(k) => t.range::<&[u8]>((
-                std::ops::Bound::Excluded(k.as_slice()),
-                std::ops::Bound::Unbounded,
-            )),
+        let mut page = Page::default();
+        let mut scanned = 0usize;
+        if block_after.is_none() {
+            let t = txn.open_table(SHARES).map_err(refused)?;
+            let start = legacy_after.map(record_key);
+            let rows = match &start {
+                Some(k) => t.range::<&[u8]>((Excluded(k.as_slice()), Unbounded)),
+                None => t.range::<&[u8]>(..),
+            }
+            .map_err(refused)?;
+            for row in rows {
+                let (_, v) = row.map_err(refused)?;
+                let r: ShareRecord = serde_json::from_slice(v.value()).map_err(refused)?;
+                scanned += 1;
+                let id = r.id;
+                if filter.matches(&r) {
+                    page.records.push(r);
+                }
+                if page.records.len() >= limit || scanned >= MAX_SCAN {
+                    page.next = Some(format!("r:{id}"));
+                    return Ok(page);
+                }
+            }
+        }
+        // Taken after the read began: a writer holds the lock from before its commit until its
+        // new names are in, so the names seen here cover every block this read can see.
+        let names = self.names.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let t = txn.open_table(SHARE_BLOCKS).map_err(refused)?;
+        let rows = match &block_after {
+            Some(k) => t.range::<&[u8]>((Excluded(k.as_slice()), Unbounded)),
             None => t.range::<&[u8]>(..),
         }
         .map_err(refused)?;
-        let mut page = Page::default();
-        let mut last = None;
-        for (scanned, row) in rows.enumerate() {
+        for row in rows {
+            let (k, v) = row.map_err(refused)?;
+            let recs = compact::decode(v.value(), &names).map_err(|e| {
+                StoreError::Refused(format!(
+                    "{}: share block {}: {e}; run `powerpool store check` on it",
+                    self.name,
+                    hex::encode(k.value())
+                ))
+            })?;
+            scanned += recs.len();
+            page.records
+                .extend(recs.into_iter().filter(|r| filter.matches(r)));
             if page.records.len() >= limit || scanned >= MAX_SCAN {
-                page.next = last.map(|id: RecordId| id.to_string());
+                page.next = Some(format!("b:{}", hex::encode(k.value())));
                 return Ok(page);
-            }
-            let (_, v) = row.map_err(refused)?;
-            let r: ShareRecord = serde_json::from_slice(v.value()).map_err(refused)?;
-            last = Some(r.id);
-            if filter.matches(&r) {
-                page.records.push(r);
             }
         }
         Ok(page)

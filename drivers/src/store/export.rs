@@ -22,7 +22,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use powerpool_core::record::{BlockRecord, BlockStatus, RecordId, ShareKind, ShareRecord};
+use powerpool_core::record::{BlockRecord, BlockStatus, ShareKind, ShareRecord};
 
 use super::{EmbeddedStore, RedisStore, StoreError};
 
@@ -79,11 +79,9 @@ impl StoreReader {
         let limit = limit.clamp(1, MAX_PAGE);
         match self {
             StoreReader::Embedded(e) => {
-                let after: Option<RecordId> = after
-                    .map(|a| a.parse::<RecordId>().map_err(|e| e.to_string()))
-                    .transpose()?;
+                let after = after.map(str::to_owned);
                 let (e, f) = (e.clone(), *f);
-                tokio::task::spawn_blocking(move || e.share_page(&f, after, limit))
+                tokio::task::spawn_blocking(move || e.share_page(&f, after.as_deref(), limit))
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e: StoreError| e.to_string())

@@ -54,6 +54,7 @@ use powerpool_core::time::Timestamp;
 use tokio::sync::watch;
 
 pub mod channel;
+pub mod compact;
 pub mod embedded;
 pub mod export;
 pub mod redis;
