@@ -71,6 +71,10 @@ pub async fn launch(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                     cfg.store.embedded_path.display()
                 )
             })?;
+            let r = &cfg.store.retention;
+            if r.max_age_days > 0 || r.rounds > 0 {
+                tokio::spawn(retain(e.clone(), r.clone(), shutdown.clone()));
+            }
             (Arc::new(e.clone()), StoreReader::Embedded(e))
         }
         StoreBackend::Redis => {
@@ -186,6 +190,64 @@ pub async fn launch(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         monitor_addr,
     })
 }
+
+/// `store.retention` on the embedded store: every `interval_secs`, prunes what is past the
+/// cutoff in steps of [`PRUNE_STEP`] blocks, each its own short transaction off the runtime.
+async fn retain(
+    store: EmbeddedStore,
+    r: crate::config::Retention,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = Duration::from_secs(r.interval_secs);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stopped(&mut shutdown) => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let (s, rr) = (store.clone(), r.clone());
+        let cutoff = tokio::task::spawn_blocking(move || {
+            s.retention_cutoff(TokioNet.unix_ms(), rr.max_age_days, rr.rounds)
+        })
+        .await;
+        let cutoff = match cutoff {
+            Ok(Ok(Some(c))) => c,
+            Ok(Ok(None)) => continue,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "store.retention: cannot read the blocks");
+                continue;
+            }
+            Err(_) => return,
+        };
+        let mut removed = 0;
+        loop {
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || s.prune(cutoff, PRUNE_STEP)).await {
+                Ok(Ok(p)) => {
+                    removed += p.share_blocks;
+                    if !p.more || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "store.retention: pruning failed");
+                    break;
+                }
+                Err(_) => return,
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                cutoff_unix_ms = cutoff,
+                "store.retention: pruned share blocks"
+            );
+        }
+    }
+}
+
+/// Share blocks one pruning transaction removes.
+const PRUNE_STEP: usize = 256;
 
 /// The Redis store `store.redis` describes (the pool's, and `powerpool shares export`'s).
 pub fn redis_store(r: &crate::config::RedisConfig) -> Result<RedisStore, crate::store::StoreError> {

@@ -265,6 +265,32 @@ pub struct StoreConfig {
     pub max_delay_ms: u64,
     pub write_timeout_ms: u64,
     pub redis: RedisConfig,
+    /// How long the embedded store keeps share records.
+    pub retention: Retention,
+}
+
+/// `store.retention`: share records older than either bound are pruned from the embedded
+/// store, a little at a time, every `interval_secs`. 0 turns a bound off; both off (the
+/// default) keeps everything. On Redis, the share stream is capped by `redis.stream_maxlen`
+/// and SimpleCoin owns the rest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Keep the shares of the last this many days.
+    pub max_age_days: u64,
+    /// Keep the shares of the last this many rounds (parent blocks not rejected).
+    pub rounds: u32,
+    pub interval_secs: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_age_days: 0,
+            rounds: 0,
+            interval_secs: 600,
+        }
+    }
 }
 
 impl Default for StoreConfig {
@@ -278,6 +304,7 @@ impl Default for StoreConfig {
             max_delay_ms: 100,
             write_timeout_ms: 1000,
             redis: RedisConfig::default(),
+            retention: Retention::default(),
         }
     }
 }
@@ -510,6 +537,12 @@ impl Config {
         }
         if self.store.max_batch == 0 {
             return err("store.max_batch", "must be at least 1");
+        }
+        if self.store.retention.interval_secs == 0 {
+            return err(
+                "store.retention.interval_secs",
+                "must be at least 1 (turn retention off with max_age_days: 0 and rounds: 0)",
+            );
         }
         if !matches!(self.logging.level.as_str(), "") {
             tracing_subscriber::EnvFilter::try_new(&self.logging.level).map_err(|e| {

@@ -458,3 +458,68 @@ async fn shares_of_a_store_from_before_the_compact_blocks_are_still_read() {
     let seqs: Vec<u64> = store.shares().unwrap().iter().map(|s| s.id.seq).collect();
     assert_eq!(seqs, [1, 2, 3]);
 }
+
+#[tokio::test]
+async fn retention_prunes_old_share_blocks_by_age_or_rounds_a_step_at_a_time() {
+    const DAY: u64 = 86_400_000;
+    let now = 1_700_000_000_000 + 40 * DAY;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("shares.redb")).unwrap();
+    // Ten batches, one a day from 30 days ago, each closed by a block (the fourth rejected).
+    for d in 0..10u64 {
+        let t = now - (30 - d) * DAY;
+        let mut recs: Vec<LogRecord> = (0..3)
+            .map(|i| {
+                let LogRecord::Share(mut r) = share(d * 10 + i + 1, ShareKind::Accepted, 1.0)
+                else {
+                    panic!("a share")
+                };
+                r.unix_ms = t + i;
+                LogRecord::Share(r)
+            })
+            .collect();
+        let status = if d == 3 {
+            BlockStatus::Rejected
+        } else {
+            BlockStatus::Confirmed
+        };
+        recs.push(block_at(1000 + d, &format!("b{d}"), t + 10, status));
+        store.write_batch_blocking(&batch(d + 1, recs)).unwrap();
+    }
+    assert_eq!(store.share_count().unwrap(), 30);
+    // Off: nothing to cut.
+    assert_eq!(store.retention_cutoff(now, 0, 0).unwrap(), None);
+    // By age: 25 days keeps the batches from 25 days ago on (d >= 5).
+    let cutoff = store.retention_cutoff(now, 25, 0).unwrap().unwrap();
+    assert_eq!(cutoff, now - 25 * DAY);
+    // One block per step.
+    let mut steps = 0;
+    loop {
+        let p = store.prune(cutoff, 1).unwrap();
+        steps += 1;
+        if !p.more {
+            break;
+        }
+        assert_eq!(p.share_blocks, 1);
+    }
+    assert_eq!(steps, 5);
+    let left: Vec<u64> = store.shares().unwrap().iter().map(|s| s.id.seq).collect();
+    assert_eq!(left.first(), Some(&51));
+    assert_eq!(left.len(), 15);
+    // Blocks are kept.
+    assert_eq!(store.blocks().unwrap().len(), 10);
+    // By rounds: the last 2 rounds run from the third newest block not rejected (b7).
+    let cutoff = store.retention_cutoff(now, 0, 2).unwrap().unwrap();
+    assert_eq!(cutoff, now - (30 - 7) * DAY + 10);
+    // The later of the two bounds wins.
+    assert_eq!(store.retention_cutoff(now, 25, 2).unwrap(), Some(cutoff));
+    store.prune(cutoff, 100).unwrap();
+    let left: Vec<u64> = store.shares().unwrap().iter().map(|s| s.id.seq).collect();
+    // Pruning keeps anything within an hour of the cutoff: the batch of b7's day stays whole.
+    assert_eq!(left, [71, 72, 73, 81, 82, 83, 91, 92, 93]);
+    // Reads and writes go on afterwards.
+    store
+        .write_batch_blocking(&batch(100, vec![share(500, ShareKind::Accepted, 1.0)]))
+        .unwrap();
+    assert_eq!(store.share_count().unwrap(), 10);
+}

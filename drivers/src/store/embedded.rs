@@ -44,6 +44,9 @@ const APPLIED: TableDefinition<'_, &str, u64> = TableDefinition::new("applied");
 const SHARES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("shares");
 /// Batch (server u16, boot u32, seq u64, big endian) → its share records, [`compact`] encoded.
 const SHARE_BLOCKS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("share_blocks");
+/// When each share block was written: (first record's unix_ms u64, batch key), big endian, so
+/// retention finds the oldest blocks by a range scan.
+const BLOCK_TIMES: TableDefinition<'_, &[u8], ()> = TableDefinition::new("share_block_times");
 /// Interned names ([`compact::Names`]): id → name.
 const NAMES: TableDefinition<'_, u32, &str> = TableDefinition::new("names");
 const BLOCKS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("blocks");
@@ -79,6 +82,21 @@ fn batch_key(b: &Batch) -> [u8; 14] {
     k
 }
 
+fn time_key(unix_ms: u64, batch: &[u8; 14]) -> [u8; 22] {
+    let mut k = [0u8; 22];
+    k[..8].copy_from_slice(&unix_ms.to_be_bytes());
+    k[8..].copy_from_slice(batch);
+    k
+}
+
+/// What one [`EmbeddedStore::prune`] call removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub share_blocks: u64,
+    /// More is old enough: call again.
+    pub more: bool,
+}
+
 impl EmbeddedStore {
     /// Opens or creates the database file.
     pub fn open(path: &Path) -> Result<EmbeddedStore, StoreError> {
@@ -94,6 +112,7 @@ impl EmbeddedStore {
             txn.open_table(APPLIED).map_err(refused)?;
             txn.open_table(SHARES).map_err(refused)?;
             txn.open_table(SHARE_BLOCKS).map_err(refused)?;
+            txn.open_table(BLOCK_TIMES).map_err(refused)?;
             txn.open_table(BLOCKS).map_err(refused)?;
             txn.open_table(MINUTES).map_err(refused)?;
             let t = txn.open_table(NAMES).map_err(refused)?;
@@ -198,6 +217,10 @@ impl EmbeddedStore {
                 txn.open_table(SHARE_BLOCKS)
                     .map_err(refused)?
                     .insert(key.as_slice(), value.as_slice())
+                    .map_err(refused)?;
+                txn.open_table(BLOCK_TIMES)
+                    .map_err(refused)?
+                    .insert(time_key(shares[0].unix_ms, &key).as_slice(), ())
                     .map_err(refused)?;
             }
             staged = std::mem::take(&mut interner.staged);
@@ -331,6 +354,65 @@ impl EmbeddedStore {
             }
         }
         Ok(page)
+    }
+
+    /// Removes share blocks whose first record is older than `cutoff_ms` by an hour or more (a
+    /// batch's records are judged within its `max_delay_ms`, so none of them is newer than the
+    /// cutoff): at most `max_blocks` per call, in one short transaction, so the share log's
+    /// writes never wait long behind it. Kept: block records (few, and followed for
+    /// confirmations), the minute sums (one per worker, kind and minute, not per share), and
+    /// the one-row-per-share records of stores written before the compact blocks.
+    pub fn prune(&self, cutoff_ms: u64, max_blocks: usize) -> Result<Pruned, StoreError> {
+        let before = cutoff_ms.saturating_sub(3_600_000);
+        let _writer = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        let txn = self.db.begin_write().map_err(refused)?;
+        let mut out = Pruned::default();
+        {
+            let mut times = txn.open_table(BLOCK_TIMES).map_err(refused)?;
+            let mut blocks = txn.open_table(SHARE_BLOCKS).map_err(refused)?;
+            let end = time_key(before, &[0; 14]);
+            let old: Vec<Vec<u8>> = times
+                .range::<&[u8]>(..end.as_slice())
+                .map_err(refused)?
+                .take(max_blocks + 1)
+                .map(|r| r.map(|(k, _)| k.value().to_vec()))
+                .collect::<Result<_, _>>()
+                .map_err(refused)?;
+            out.more = old.len() > max_blocks;
+            for k in old.iter().take(max_blocks) {
+                times.remove(k.as_slice()).map_err(refused)?;
+                blocks.remove(&k[8..]).map_err(refused)?;
+                out.share_blocks += 1;
+            }
+        }
+        txn.commit().map_err(refused)?;
+        Ok(out)
+    }
+
+    /// The cutoff `retention` asks for at `now_ms`: the later of its age bound and the start of
+    /// the oldest round it keeps (`rounds` blocks back, rejected blocks not counting); `None`
+    /// when it keeps everything.
+    pub fn retention_cutoff(
+        &self,
+        now_ms: u64,
+        max_age_days: u64,
+        rounds: u32,
+    ) -> Result<Option<u64>, StoreError> {
+        let by_age = (max_age_days > 0).then(|| now_ms.saturating_sub(max_age_days * 86_400_000));
+        let by_rounds = if rounds > 0 {
+            let mut times: Vec<u64> = self
+                .blocks()?
+                .iter()
+                .filter(|b| !b.merged && b.status != BlockStatus::Rejected)
+                .map(|b| b.unix_ms)
+                .collect();
+            times.sort_unstable_by(|a, b| b.cmp(a));
+            // The kept rounds run from the (rounds + 1)-th newest block on.
+            times.get(rounds as usize).copied()
+        } else {
+            None
+        };
+        Ok(by_age.max(by_rounds))
     }
 
     /// The time window of the round block `hash` closed ([`super::export::round_window`]).
