@@ -665,6 +665,8 @@ pub struct Metrics {
     network_difficulty: AtomicF64,
     tick: Mutex<TickState>,
     statsd: Option<Statsd>,
+    /// When the metrics (and so the pool) started: uptime.
+    started: std::time::Instant,
 }
 
 impl Metrics {
@@ -688,6 +690,7 @@ impl Metrics {
         }
         nodes.push(NodeCounters::new(None));
         Metrics {
+            started: std::time::Instant::now(),
             hashes_per_diff1: setup.hashes_per_diff1,
             ports: ports.into_boxed_slice(),
             nodes: nodes.into_boxed_slice(),
@@ -957,6 +960,11 @@ impl Metrics {
     /// Estimated pool hashrate in hashes per second: accepted difficulty over the 60 seconds
     /// up to the last tick × hashes per diff-1 share / 60.
     #[must_use]
+    /// Seconds since the pool started.
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
     pub fn accepted_hashrate(&self) -> f64 {
         self.hashrate_from(&self.lock_tick())
     }
@@ -1234,6 +1242,21 @@ impl Metrics {
             "push_signals_total",
             "New-block push signals received.",
             push,
+        );
+        p.family(
+            GAUGE,
+            "build_info",
+            "Always 1; the labels say which build runs.",
+            vec![(
+                vec![("version", env!("CARGO_PKG_VERSION").to_owned())],
+                "1".into(),
+            )],
+        );
+        p.family(
+            GAUGE,
+            "uptime_seconds",
+            "Seconds since the pool started.",
+            one(self.uptime_secs().to_string()),
         );
         p.family(
             GAUGE,

@@ -51,6 +51,8 @@ impl MonitorSource for PoolMonitor {
             .map(|s| s.clone())
             .unwrap_or_default();
         json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_secs": self.pool.metrics.uptime_secs(),
             "currency": state.currency,
             "algo": self.pool.config.coin.algo.name(),
             "server_number": self.pool.config.server_number,

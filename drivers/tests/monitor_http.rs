@@ -457,8 +457,20 @@ async fn prometheus_output_parses_and_every_counter_moves() {
     let (before, types) = parse_prometheus(&s.metrics_text().await);
     assert!(!before.is_empty());
     for (series, value) in &before {
+        // The build's labels are constant 1, and uptime counts from the start.
+        if series.starts_with("powerpool_build_info") {
+            assert_eq!(*value, 1.0, "{series}");
+            continue;
+        }
+        if series == "powerpool_uptime_seconds" {
+            continue;
+        }
         assert_eq!(*value, 0.0, "{series} starts at zero");
     }
+    assert!(before.contains_key(&format!(
+        "powerpool_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    )));
     for family in [
         "powerpool_shares_total",
         "powerpool_connections",
