@@ -489,7 +489,9 @@ mod tests {
 
     proptest! {
         #[test]
-        fn never_panics_and_stays_bounded(bytes in proptest::collection::vec(any::<u8>(), 0..1200)) {
+        fn never_panics_and_stays_bounded(
+            bytes in proptest::collection::vec(any::<u8>(), 0..1200),
+        ) {
             match parse(&bytes) {
                 Ok(Some(h)) => prop_assert!(h.consumed <= bytes.len() && h.consumed <= MAX_HEADER),
                 // Undecided only while shorter than the longest header.

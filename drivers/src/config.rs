@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use powerpool_core::address::{AddressParams, parse_address};
 use powerpool_core::pow::Algorithm;
+use powerpool_core::proxy::Cidr;
 use powerpool_core::session::PortPolicy;
 use serde::{Deserialize, Serialize};
 
@@ -231,6 +232,7 @@ pub struct StratumPortConfig {
     pub bind: SocketAddr,
     /// Difficulty policy of this port.
     pub policy: PortPolicy,
+    pub proxy_protocol: ProxyProtocolConfig,
 }
 
 impl Default for StratumPortConfig {
@@ -239,7 +241,66 @@ impl Default for StratumPortConfig {
             name: "main".into(),
             bind: "0.0.0.0:3333".parse().expect("literal address"),
             policy: PortPolicy::default(),
+            proxy_protocol: ProxyProtocolConfig::default(),
         }
+    }
+}
+
+/// `stratum[].proxy_protocol`: the port sits behind a load balancer that states each miner's
+/// address in a PROXY protocol header (v1 or v2), so limits, bans, logs and the monitor see
+/// the miner rather than the balancer. Every connection must then start with the header and
+/// come from a `trusted` address: anyone else could claim any address and dodge bans.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyProtocolConfig {
+    pub enabled: bool,
+    /// Addresses or CIDR ranges of the balancers (`10.0.0.5`, `10.0.0.0/24`, `fd00::/8`).
+    pub trusted: Vec<String>,
+    /// A connection that has not sent its whole header within this is closed.
+    pub header_timeout_ms: u64,
+}
+
+impl Default for ProxyProtocolConfig {
+    fn default() -> Self {
+        ProxyProtocolConfig {
+            enabled: false,
+            trusted: Vec::new(),
+            header_timeout_ms: 5000,
+        }
+    }
+}
+
+impl ProxyProtocolConfig {
+    /// The trusted ranges, or the key of the first malformed entry (under `key`) and why.
+    pub fn trusted_ranges(&self, key: &str) -> Result<Vec<Cidr>, (String, String)> {
+        self.trusted
+            .iter()
+            .enumerate()
+            .map(|(j, t)| {
+                t.parse::<Cidr>()
+                    .map_err(|m| (format!("{key}.trusted[{j}]"), m))
+            })
+            .collect()
+    }
+
+    /// Checks the section found at `key`; errors name the key and the fix.
+    pub fn validate(&self, key: &str) -> Result<(), (String, String)> {
+        self.trusted_ranges(key)?;
+        if self.enabled && self.trusted.is_empty() {
+            return Err((
+                format!("{key}.trusted"),
+                "list the load balancers' addresses or CIDR ranges \
+                 (e.g. [10.0.0.5, \"fd00::/8\"]): with PROXY protocol on, only they may connect"
+                    .into(),
+            ));
+        }
+        if self.header_timeout_ms == 0 {
+            return Err((
+                format!("{key}.header_timeout_ms"),
+                "must be at least 1 (e.g. 5000)".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -480,6 +541,8 @@ impl Config {
             if let Err(m) = p.policy.validate() {
                 return Err((format!("stratum[{i}].policy"), m));
             }
+            p.proxy_protocol
+                .validate(&format!("stratum[{i}].proxy_protocol"))?;
             if self.stratum[..i].iter().any(|o| o.bind == p.bind) {
                 return Err((
                     format!("stratum[{i}].bind"),
@@ -872,6 +935,50 @@ aux_chains:
         let e = Config::parse(&ports(8), "p.yml").unwrap_err().to_string();
         assert!(e.contains("`stratum[1].policy.extranonce2_size`"), "{e}");
         assert!(e.contains("same extranonce2_size"), "{e}");
+    }
+
+    #[test]
+    fn proxy_protocol_needs_trusted_addresses_and_names_a_bad_one() {
+        let port = |pp: &str| format!("{MIN}stratum:\n  - {{name: a, proxy_protocol: {pp}}}\n");
+        let c = Config::parse(&port("{}"), "p.yml").unwrap();
+        assert!(!c.stratum[0].proxy_protocol.enabled, "off by default");
+        let c = Config::parse(
+            &port("{enabled: true, trusted: [127.0.0.1, \"10.0.0.0/8\", \"fd00::/8\"]}"),
+            "p.yml",
+        )
+        .unwrap();
+        assert_eq!(c.stratum[0].proxy_protocol.header_timeout_ms, 5000);
+        let e = Config::parse(&port("{enabled: true}"), "p.yml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`stratum[0].proxy_protocol.trusted`"), "{e}");
+        let e = Config::parse(
+            &port("{enabled: true, trusted: [127.0.0.1, \"10.0.0.0/33\"]}"),
+            "p.yml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`stratum[0].proxy_protocol.trusted[1]`") && e.contains("10.0.0.0/33"),
+            "{e}"
+        );
+        let e = Config::parse(&port("{trusted: [lb.example]}"), "p.yml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("proxy_protocol.trusted[0]"),
+            "checked even when off: {e}"
+        );
+        let e = Config::parse(
+            &port("{enabled: true, trusted: [127.0.0.1], header_timeout_ms: 0}"),
+            "p.yml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("stratum[0].proxy_protocol.header_timeout_ms"),
+            "{e}"
+        );
     }
 
     /// The lines after `anchor` that are commented out up to the next blank line, uncommented:
