@@ -15,6 +15,8 @@ use powerpool_core::pow::Algorithm;
 use powerpool_core::proxy::Cidr;
 use powerpool_core::session::PortPolicy;
 use serde::{Deserialize, Serialize};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use crate::metrics::StatsdConfig;
 use crate::stratum::Limits;
@@ -233,6 +235,7 @@ pub struct StratumPortConfig {
     /// Difficulty policy of this port.
     pub policy: PortPolicy,
     pub proxy_protocol: ProxyProtocolConfig,
+    pub tls: TlsConfig,
 }
 
 impl Default for StratumPortConfig {
@@ -242,7 +245,65 @@ impl Default for StratumPortConfig {
             bind: "0.0.0.0:3333".parse().expect("literal address"),
             policy: PortPolicy::default(),
             proxy_protocol: ProxyProtocolConfig::default(),
+            tls: TlsConfig::default(),
         }
+    }
+}
+
+/// A port's certificate chain and private key, as read from its PEM files.
+pub type TlsFiles = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// `stratum[].tls`: the port speaks stratum over TLS with this certificate chain and key
+/// (PEM files), or plain TCP when both are null. Read at start: a renewed certificate takes a
+/// restart.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The files' certificate chain and key, or `None` when TLS is off; errors name the key
+    /// (under `key`) and the fix.
+    pub fn load(&self, key: &str) -> Result<Option<TlsFiles>, (String, String)> {
+        let (cert_file, key_file) = match (&self.cert_file, &self.key_file) {
+            (None, None) => return Ok(None),
+            (Some(c), Some(k)) => (c, k),
+            (None, Some(_)) => {
+                return Err((
+                    format!("{key}.cert_file"),
+                    "key_file is set: give the certificate chain (PEM) too".into(),
+                ));
+            }
+            (Some(_), None) => {
+                return Err((
+                    format!("{key}.key_file"),
+                    "cert_file is set: give its private key (PEM) too".into(),
+                ));
+            }
+        };
+        let certs = CertificateDer::pem_file_iter(cert_file)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| {
+                (
+                    format!("{key}.cert_file"),
+                    format!("{}: {e} (a PEM certificate chain)", cert_file.display()),
+                )
+            })?;
+        if certs.is_empty() {
+            return Err((
+                format!("{key}.cert_file"),
+                format!("{}: no PEM certificate in it", cert_file.display()),
+            ));
+        }
+        let private = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+            (
+                format!("{key}.key_file"),
+                format!("{}: {e} (a PEM private key)", key_file.display()),
+            )
+        })?;
+        Ok(Some((certs, private)))
     }
 }
 
@@ -543,6 +604,15 @@ impl Config {
             }
             p.proxy_protocol
                 .validate(&format!("stratum[{i}].proxy_protocol"))?;
+            // Built here too, so --check-config catches a key that does not match.
+            if let Some((certs, key)) = p.tls.load(&format!("stratum[{i}].tls"))?
+                && let Err(e) = crate::tls::server_config(certs, key)
+            {
+                return Err((
+                    format!("stratum[{i}].tls.cert_file"),
+                    format!("{e} (is key_file the key of this certificate?)"),
+                ));
+            }
             if self.stratum[..i].iter().any(|o| o.bind == p.bind) {
                 return Err((
                     format!("stratum[{i}].bind"),
@@ -978,6 +1048,63 @@ aux_chains:
         assert!(
             e.contains("stratum[0].proxy_protocol.header_timeout_ms"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn tls_files_are_checked_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = |tls: &str| format!("{MIN}stratum:\n  - {{name: a, tls: {tls}}}\n");
+        let e = |tls: &str| Config::parse(&port(tls), "p.yml").unwrap_err().to_string();
+        let missing = dir.path().join("missing.pem");
+        let m = missing.display();
+        let err = e(&format!("{{cert_file: \"{m}\", key_file: \"{m}\"}}"));
+        assert!(
+            err.contains("`stratum[0].tls.cert_file`") && err.contains("missing.pem"),
+            "{err}"
+        );
+        let err = e(&format!("{{key_file: \"{m}\"}}"));
+        assert!(err.contains("`stratum[0].tls.cert_file`"), "{err}");
+        let err = e(&format!("{{cert_file: \"{m}\"}}"));
+        assert!(err.contains("`stratum[0].tls.key_file`"), "{err}");
+        // A file that is not PEM, and a key file with no key in it.
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let j = junk.display();
+        let err = e(&format!("{{cert_file: \"{j}\", key_file: \"{j}\"}}"));
+        assert!(err.contains("`stratum[0].tls.cert_file`"), "{err}");
+        let cert = dir.path().join("cert.pem");
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let c = cert.display();
+        let err = e(&format!("{{cert_file: \"{c}\", key_file: \"{j}\"}}"));
+        assert!(err.contains("`stratum[0].tls.key_file`"), "{err}");
+        // A real certificate with someone else's key, then with its own.
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        let key = dir.path().join("key.pem");
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&key, other.serialize_pem()).unwrap();
+        let k = key.display();
+        let err = e(&format!("{{cert_file: \"{c}\", key_file: \"{k}\"}}"));
+        assert!(
+            err.contains("`stratum[0].tls.cert_file`") && err.contains("key_file"),
+            "{err}"
+        );
+        std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+        let ok = Config::parse(
+            &port(&format!("{{cert_file: \"{c}\", key_file: \"{k}\"}}")),
+            "p",
+        );
+        assert!(ok.unwrap().stratum[0].tls.key_file.is_some());
+        assert!(
+            Config::parse(&port("{}"), "p.yml").unwrap().stratum[0]
+                .tls
+                .cert_file
+                .is_none()
         );
     }
 

@@ -223,8 +223,17 @@ pub fn start_merged<N: Net, T: RpcTransport>(
             } else {
                 None
             };
+            let tls = match p.tls.load("tls") {
+                Ok(None) => None,
+                Ok(Some((certs, key))) => Some(Arc::new(
+                    crate::tls::server_config(certs, key)
+                        .map_err(|e| anyhow::anyhow!("stratum {}: tls: {e}", p.name))?,
+                )),
+                Err((k, m)) => anyhow::bail!("stratum {}: {k}: {m}", p.name),
+            };
             Ok(Port {
                 proxy,
+                tls,
                 name: p.name.clone(),
                 ctx: Arc::new(SessionContext {
                     policy: p.policy.clone(),

@@ -22,7 +22,9 @@
 //!   accept; the others are admitted only once their header has arrived, within the header
 //!   timeout and reading at most one buffer, because admission (rate, caps, bans) is by the
 //!   miner's address, which only the header gives. From then on that address is the
-//!   connection's peer everywhere: monitor, logs, bans.
+//!   connection's peer everywhere: monitor, logs, bans;
+//! - TLS ports: the handshake follows admission (and the PROXY header, which a balancer sends
+//!   before the client's bytes) and must end within `auth_timeout`, like the authorization.
 //!
 //! What a connection sends on, and whether it may wait:
 //! - a found block (parent or aux) goes to the pool machine ([`Hub::with`]) as soon as the
@@ -50,13 +52,13 @@ use powerpool_core::sharelog::LogRecord;
 use powerpool_core::time::{Now, Timestamp};
 use powerpool_core::work::JobUpdate;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 use crate::hub::Hub;
 use crate::metrics::{Metrics, RefuseReason};
-use crate::net::{Listener, Net};
+use crate::net::{Listener, Net, Prefixed};
 use crate::store::LogSender;
 
 /// `limits`: what bounds connections. A farm's stratum proxy, a rental service or a load
@@ -199,6 +201,8 @@ pub struct Port {
     pub ctx: Arc<SessionContext>,
     /// Set when connections arrive through a load balancer speaking the PROXY protocol.
     pub proxy: Option<Arc<ProxyPort>>,
+    /// Set when the port speaks stratum over TLS.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 /// A port's PROXY protocol settings (`stratum[].proxy_protocol`, enabled).
@@ -471,12 +475,11 @@ pub async fn serve_port<N: Net>(
                 }
                 match shared.admit(port, peer.ip()) {
                     Ok(admission) => {
-                        tasks.spawn(connection(
+                        tasks.spawn(start(
                             net.clone(),
                             shared.clone(),
                             port,
-                            stream,
-                            Vec::new(),
+                            Prefixed::new(Vec::new(), stream),
                             peer,
                             admission,
                             conn_shutdown.clone(),
@@ -537,7 +540,8 @@ async fn proxied<N: Net>(
     match shared.admit(port, peer.ip()) {
         Ok(admission) => {
             tracing::debug!(%peer, via = %transport, "proxied connection");
-            connection(net, shared, port, stream, rest, peer, admission, shutdown).await;
+            let stream = Prefixed::new(rest, stream);
+            start(net, shared, port, stream, peer, admission, shutdown).await;
         }
         Err(reason) => {
             tracing::debug!(%peer, via = %transport, ?reason, "connection refused");
@@ -572,14 +576,40 @@ async fn read_proxy_header<S: AsyncRead + Unpin>(
     }
 }
 
-/// `early`: bytes of the stratum stream already read (after a PROXY protocol header).
-#[allow(clippy::too_many_arguments)]
-async fn connection<N: Net>(
+/// An admitted connection: the TLS handshake on a TLS port, then the session.
+async fn start<N: Net>(
     net: N,
     shared: Arc<StratumShared>,
     port: usize,
-    stream: N::Stream,
-    early: Vec<u8>,
+    stream: Prefixed<N::Stream>,
+    peer: SocketAddr,
+    admission: Admission,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(tls) = shared.ports[port].tls.clone() else {
+        return connection(net, shared, port, stream, peer, admission, shutdown).await;
+    };
+    // The handshake holds an admitted slot: it gets no longer than the authorization would.
+    let limit = Duration::from_secs(shared.limits.auth_timeout_secs);
+    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(limit, accept) => r,
+        // No session yet: nothing to finish.
+        _ = stopped(&mut shutdown) => return,
+    };
+    match handshake {
+        Ok(Ok(tls)) => connection(net, shared, port, tls, peer, admission, shutdown).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "no TLS handshake within the auth timeout"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn connection<N: Net, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    net: N,
+    shared: Arc<StratumShared>,
+    port: usize,
+    stream: S,
     peer: SocketAddr,
     admission: Admission,
     mut shutdown: watch::Receiver<bool>,
@@ -613,8 +643,7 @@ async fn connection<N: Net>(
         c.insert(serial, slot.clone());
     }
 
-    let (rd, mut wr) = tokio::io::split(stream);
-    let mut rd = std::io::Cursor::new(early).chain(rd);
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let limits = shared.limits.clone();
     let auth_deadline = Instant::now() + Duration::from_secs(limits.auth_timeout_secs);
     let idle = Duration::from_secs(limits.idle_timeout_secs);
@@ -781,7 +810,12 @@ async fn connection<N: Net>(
                 }
                 errors_seen = errors;
             }
-            match tokio::time::timeout(write_timeout, wr.write_all(&out)).await {
+            // The flush sends what a TLS stream holds back; on plain TCP it does nothing.
+            let write = async {
+                wr.write_all(&out).await?;
+                wr.flush().await
+            };
+            match tokio::time::timeout(write_timeout, write).await {
                 Ok(Ok(())) => {}
                 _ => closing = true,
             }

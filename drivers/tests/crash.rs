@@ -111,6 +111,7 @@ fn pool_config(node: SocketAddr, dir: &Path, redis: Option<&RedisServer>) -> Con
             ..PortPolicy::default()
         },
         proxy_protocol: Default::default(),
+        tls: Default::default(),
     }];
     if let Some(redis) = redis {
         c.store.backend = StoreBackend::Redis;

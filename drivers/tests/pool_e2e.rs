@@ -81,6 +81,7 @@ fn config(nodes: &[SocketAddr], dir: &std::path::Path, redis: Option<&RedisServe
             ..PortPolicy::default()
         },
         proxy_protocol: Default::default(),
+        tls: Default::default(),
     }];
     c.store.embedded_path = dir.join("pool.redb");
     c.store.spool_path = dir.join("spool");

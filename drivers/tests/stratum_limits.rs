@@ -1,7 +1,7 @@
 //! The stratum server's limits, against the real server on port 0 fed by an in-process
 //! coinserver: the total and per-address connection caps under a burst of connects, the
 //! authorization and idle timeouts, a miner that never reads, and ports with different
-//! difficulty policies side by side, PROXY protocol ports, and an IPv6 listener.
+//! difficulty policies side by side, PROXY protocol ports, TLS ports, and an IPv6 listener.
 
 mod common {
     pub mod wait;
@@ -9,6 +9,7 @@ mod common {
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,13 +21,14 @@ use powerpool_devnode::{Node, NodeConfig};
 use powerpool_drivers::app::{Launched, launch};
 use powerpool_drivers::client::{ClientError, StratumClient};
 use powerpool_drivers::config::{
-    CoinserverEntry, Config, Network, ProxyProtocolConfig, StratumPortConfig,
+    CoinserverEntry, Config, Network, ProxyProtocolConfig, StratumPortConfig, TlsConfig,
 };
 use powerpool_drivers::stratum::Limits;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
 const USER: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080.rig1";
 /// Hang guard for anything that should happen well within it.
@@ -62,6 +64,7 @@ fn port(name: &str, policy: PortPolicy) -> StratumPortConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         policy,
         proxy_protocol: Default::default(),
+        tls: Default::default(),
     }
 }
 
@@ -747,5 +750,102 @@ async fn ipv6_listener_serves_miners() {
         seen.len() == 1 && seen.iter().all(|p| p.starts_with("[::1]:")),
         "{seen:?}"
     );
+    pool.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS ports
+// ---------------------------------------------------------------------------------------------
+
+/// A test CA and a certificate for `localhost` it signed, written as PEM files in `dir`:
+/// (the CA certificate, the certificate file, the key file).
+fn test_certs(dir: &std::path::Path) -> (CertificateDer<'static>, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    (ca.der().clone(), cert_file, key_file)
+}
+
+/// A TLS client trusting only `ca`, over `tcp`.
+async fn tls_connect(
+    ca: &CertificateDer<'static>,
+    tcp: TcpStream,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto::ring};
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    #[allow(deprecated)]
+    let provider = ring::default_provider();
+    let cfg = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_port_serves_subscribe_authorize_and_shares() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert_file, key_file) = test_certs(certs.path());
+    let mut tls = port("tls", fixed(1e-6));
+    tls.tls = TlsConfig {
+        cert_file: Some(cert_file.clone()),
+        key_file: Some(key_file.clone()),
+    };
+    let mut both = proxy_port("tls+proxy", &["127.0.0.1"], 5000);
+    both.policy = fixed(1e-6);
+    both.tls = tls.tls.clone();
+    let pool = start(Limits::default(), vec![tls, both]).await;
+
+    let tcp = TcpStream::connect(pool.addr(0)).await.unwrap();
+    let mut m = StratumClient::from_io(tls_connect(&ca, tcp).await.unwrap());
+    m.subscribe("tls/1.0").await.unwrap();
+    m.authorize(USER, "x").await.unwrap();
+    m.wait_for_work().await.unwrap();
+    let found = m
+        .search(powerpool_core::pow::Algorithm::Sha256d, 1, 10_000_000)
+        .expect("a share within ten million hashes");
+    let r = m.submit(USER, &found).await.unwrap();
+    assert_eq!(r["result"], true, "{r}");
+
+    // Plain stratum on the TLS port is not served.
+    let mut plain = TcpStream::connect(pool.addr(0)).await.unwrap();
+    plain
+        .write_all(b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]}\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(
+        LIMIT,
+        tokio::io::AsyncReadExt::read_to_end(&mut plain, &mut got),
+    )
+    .await
+    .expect("closed in time");
+    assert!(
+        !String::from_utf8_lossy(&got).contains("result"),
+        "answered in the clear"
+    );
+
+    // Behind a PROXY protocol balancer: the header first, then the handshake.
+    let miner_addr: SocketAddr = "203.0.113.50:6000".parse().unwrap();
+    let tcp = via_proxy(loopback(1), pool.addr(1), &v1(miner_addr)).await;
+    let mut p = StratumClient::from_io(tls_connect(&ca, tcp).await.unwrap());
+    p.subscribe("tls/1.0").await.unwrap();
+    p.authorize(USER, "x").await.unwrap();
+    p.wait_for_work().await.unwrap();
+    assert!(peers(&pool).contains(&miner_addr.to_string()));
     pool.stop();
 }
