@@ -705,10 +705,11 @@ async fn proxy_header_split_over_writes_or_sharing_a_packet_with_stratum() {
     .await;
     let addr = pool.addr(0);
 
-    // The header in pieces, with pauses, so each piece is its own read.
+    // The header in pieces, sent at once (no Nagle) with pauses, so the pool reads them apart.
     let split: SocketAddr = "[2001:db8::9]:4100".parse().unwrap();
     let header = v2(split);
     let mut s = connect_from(loopback(1), addr).await;
+    s.set_nodelay(true).unwrap();
     for piece in [&header[..5], &header[5..14], &header[14..20], &header[20..]] {
         s.write_all(piece).await.unwrap();
         tokio::time::sleep(Duration::from_millis(30)).await;
