@@ -33,6 +33,8 @@
 //! - [`merged`]: aux work for several aux chains, the aux tree commitment, found aux blocks.
 //! - [`auxchain`]: one aux chain's nodes — work polling, failover, `getauxblock` fallback —
 //!   and aux block submission fan-out.
+//! - [`proxy`]: the PROXY protocol header (v1 and v2) a load balancer puts before a miner's
+//!   stream, and the trusted address ranges allowed to send it.
 //! - [`pool`]: the pool machine above them all — admission and extranonce1 allocation, the
 //!   current work, each found block's whole life, and the connection registry.
 
@@ -49,6 +51,7 @@ pub mod merged;
 pub mod merkle;
 pub mod pool;
 pub mod pow;
+pub mod proxy;
 pub mod record;
 pub mod session;
 pub mod share;

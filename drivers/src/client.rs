@@ -11,9 +11,8 @@ use powerpool_core::merkle::fold_branch;
 use powerpool_core::pow::Algorithm;
 use powerpool_core::target::Target;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -53,10 +52,13 @@ pub struct Found {
     pub hash: Hash256,
 }
 
-#[derive(Debug)]
+/// Boxed halves so one client type speaks over TCP, TLS or anything else.
+type Reader = BufReader<Box<dyn AsyncRead + Send + Unpin>>;
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
 pub struct StratumClient {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: Reader,
+    writer: Writer,
     next_id: u64,
     pub timeout: Duration,
     pub extranonce1: Vec<u8>,
@@ -67,6 +69,17 @@ pub struct StratumClient {
     pub notifications: Vec<String>,
 }
 
+impl std::fmt::Debug for StratumClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StratumClient")
+            .field("next_id", &self.next_id)
+            .field("extranonce1", &hex::encode(&self.extranonce1))
+            .field("difficulty", &self.difficulty)
+            .field("work", &self.work)
+            .finish_non_exhaustive()
+    }
+}
+
 impl StratumClient {
     pub async fn connect(addr: SocketAddr) -> Result<Self, ClientError> {
         Self::from_stream(TcpStream::connect(addr).await?)
@@ -75,10 +88,16 @@ impl StratumClient {
     /// A client on a connection the caller opened (e.g. from a chosen local address).
     pub fn from_stream(s: TcpStream) -> Result<Self, ClientError> {
         s.set_nodelay(true)?;
-        let (r, w) = s.into_split();
-        Ok(StratumClient {
+        Ok(Self::from_io(s))
+    }
+
+    /// A client on any byte stream, e.g. a TLS session the caller set up.
+    pub fn from_io<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(s: S) -> Self {
+        let (r, w) = tokio::io::split(s);
+        let r: Box<dyn AsyncRead + Send + Unpin> = Box::new(r);
+        StratumClient {
             reader: BufReader::new(r),
-            writer: w,
+            writer: Box::new(w),
             next_id: 1,
             timeout: Duration::from_secs(10),
             extranonce1: Vec::new(),
@@ -86,11 +105,12 @@ impl StratumClient {
             difficulty: 0.0,
             work: None,
             notifications: Vec::new(),
-        })
+        }
     }
 
     pub async fn send_raw(&mut self, line: &[u8]) -> Result<(), ClientError> {
         self.writer.write_all(line).await?;
+        self.writer.flush().await?;
         Ok(())
     }
 
@@ -130,6 +150,8 @@ impl StratumClient {
         self.next_id += 1;
         let line = json!({"id": id, "method": method, "params": params}).to_string() + "\n";
         self.writer.write_all(line.as_bytes()).await?;
+        // A TLS stream holds written bytes until flushed.
+        self.writer.flush().await?;
         loop {
             let v = self.read_message().await?;
             if v.get("method").is_none() && v["id"] == json!(id) {

@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use powerpool_core::address::{AddressParams, parse_address};
 use powerpool_core::pow::Algorithm;
+use powerpool_core::proxy::Cidr;
 use powerpool_core::session::PortPolicy;
 use serde::{Deserialize, Serialize};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use crate::metrics::StatsdConfig;
 use crate::stratum::Limits;
@@ -231,6 +234,8 @@ pub struct StratumPortConfig {
     pub bind: SocketAddr,
     /// Difficulty policy of this port.
     pub policy: PortPolicy,
+    pub proxy_protocol: ProxyProtocolConfig,
+    pub tls: TlsConfig,
 }
 
 impl Default for StratumPortConfig {
@@ -239,7 +244,124 @@ impl Default for StratumPortConfig {
             name: "main".into(),
             bind: "0.0.0.0:3333".parse().expect("literal address"),
             policy: PortPolicy::default(),
+            proxy_protocol: ProxyProtocolConfig::default(),
+            tls: TlsConfig::default(),
         }
+    }
+}
+
+/// A port's certificate chain and private key, as read from its PEM files.
+pub type TlsFiles = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// `stratum[].tls`: the port speaks stratum over TLS with this certificate chain and key
+/// (PEM files), or plain TCP when both are null. Read at start: a renewed certificate takes a
+/// restart.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The files' certificate chain and key, or `None` when TLS is off; errors name the key
+    /// (under `key`) and the fix.
+    pub fn load(&self, key: &str) -> Result<Option<TlsFiles>, (String, String)> {
+        let (cert_file, key_file) = match (&self.cert_file, &self.key_file) {
+            (None, None) => return Ok(None),
+            (Some(c), Some(k)) => (c, k),
+            (None, Some(_)) => {
+                return Err((
+                    format!("{key}.cert_file"),
+                    "key_file is set: give the certificate chain (PEM) too".into(),
+                ));
+            }
+            (Some(_), None) => {
+                return Err((
+                    format!("{key}.key_file"),
+                    "cert_file is set: give its private key (PEM) too".into(),
+                ));
+            }
+        };
+        let certs = CertificateDer::pem_file_iter(cert_file)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| {
+                (
+                    format!("{key}.cert_file"),
+                    format!("{}: {e} (a PEM certificate chain)", cert_file.display()),
+                )
+            })?;
+        if certs.is_empty() {
+            return Err((
+                format!("{key}.cert_file"),
+                format!("{}: no PEM certificate in it", cert_file.display()),
+            ));
+        }
+        let private = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+            (
+                format!("{key}.key_file"),
+                format!("{}: {e} (a PEM private key)", key_file.display()),
+            )
+        })?;
+        Ok(Some((certs, private)))
+    }
+}
+
+/// `stratum[].proxy_protocol`: the port sits behind a load balancer that states each miner's
+/// address in a PROXY protocol header (v1 or v2), so limits, bans, logs and the monitor see
+/// the miner rather than the balancer. Every connection must then start with the header and
+/// come from a `trusted` address: anyone else could claim any address and dodge bans.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyProtocolConfig {
+    pub enabled: bool,
+    /// Addresses or CIDR ranges of the balancers (`10.0.0.5`, `10.0.0.0/24`, `fd00::/8`).
+    pub trusted: Vec<String>,
+    /// A connection that has not sent its whole header within this is closed.
+    pub header_timeout_ms: u64,
+}
+
+impl Default for ProxyProtocolConfig {
+    fn default() -> Self {
+        ProxyProtocolConfig {
+            enabled: false,
+            trusted: Vec::new(),
+            header_timeout_ms: 5000,
+        }
+    }
+}
+
+impl ProxyProtocolConfig {
+    /// The trusted ranges, or the key of the first malformed entry (under `key`) and why.
+    pub fn trusted_ranges(&self, key: &str) -> Result<Vec<Cidr>, (String, String)> {
+        self.trusted
+            .iter()
+            .enumerate()
+            .map(|(j, t)| {
+                t.parse::<Cidr>()
+                    .map_err(|m| (format!("{key}.trusted[{j}]"), m))
+            })
+            .collect()
+    }
+
+    /// Checks the section found at `key`; errors name the key and the fix.
+    pub fn validate(&self, key: &str) -> Result<(), (String, String)> {
+        self.trusted_ranges(key)?;
+        if self.enabled && self.trusted.is_empty() {
+            return Err((
+                format!("{key}.trusted"),
+                "list the load balancers' addresses or CIDR ranges \
+                 (e.g. [10.0.0.5, \"fd00::/8\"]): with PROXY protocol on, only they may connect"
+                    .into(),
+            ));
+        }
+        if self.header_timeout_ms == 0 {
+            return Err((
+                format!("{key}.header_timeout_ms"),
+                "must be at least 1 (e.g. 5000)".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -506,6 +628,17 @@ impl Config {
         for (i, p) in self.stratum.iter().enumerate() {
             if let Err(m) = p.policy.validate() {
                 return Err((format!("stratum[{i}].policy"), m));
+            }
+            p.proxy_protocol
+                .validate(&format!("stratum[{i}].proxy_protocol"))?;
+            // Built here too, so --check-config catches a key that does not match.
+            if let Some((certs, key)) = p.tls.load(&format!("stratum[{i}].tls"))?
+                && let Err(e) = crate::tls::server_config(certs, key)
+            {
+                return Err((
+                    format!("stratum[{i}].tls.cert_file"),
+                    format!("{e} (is key_file the key of this certificate?)"),
+                ));
             }
             if self.stratum[..i].iter().any(|o| o.bind == p.bind) {
                 return Err((
@@ -905,6 +1038,107 @@ aux_chains:
         let e = Config::parse(&ports(8), "p.yml").unwrap_err().to_string();
         assert!(e.contains("`stratum[1].policy.extranonce2_size`"), "{e}");
         assert!(e.contains("same extranonce2_size"), "{e}");
+    }
+
+    #[test]
+    fn proxy_protocol_needs_trusted_addresses_and_names_a_bad_one() {
+        let port = |pp: &str| format!("{MIN}stratum:\n  - {{name: a, proxy_protocol: {pp}}}\n");
+        let c = Config::parse(&port("{}"), "p.yml").unwrap();
+        assert!(!c.stratum[0].proxy_protocol.enabled, "off by default");
+        let c = Config::parse(
+            &port("{enabled: true, trusted: [127.0.0.1, \"10.0.0.0/8\", \"fd00::/8\"]}"),
+            "p.yml",
+        )
+        .unwrap();
+        assert_eq!(c.stratum[0].proxy_protocol.header_timeout_ms, 5000);
+        let e = Config::parse(&port("{enabled: true}"), "p.yml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`stratum[0].proxy_protocol.trusted`"), "{e}");
+        let e = Config::parse(
+            &port("{enabled: true, trusted: [127.0.0.1, \"10.0.0.0/33\"]}"),
+            "p.yml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`stratum[0].proxy_protocol.trusted[1]`") && e.contains("10.0.0.0/33"),
+            "{e}"
+        );
+        let e = Config::parse(&port("{trusted: [lb.example]}"), "p.yml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("proxy_protocol.trusted[0]"),
+            "checked even when off: {e}"
+        );
+        let e = Config::parse(
+            &port("{enabled: true, trusted: [127.0.0.1], header_timeout_ms: 0}"),
+            "p.yml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("stratum[0].proxy_protocol.header_timeout_ms"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tls_files_are_checked_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = |tls: &str| format!("{MIN}stratum:\n  - {{name: a, tls: {tls}}}\n");
+        let e = |tls: &str| Config::parse(&port(tls), "p.yml").unwrap_err().to_string();
+        let missing = dir.path().join("missing.pem");
+        let m = missing.display();
+        let err = e(&format!("{{cert_file: \"{m}\", key_file: \"{m}\"}}"));
+        assert!(
+            err.contains("`stratum[0].tls.cert_file`") && err.contains("missing.pem"),
+            "{err}"
+        );
+        let err = e(&format!("{{key_file: \"{m}\"}}"));
+        assert!(err.contains("`stratum[0].tls.cert_file`"), "{err}");
+        let err = e(&format!("{{cert_file: \"{m}\"}}"));
+        assert!(err.contains("`stratum[0].tls.key_file`"), "{err}");
+        // A file that is not PEM, and a key file with no key in it.
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let j = junk.display();
+        let err = e(&format!("{{cert_file: \"{j}\", key_file: \"{j}\"}}"));
+        assert!(err.contains("`stratum[0].tls.cert_file`"), "{err}");
+        let cert = dir.path().join("cert.pem");
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let c = cert.display();
+        let err = e(&format!("{{cert_file: \"{c}\", key_file: \"{j}\"}}"));
+        assert!(err.contains("`stratum[0].tls.key_file`"), "{err}");
+        // A real certificate with someone else's key, then with its own.
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        let key = dir.path().join("key.pem");
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&key, other.serialize_pem()).unwrap();
+        let k = key.display();
+        let err = e(&format!("{{cert_file: \"{c}\", key_file: \"{k}\"}}"));
+        assert!(
+            err.contains("`stratum[0].tls.cert_file`") && err.contains("key_file"),
+            "{err}"
+        );
+        std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+        let ok = Config::parse(
+            &port(&format!("{{cert_file: \"{c}\", key_file: \"{k}\"}}")),
+            "p",
+        );
+        assert!(ok.unwrap().stratum[0].tls.key_file.is_some());
+        assert!(
+            Config::parse(&port("{}"), "p.yml").unwrap().stratum[0]
+                .tls
+                .cert_file
+                .is_none()
+        );
     }
 
     /// The lines after `anchor` that are commented out up to the next blank line, uncommented:

@@ -94,6 +94,8 @@ pub async fn start_chain(
             }),
             ..PortPolicy::default()
         },
+        proxy_protocol: Default::default(),
+        tls: Default::default(),
     }];
     cfg.store.embedded_path = opts.data_dir.join("shares.redb");
     cfg.store.spool_path = opts.data_dir.join("spool");

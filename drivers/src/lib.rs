@@ -59,7 +59,7 @@
 //!   use it); [`pool`]: wires the task graph above and the shutdown order; [`hub`]: the pool
 //!   machine behind its mutex and the outlets it drains into; [`config`]: the YAML config file.
 //! - [`stratum`]: the TCP stratum server, one task per connection driving a core session;
-//!   [`net`]: the runtime trait (accept, connect, wall clock).
+//!   [`net`]: the runtime trait (accept, connect, wall clock); [`tls`]: stratum over TLS.
 //! - [`coind`]: the coinserver driver around core's `Coinservers`; [`clock`]: a driver's
 //!   clock (monotonic origin, the runtime's wall clock); [`rpc`]: JSON-RPC over a
 //!   small transport trait (reqwest in production); [`push`]: UDP block notifications and
@@ -93,3 +93,4 @@ pub mod rpc;
 pub mod status;
 pub mod store;
 pub mod stratum;
+pub mod tls;

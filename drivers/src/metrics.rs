@@ -333,9 +333,13 @@ pub enum RefuseReason {
     RateLimited,
     /// Too many connections have not authorized yet.
     TooManyUnauthorized,
+    /// On a PROXY protocol port, the connection does not come from a trusted proxy.
+    UntrustedProxy,
+    /// On a PROXY protocol port, no valid header arrived within `header_timeout_ms`.
+    ProxyHeader,
 }
 
-const REFUSE_REASONS: [RefuseReason; 8] = [
+const REFUSE_REASONS: [RefuseReason; 10] = [
     RefuseReason::PoolFull,
     RefuseReason::PortFull,
     RefuseReason::AddressLimit,
@@ -344,6 +348,8 @@ const REFUSE_REASONS: [RefuseReason; 8] = [
     RefuseReason::Banned,
     RefuseReason::RateLimited,
     RefuseReason::TooManyUnauthorized,
+    RefuseReason::UntrustedProxy,
+    RefuseReason::ProxyHeader,
 ];
 
 impl RefuseReason {
@@ -359,6 +365,8 @@ impl RefuseReason {
             RefuseReason::Banned => "banned",
             RefuseReason::RateLimited => "rate_limited",
             RefuseReason::TooManyUnauthorized => "too_many_unauthorized",
+            RefuseReason::UntrustedProxy => "untrusted_proxy",
+            RefuseReason::ProxyHeader => "proxy_header",
         }
     }
 
@@ -372,6 +380,8 @@ impl RefuseReason {
             RefuseReason::Banned => 5,
             RefuseReason::RateLimited => 6,
             RefuseReason::TooManyUnauthorized => 7,
+            RefuseReason::UntrustedProxy => 8,
+            RefuseReason::ProxyHeader => 9,
         }
     }
 }

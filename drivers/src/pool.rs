@@ -39,7 +39,7 @@ use crate::store::{
     LogReceiver, ShareLogDriverConfig, ShareLogReport, ShareStore, Spool, log_channel,
     run_share_log,
 };
-use crate::stratum::{JobFeed, Port, StratumSetup, StratumShared, serve_port, stopped};
+use crate::stratum::{JobFeed, Port, ProxyPort, StratumSetup, StratumShared, serve_port, stopped};
 
 /// What the monitor and operators see of the running pool: a view written from the events of
 /// the machines that own each fact (shares and connections are counted in [`Metrics`] and the
@@ -210,20 +210,44 @@ pub fn start_merged<N: Net, T: RpcTransport>(
     let ports: Vec<Port> = cfg
         .stratum
         .iter()
-        .map(|p| Port {
-            name: p.name.clone(),
-            ctx: Arc::new(SessionContext {
-                policy: p.policy.clone(),
-                address_params: params.clone(),
-                algo: cfg.coin.algo,
-                currency: currency.clone(),
-                server: cfg.server_number,
-                boot: io.boot,
-                payout_script: Some(payout_script.clone()),
-                refusals: cfg.limits.bans.refusals.clone(),
-            }),
+        .map(|p| -> anyhow::Result<Port> {
+            let proxy = if p.proxy_protocol.enabled {
+                let trusted = p
+                    .proxy_protocol
+                    .trusted_ranges("proxy_protocol")
+                    .map_err(|(k, m)| anyhow::anyhow!("stratum {}: {k}: {m}", p.name))?;
+                Some(Arc::new(ProxyPort {
+                    trusted,
+                    header_timeout: Duration::from_millis(p.proxy_protocol.header_timeout_ms),
+                }))
+            } else {
+                None
+            };
+            let tls = match p.tls.load("tls") {
+                Ok(None) => None,
+                Ok(Some((certs, key))) => Some(Arc::new(
+                    crate::tls::server_config(certs, key)
+                        .map_err(|e| anyhow::anyhow!("stratum {}: tls: {e}", p.name))?,
+                )),
+                Err((k, m)) => anyhow::bail!("stratum {}: {k}: {m}", p.name),
+            };
+            Ok(Port {
+                proxy,
+                tls,
+                name: p.name.clone(),
+                ctx: Arc::new(SessionContext {
+                    policy: p.policy.clone(),
+                    address_params: params.clone(),
+                    algo: cfg.coin.algo,
+                    currency: currency.clone(),
+                    server: cfg.server_number,
+                    boot: io.boot,
+                    payout_script: Some(payout_script.clone()),
+                    refusals: cfg.limits.bans.refusals.clone(),
+                }),
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     // Every port shares one coinbase layout, so extranonce2 sizes must agree.
     let en2 = cfg.stratum[0].policy.extranonce2_size;
     anyhow::ensure!(

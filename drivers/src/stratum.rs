@@ -17,7 +17,14 @@
 //!   (total and per-IP caps, extranonce1) before a session exists; a connection that does not
 //!   authorize within `auth_timeout`, or sends nothing for `idle_timeout`, is closed (the
 //!   original only checked on read timeouts). An [`Admission`] guard gives the slot back
-//!   however the task ends.
+//!   however the task ends;
+//! - PROXY protocol ports ([`ProxyPort`]): a connection from an untrusted address is closed at
+//!   accept; the others are admitted only once their header has arrived, within the header
+//!   timeout and reading at most one buffer, because admission (rate, caps, bans) is by the
+//!   miner's address, which only the header gives. From then on that address is the
+//!   connection's peer everywhere: monitor, logs, bans;
+//! - TLS ports: the handshake follows admission (and the PROXY header, which a balancer sends
+//!   before the client's bytes) and must end within `auth_timeout`, like the authorization.
 //!
 //! What a connection sends on, and whether it may wait:
 //! - a found block (parent or aux) goes to the pool machine ([`Hub::with`]) as soon as the
@@ -38,19 +45,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use powerpool_core::pool::{AdmissionPolicy, BanKey, Refusal};
+use powerpool_core::proxy::{self, Cidr, Source};
 use powerpool_core::record::ShareKind;
 use powerpool_core::session::{CloseReason, RefusalLimit, Session, SessionContext, SessionEvent};
 use powerpool_core::sharelog::LogRecord;
 use powerpool_core::time::{Now, Timestamp};
 use powerpool_core::work::JobUpdate;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 use crate::hub::Hub;
 use crate::metrics::{Metrics, RefuseReason};
-use crate::net::{Listener, Net};
+use crate::net::{Listener, Net, Prefixed};
 use crate::store::LogSender;
 
 /// `limits`: what bounds connections. A farm's stratum proxy, a rental service or a load
@@ -191,6 +199,23 @@ pub struct ClientInfo {
 pub struct Port {
     pub name: String,
     pub ctx: Arc<SessionContext>,
+    /// Set when connections arrive through a load balancer speaking the PROXY protocol.
+    pub proxy: Option<Arc<ProxyPort>>,
+    /// Set when the port speaks stratum over TLS.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+}
+
+/// A port's PROXY protocol settings (`stratum[].proxy_protocol`, enabled).
+#[derive(Debug, Clone)]
+pub struct ProxyPort {
+    pub trusted: Vec<Cidr>,
+    pub header_timeout: Duration,
+}
+
+impl ProxyPort {
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(ip))
+    }
 }
 
 /// Jobs on their way to every connection: a broadcast of updates plus the latest one, for
@@ -434,13 +459,32 @@ pub async fn serve_port<N: Net>(
                         continue;
                     }
                 };
-                match shared.admit(port, peer.ip()) {
-                    Ok(admission) => {
-                        tasks.spawn(connection(
+                if let Some(pp) = shared.ports[port].proxy.clone() {
+                    if pp.trusts(peer.ip()) {
+                        tasks.spawn(proxied(
                             net.clone(),
                             shared.clone(),
                             port,
                             stream,
+                            peer,
+                            pp,
+                            conn_shutdown.clone(),
+                        ));
+                    } else {
+                        // Anyone else could claim any address and dodge bans.
+                        tracing::debug!(%peer, "not a trusted proxy: closing");
+                        let reason = RefuseReason::UntrustedProxy;
+                        shared.metrics.connection_refused(shared.port_number(port), reason);
+                    }
+                    continue;
+                }
+                match shared.admit(port, peer.ip()) {
+                    Ok(admission) => {
+                        tasks.spawn(start(
+                            net.clone(),
+                            shared.clone(),
+                            port,
+                            Prefixed::new(Vec::new(), stream),
                             peer,
                             admission,
                             conn_shutdown.clone(),
@@ -460,12 +504,116 @@ pub async fn serve_port<N: Net>(
     while tasks.join_next().await.is_some() {}
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn connection<N: Net>(
+/// A connection on a PROXY protocol port from a trusted proxy: reads the header, then admits
+/// the connection by the address it names and runs it as any other. Until then it holds no
+/// slot: only trusted proxies get here, and each for at most the header timeout.
+async fn proxied<N: Net>(
     net: N,
     shared: Arc<StratumShared>,
     port: usize,
-    stream: N::Stream,
+    mut stream: N::Stream,
+    transport: SocketAddr,
+    pp: Arc<ProxyPort>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let header = tokio::select! {
+        r = tokio::time::timeout(pp.header_timeout, read_proxy_header(&mut stream)) => match r {
+            Ok(r) => r,
+            Err(_) => Err("no complete header within header_timeout_ms".to_owned()),
+        },
+        // Not admitted yet: nothing to finish.
+        _ = stopped(&mut shutdown) => return,
+    };
+    let refuse = |reason| {
+        shared
+            .metrics
+            .connection_refused(shared.port_number(port), reason)
+    };
+    let (source, rest) = match header {
+        Ok(h) => h,
+        Err(why) => {
+            tracing::debug!(%transport, %why, "bad PROXY protocol header: closing");
+            refuse(RefuseReason::ProxyHeader);
+            return;
+        }
+    };
+    let peer = match source {
+        Source::Address(a) => a,
+        Source::Transport => transport,
+    };
+    match shared.admit(port, peer.ip()) {
+        Ok(admission) => {
+            tracing::debug!(%peer, via = %transport, "proxied connection");
+            let stream = Prefixed::new(rest, stream);
+            start(net, shared, port, stream, peer, admission, shutdown).await;
+        }
+        Err(reason) => {
+            tracing::debug!(%peer, via = %transport, ?reason, "connection refused");
+            refuse(reason);
+        }
+    }
+}
+
+/// Reads up to the end of the PROXY protocol header: whose address the connection is, and the
+/// bytes read past the header (the start of the stratum stream). Reads at most one buffer.
+async fn read_proxy_header<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<(Source, Vec<u8>), String> {
+    // `parse` decides by MAX_HEADER bytes, so the buffer never fills undecided.
+    let mut buf = vec![0u8; 4096.max(proxy::MAX_HEADER)];
+    let mut n = 0;
+    loop {
+        match proxy::parse(&buf[..n]) {
+            Ok(Some(h)) => {
+                buf.truncate(n);
+                return Ok((h.source, buf.split_off(h.consumed)));
+            }
+            Ok(None) if n < buf.len() => {}
+            Ok(None) => return Err("header longer than the buffer".to_owned()),
+            Err(e) => return Err(e.to_string()),
+        }
+        match stream.read(&mut buf[n..]).await {
+            Ok(0) => return Err("closed before the end of the header".to_owned()),
+            Ok(k) => n += k,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// An admitted connection: the TLS handshake on a TLS port, then the session.
+async fn start<N: Net>(
+    net: N,
+    shared: Arc<StratumShared>,
+    port: usize,
+    stream: Prefixed<N::Stream>,
+    peer: SocketAddr,
+    admission: Admission,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(tls) = shared.ports[port].tls.clone() else {
+        return connection(net, shared, port, stream, peer, admission, shutdown).await;
+    };
+    // The handshake holds an admitted slot: it gets no longer than the authorization would.
+    let limit = Duration::from_secs(shared.limits.auth_timeout_secs);
+    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(limit, accept) => r,
+        // No session yet: nothing to finish.
+        _ = stopped(&mut shutdown) => return,
+    };
+    match handshake {
+        Ok(Ok(tls)) => connection(net, shared, port, tls, peer, admission, shutdown).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "no TLS handshake within the auth timeout"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn connection<N: Net, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    net: N,
+    shared: Arc<StratumShared>,
+    port: usize,
+    stream: S,
     peer: SocketAddr,
     admission: Admission,
     mut shutdown: watch::Receiver<bool>,
@@ -667,7 +815,12 @@ async fn connection<N: Net>(
                 }
                 errors_seen = errors;
             }
-            match tokio::time::timeout(write_timeout, wr.write_all(&out)).await {
+            // The flush sends what a TLS stream holds back; on plain TCP it does nothing.
+            let write = async {
+                wr.write_all(&out).await?;
+                wr.flush().await
+            };
+            match tokio::time::timeout(write_timeout, write).await {
                 Ok(Ok(())) => {}
                 _ => closing = true,
             }

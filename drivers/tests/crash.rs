@@ -110,6 +110,8 @@ fn pool_config(node: SocketAddr, dir: &Path, redis: Option<&RedisServer>) -> Con
             vardiff: None,
             ..PortPolicy::default()
         },
+        proxy_protocol: Default::default(),
+        tls: Default::default(),
     }];
     if let Some(redis) = redis {
         c.store.backend = StoreBackend::Redis;

@@ -145,6 +145,8 @@ async fn aux_blocks_reach_every_node_of_their_chain_and_only_theirs() {
             vardiff: None,
             ..PortPolicy::default()
         },
+        proxy_protocol: Default::default(),
+        tls: Default::default(),
     }];
     let store_path = dir.path().join("pool.redb");
     cfg.store.embedded_path = store_path.clone();

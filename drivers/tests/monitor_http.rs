@@ -406,6 +406,8 @@ fn drive_everything(m: &Metrics) {
             RefuseReason::Banned,
             RefuseReason::RateLimited,
             RefuseReason::TooManyUnauthorized,
+            RefuseReason::UntrustedProxy,
+            RefuseReason::ProxyHeader,
             RefuseReason::Other,
         ] {
             m.connection_refused(port, reason);

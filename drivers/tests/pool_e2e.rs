@@ -80,6 +80,8 @@ fn config(nodes: &[SocketAddr], dir: &std::path::Path, redis: Option<&RedisServe
             vardiff: None,
             ..PortPolicy::default()
         },
+        proxy_protocol: Default::default(),
+        tls: Default::default(),
     }];
     c.store.embedded_path = dir.join("pool.redb");
     c.store.spool_path = dir.join("spool");

@@ -1,7 +1,7 @@
 //! The stratum server's limits, against the real server on port 0 fed by an in-process
 //! coinserver: the total and per-address connection caps under a burst of connects, the
 //! authorization and idle timeouts, a miner that never reads, and ports with different
-//! difficulty policies side by side.
+//! difficulty policies side by side, PROXY protocol ports, TLS ports, and an IPv6 listener.
 
 mod common {
     pub mod wait;
@@ -9,21 +9,26 @@ mod common {
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::wait::wait_until;
+use powerpool_core::pool::BanKey;
 use powerpool_core::session::PortPolicy;
 use powerpool_core::vardiff::VardiffConfig;
 use powerpool_devnode::{Node, NodeConfig};
 use powerpool_drivers::app::{Launched, launch};
 use powerpool_drivers::client::{ClientError, StratumClient};
-use powerpool_drivers::config::{CoinserverEntry, Config, Network, StratumPortConfig};
+use powerpool_drivers::config::{
+    CoinserverEntry, Config, Network, ProxyProtocolConfig, StratumPortConfig, TlsConfig,
+};
 use powerpool_drivers::stratum::Limits;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
 const USER: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080.rig1";
 /// Hang guard for anything that should happen well within it.
@@ -58,6 +63,8 @@ fn port(name: &str, policy: PortPolicy) -> StratumPortConfig {
         name: name.into(),
         bind: "127.0.0.1:0".parse().unwrap(),
         policy,
+        proxy_protocol: Default::default(),
+        tls: Default::default(),
     }
 }
 
@@ -515,5 +522,331 @@ async fn request_ids_come_back_byte_for_byte() {
             .unwrap();
         assert!(line.starts_with(&format!("{{\"id\":{id},")), "{id}: {line}");
     }
+    pool.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// PROXY protocol ports
+// ---------------------------------------------------------------------------------------------
+
+/// A port whose connections must come through a PROXY protocol balancer at `trusted`.
+fn proxy_port(name: &str, trusted: &[&str], header_timeout_ms: u64) -> StratumPortConfig {
+    let mut p = port(name, fixed(1.0));
+    p.proxy_protocol = ProxyProtocolConfig {
+        enabled: true,
+        trusted: trusted.iter().map(|t| (*t).to_owned()).collect(),
+        header_timeout_ms,
+    };
+    p
+}
+
+fn v1(source: SocketAddr) -> Vec<u8> {
+    let proto = if source.is_ipv4() { "TCP4" } else { "TCP6" };
+    let dst = if source.is_ipv4() { "127.0.0.1" } else { "::1" };
+    format!(
+        "PROXY {proto} {} {dst} {} 3333\r\n",
+        source.ip(),
+        source.port()
+    )
+    .into_bytes()
+}
+
+/// A version 2 PROXY command over TCP, with an ALPN TLV the pool must skip.
+fn v2(source: SocketAddr) -> Vec<u8> {
+    let mut payload = Vec::new();
+    let fam = match source.ip() {
+        IpAddr::V4(ip) => {
+            payload.extend_from_slice(&ip.octets());
+            payload.extend_from_slice(&[127, 0, 0, 1]);
+            0x11
+        }
+        IpAddr::V6(ip) => {
+            payload.extend_from_slice(&ip.octets());
+            payload.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+            0x21
+        }
+    };
+    payload.extend_from_slice(&source.port().to_be_bytes());
+    payload.extend_from_slice(&3333u16.to_be_bytes());
+    payload.extend_from_slice(&[0x01, 0x00, 0x02, b'h', b'2']);
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, fam]);
+    h.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    h.extend_from_slice(&payload);
+    h
+}
+
+/// A connection from `from` that has sent `header`.
+async fn via_proxy(from: IpAddr, to: SocketAddr, header: &[u8]) -> TcpStream {
+    let mut s = connect_from(from, to).await;
+    s.write_all(header).await.unwrap();
+    s
+}
+
+async fn proxied_miner(to: SocketAddr, header: &[u8]) -> StratumClient {
+    let s = via_proxy(loopback(1), to, header).await;
+    let mut m = StratumClient::from_stream(s).unwrap();
+    m.subscribe("limits/1.0").await.unwrap();
+    m.authorize(USER, "x").await.unwrap();
+    m.wait_for_work().await.unwrap();
+    m
+}
+
+fn peers(pool: &Pool) -> HashSet<String> {
+    pool.launched
+        .handle
+        .stratum
+        .clients()
+        .into_iter()
+        .map(|c| c.peer)
+        .collect()
+}
+
+fn refused(pool: &Pool, reason: &str) -> u64 {
+    let s = pool.launched.handle.metrics.snapshot();
+    s.connections.refused.get(reason).copied().unwrap_or(0)
+}
+
+/// Whether the pool closes `s` without a word, within `LIMIT`.
+async fn closed_unanswered(s: TcpStream) -> bool {
+    let mut s = BufReader::new(s);
+    let mut line = String::new();
+    match tokio::time::timeout(LIMIT, s.read_line(&mut line)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(_)) => panic!("answered: {line}"),
+        Err(_) => panic!("still open after {LIMIT:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_v1_and_v2_admit_and_ban_by_the_miners_address() {
+    let pool = start(
+        Limits::default(),
+        vec![proxy_port("lb", &["127.0.0.1"], 5000)],
+    )
+    .await;
+    let addr = pool.addr(0);
+    let v4: SocketAddr = "203.0.113.7:4000".parse().unwrap();
+    let v6: SocketAddr = "[2001:db8::7]:4001".parse().unwrap();
+    let v2v4: SocketAddr = "198.51.100.20:4002".parse().unwrap();
+    let _a = proxied_miner(addr, &v1(v4)).await;
+    let _b = proxied_miner(addr, &v2(v6)).await;
+    let _c = proxied_miner(addr, &v2(v2v4)).await;
+    let want: HashSet<String> = [v4, v6, v2v4].iter().map(ToString::to_string).collect();
+    assert_eq!(
+        peers(&pool),
+        want,
+        "the monitor shows the miners, not the proxy"
+    );
+
+    // A ban on the miner's address refuses it through the proxy; others behind it are served.
+    pool.launched.handle.hub.with(|p, now| {
+        p.handle_ban(now, BanKey::Ip(v4.ip()), "test");
+    });
+    let again = via_proxy(loopback(1), addr, &v1("203.0.113.7:5000".parse().unwrap())).await;
+    assert!(probe(again).await.is_none(), "the banned miner is refused");
+    assert_eq!(refused(&pool, "banned"), 1);
+    let other = via_proxy(loopback(1), addr, &v1("203.0.113.8:5000".parse().unwrap())).await;
+    assert!(
+        probe(other).await.is_some(),
+        "another miner through the same proxy is served"
+    );
+    pool.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_port_closes_untrusted_headerless_and_slow_connections() {
+    let pool = start(
+        Limits::default(),
+        vec![
+            proxy_port("lb", &["127.0.0.1", "10.0.0.0/8"], 400),
+            port("plain", fixed(1.0)),
+        ],
+    )
+    .await;
+    let (lb, plain) = (pool.addr(0), pool.addr(1));
+    let miner_addr: SocketAddr = "203.0.113.7:4000".parse().unwrap();
+
+    // Not a trusted proxy: closed at once, whatever it sends.
+    let s = via_proxy(loopback(3), lb, &v1(miner_addr)).await;
+    assert!(closed_unanswered(s).await, "an untrusted proxy is closed");
+    assert_eq!(refused(&pool, "untrusted_proxy"), 1);
+
+    // Trusted, but stratum with no header: closed.
+    assert!(probe(connect_from(loopback(1), lb).await).await.is_none());
+    assert_eq!(refused(&pool, "proxy_header"), 1);
+
+    // Trusted, and a header that never ends: closed at the header timeout, not before.
+    let t0 = std::time::Instant::now();
+    let s = via_proxy(loopback(1), lb, b"PROXY TCP4 203.0.113.7").await;
+    assert!(closed_unanswered(s).await);
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(350),
+        "closed after {waited:?}, before the 400 ms header timeout"
+    );
+    assert_eq!(refused(&pool, "proxy_header"), 2);
+    assert_eq!(pool.open(), 0, "none of them was admitted");
+
+    // A port without the PROXY protocol is unchanged: plain stratum, the transport address.
+    let _m = miner(plain).await;
+    let seen = peers(&pool);
+    assert_eq!(seen.len(), 1);
+    assert!(seen.iter().all(|p| p.starts_with("127.0.0.1:")), "{seen:?}");
+    pool.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_header_split_over_writes_or_sharing_a_packet_with_stratum() {
+    let pool = start(
+        Limits::default(),
+        vec![proxy_port("lb", &["127.0.0.0/24"], 5000)],
+    )
+    .await;
+    let addr = pool.addr(0);
+
+    // The header in pieces, sent at once (no Nagle) with pauses, so the pool reads them apart.
+    let split: SocketAddr = "[2001:db8::9]:4100".parse().unwrap();
+    let header = v2(split);
+    let mut s = connect_from(loopback(1), addr).await;
+    s.set_nodelay(true).unwrap();
+    for piece in [&header[..5], &header[5..14], &header[14..20], &header[20..]] {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let _kept = probe(s).await.expect("answered after a header in pieces");
+
+    // The header and the first stratum line in one write: the line is answered.
+    let packed: SocketAddr = "198.51.100.1:4200".parse().unwrap();
+    let mut bytes = v1(packed);
+    bytes.extend_from_slice(b"{\"id\":7,\"method\":\"mining.subscribe\",\"params\":[\"one/1\"]}\n");
+    let s = via_proxy(loopback(1), addr, &bytes).await;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    tokio::time::timeout(LIMIT, r.read_line(&mut line))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    assert!(
+        line.contains("\"id\":7") && line.contains("\"result\""),
+        "{line}"
+    );
+    let want: HashSet<String> = [split, packed].iter().map(ToString::to_string).collect();
+    assert_eq!(peers(&pool), want);
+    pool.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_listener_serves_miners() {
+    if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
+        eprintln!("!!! SKIPPED ipv6_listener_serves_miners: cannot bind [::1]:0 here ({e}) !!!");
+        return;
+    }
+    let mut p = port("v6", fixed(1.0));
+    p.bind = "[::1]:0".parse().unwrap();
+    let pool = start(Limits::default(), vec![p]).await;
+    let _m = miner(pool.addr(0)).await;
+    let seen = peers(&pool);
+    assert!(
+        seen.len() == 1 && seen.iter().all(|p| p.starts_with("[::1]:")),
+        "{seen:?}"
+    );
+    pool.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS ports
+// ---------------------------------------------------------------------------------------------
+
+/// A test CA and a certificate for `localhost` it signed, written as PEM files in `dir`:
+/// (the CA certificate, the certificate file, the key file).
+fn test_certs(dir: &std::path::Path) -> (CertificateDer<'static>, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    (ca.der().clone(), cert_file, key_file)
+}
+
+/// A TLS client trusting only `ca`, over `tcp`.
+async fn tls_connect(
+    ca: &CertificateDer<'static>,
+    tcp: TcpStream,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto::ring};
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    #[allow(deprecated)]
+    let provider = ring::default_provider();
+    let cfg = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_port_serves_subscribe_authorize_and_shares() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert_file, key_file) = test_certs(certs.path());
+    let mut tls = port("tls", fixed(1e-6));
+    tls.tls = TlsConfig {
+        cert_file: Some(cert_file.clone()),
+        key_file: Some(key_file.clone()),
+    };
+    let mut both = proxy_port("tls+proxy", &["127.0.0.1"], 5000);
+    both.policy = fixed(1e-6);
+    both.tls = tls.tls.clone();
+    let pool = start(Limits::default(), vec![tls, both]).await;
+
+    let tcp = TcpStream::connect(pool.addr(0)).await.unwrap();
+    let mut m = StratumClient::from_io(tls_connect(&ca, tcp).await.unwrap());
+    m.subscribe("tls/1.0").await.unwrap();
+    m.authorize(USER, "x").await.unwrap();
+    m.wait_for_work().await.unwrap();
+    let found = m
+        .search(powerpool_core::pow::Algorithm::Sha256d, 1, 10_000_000)
+        .expect("a share within ten million hashes");
+    let r = m.submit(USER, &found).await.unwrap();
+    assert_eq!(r["result"], true, "{r}");
+
+    // Plain stratum on the TLS port is not served.
+    let mut plain = TcpStream::connect(pool.addr(0)).await.unwrap();
+    plain
+        .write_all(b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]}\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(
+        LIMIT,
+        tokio::io::AsyncReadExt::read_to_end(&mut plain, &mut got),
+    )
+    .await
+    .expect("closed in time");
+    assert!(
+        !String::from_utf8_lossy(&got).contains("result"),
+        "answered in the clear"
+    );
+
+    // Behind a PROXY protocol balancer: the header first, then the handshake.
+    let miner_addr: SocketAddr = "203.0.113.50:6000".parse().unwrap();
+    let tcp = via_proxy(loopback(1), pool.addr(1), &v1(miner_addr)).await;
+    let mut p = StratumClient::from_io(tls_connect(&ca, tcp).await.unwrap());
+    p.subscribe("tls/1.0").await.unwrap();
+    p.authorize(USER, "x").await.unwrap();
+    p.wait_for_work().await.unwrap();
+    assert!(peers(&pool).contains(&miner_addr.to_string()));
     pool.stop();
 }

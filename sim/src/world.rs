@@ -412,6 +412,8 @@ fn pool_config(w: &WorldConfig, i: usize, dir: &std::path::Path) -> Config {
             vardiff: w.vardiff.clone(),
             ..PortPolicy::default()
         },
+        proxy_protocol: Default::default(),
+        tls: Default::default(),
     }];
     c.limits.max_connections_per_ip = w.max_connections_per_ip;
     c.limits.bans.refusals.enabled = w.refusal_bans;
