@@ -269,6 +269,8 @@ struct Judged {
     difficulty: Option<f64>,
     /// Index in `jobs`, which nothing changes between judging a share and recording it.
     job: Option<usize>,
+    /// The fingerprint the share added to the duplicate filter, if it did.
+    fingerprint: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -363,6 +365,8 @@ pub struct Session {
     clock: Now,
     /// When the last job was sent to the miner.
     last_notify: Timestamp,
+    /// Whether the share log can keep records ([`Session::set_log_available`]).
+    log_available: bool,
     share_seq: u32,
     out: VecDeque<Transmit>,
     events: VecDeque<SessionEvent>,
@@ -407,6 +411,7 @@ impl Session {
             refusal_counts: RefusalCounts::default(),
             clock: now,
             last_notify: now.mono,
+            log_available: true,
             share_seq: 0,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -605,6 +610,15 @@ impl Session {
         let k = self.ctx.policy.keepalive_secs;
         (k > 0 && self.is_authorized() && self.latest.is_some() && !self.closed)
             .then(|| self.last_notify + Duration::from_secs(k))
+    }
+
+    /// Whether the share log can keep records (its spool is writable). While it cannot, an
+    /// accepted share is answered with error 20 "share log unavailable" and not credited
+    /// (it leaves the duplicate filter, so the miner may send it again), since a `true` would
+    /// promise what may be lost. A share that is a block is still taken: the block goes to
+    /// the nodes, its records wait in memory.
+    pub fn set_log_available(&mut self, ok: bool) {
+        self.log_available = ok;
     }
 
     /// Changes this connection's extranonce1 (e.g. the pool moved it). Miners that asked for
@@ -872,6 +886,19 @@ impl Session {
         }
     }
 
+    /// Takes the share just judged out of the duplicate filter (it was not credited).
+    fn forget_judged_share(&mut self) {
+        let (Some(j), Some(key)) = (self.judged.job, self.judged.fingerprint) else {
+            return;
+        };
+        if let Some(sj) = self.jobs.get_mut(j)
+            && let Ok(i) = sj.seen.binary_search(&key)
+        {
+            sj.seen.remove(i);
+            self.seen_total -= 1;
+        }
+    }
+
     fn forget_oldest_job(&mut self) {
         if let Some(j) = self.jobs.pop_front() {
             self.seen_total -= j.seen.len();
@@ -1036,6 +1063,7 @@ impl Session {
         }
         seen.insert(seen_at, key);
         self.seen_total += 1;
+        self.judged.fingerprint = Some(key);
         let aux = match (&job.aux, aux_targets_met.is_empty()) {
             (Some(a), false) => {
                 let coinbase = job.coinbase(&self.extranonce1, &extranonce2);
@@ -1078,6 +1106,11 @@ impl Session {
 
     fn reply_share(&mut self, now: Now, id: &Id, outcome: ShareOutcome) {
         let (difficulty, block, aux) = match outcome {
+            ShareOutcome::Accepted { .. } if !self.log_available => {
+                self.forget_judged_share();
+                self.error(id, 20, "Share log unavailable; share not credited");
+                return;
+            }
             ShareOutcome::Accepted { difficulty, aux } => {
                 self.ok(id);
                 (difficulty, None, aux)

@@ -1216,3 +1216,37 @@ fn the_duplicate_filter_stays_within_its_budget_under_a_share_flood() {
         "the flood filled the budget: {peak} bytes"
     );
 }
+
+#[test]
+fn while_the_share_log_is_unavailable_shares_are_answered_20_and_not_credited() {
+    let mut pool = Pool::new(policy());
+    pool.template(gbt(Some("1d00ffff")));
+    let mut m = connect(&pool, 1, [4, 3, 2, 1]);
+    let (job, nt) = (m.job_id(), m.ntime());
+    let nonce = m.find(&[0, 0, 0, 1], 0, true, None);
+    m.events.clear();
+    m.s.set_log_available(false);
+    let r = m.submit(pool.now, &job, "00000001", nt, nonce, None);
+    assert_eq!(code(&r), 20, "{r}");
+    assert!(
+        r["error"][1]
+            .as_str()
+            .unwrap()
+            .contains("Share log unavailable"),
+        "{r}"
+    );
+    assert!(records(&m).is_empty(), "nothing to credit");
+    assert!(
+        !m.events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Refused { .. })),
+        "not the miner's fault: not counted as refused"
+    );
+    // Once the log is back, the same share is taken (it never entered the duplicate filter).
+    m.s.set_log_available(true);
+    let r = m.submit(pool.now, &job, "00000001", nt, nonce, None);
+    assert_eq!(r["result"], json!(true), "{r}");
+    assert_eq!(records(&m).len(), 1);
+    let r = m.submit(pool.now, &job, "00000001", nt, nonce, None);
+    assert_eq!(code(&r), 22, "and then it is a duplicate");
+}

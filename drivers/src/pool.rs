@@ -314,7 +314,11 @@ pub fn start_merged<N: Net, T: RpcTransport>(
             .collect(),
         ..PoolState::default()
     }));
-    let (store_tx, store_status) = watch::channel(ShareLogStatus::default());
+    // The spool is taken as writable until the share log says otherwise.
+    let (store_tx, store_status) = watch::channel(ShareLogStatus {
+        spool_ok: true,
+        ..ShareLogStatus::default()
+    });
     let stratum_ports: Vec<u16> = io
         .listeners
         .iter()
@@ -364,6 +368,7 @@ pub fn start_merged<N: Net, T: RpcTransport>(
         feed,
         hub: hub.clone(),
         log: log_tx,
+        log_status: store_status.clone(),
         metrics: metrics.clone(),
     });
     let handle = PoolHandle {

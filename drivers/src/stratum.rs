@@ -48,7 +48,7 @@ use powerpool_core::pool::{AdmissionPolicy, BanKey, Refusal};
 use powerpool_core::proxy::{self, Cidr, Source};
 use powerpool_core::record::ShareKind;
 use powerpool_core::session::{CloseReason, RefusalLimit, Session, SessionContext, SessionEvent};
-use powerpool_core::sharelog::LogRecord;
+use powerpool_core::sharelog::{LogRecord, ShareLogStatus};
 use powerpool_core::time::{Now, Timestamp};
 use powerpool_core::work::JobUpdate;
 use serde::{Deserialize, Serialize};
@@ -312,6 +312,8 @@ pub struct StratumShared {
     pub feed: Arc<JobFeed>,
     pub hub: Arc<Hub>,
     log: LogSender,
+    /// The share log's health: accepted shares are refused (code 20) while its spool fails.
+    log_status: watch::Receiver<ShareLogStatus>,
     metrics: Arc<Metrics>,
     /// One slot per connection. The registry's lock is taken only on connect and disconnect;
     /// each connection updates its own slot in place (uncontended except by the monitor).
@@ -328,6 +330,7 @@ pub struct StratumSetup {
     pub feed: Arc<JobFeed>,
     pub hub: Arc<Hub>,
     pub log: LogSender,
+    pub log_status: watch::Receiver<ShareLogStatus>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -340,6 +343,7 @@ impl StratumShared {
             feed: setup.feed,
             hub: setup.hub,
             log: setup.log,
+            log_status: setup.log_status,
             metrics: setup.metrics,
             clients: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
@@ -347,6 +351,30 @@ impl StratumShared {
     }
 
     /// Connections admitted and not yet ended.
+    /// Whether the share log can keep what is acknowledged now: its spool takes appends.
+    fn log_available(&self) -> bool {
+        let st = self.log_status.borrow();
+        st.spool_ok && !st.spool_full
+    }
+
+    /// Resolves once the share log has been unavailable for `d` without a break.
+    async fn log_unavailable_for(&self, d: Duration) {
+        let available = |s: &ShareLogStatus| s.spool_ok && !s.spool_full;
+        let mut rx = self.log_status.clone();
+        loop {
+            if rx.wait_for(|s| !available(s)).await.is_err() {
+                // The share log is gone: the durability wait beside this one ends instead.
+                std::future::pending::<()>().await;
+            }
+            if tokio::time::timeout(d, rx.wait_for(available))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
     pub fn connection_count(&self) -> usize {
         self.hub.view(|p| p.connection_count())
     }
@@ -679,6 +707,7 @@ async fn connection<N: Net, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 Ok(0) | Err(_) => closing = true,
                 Ok(n) => {
                     last_rx = Instant::now();
+                    session.set_log_available(shared.log_available());
                     session.handle_input(shared.now(&net), &buf[..n]);
                 }
             },
@@ -788,11 +817,13 @@ async fn connection<N: Net, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         }
         if acks && !out.is_empty() {
             // Once the pool is stopping, a log that cannot make it durable within the write
-            // timeout must not keep this connection (and so the shutdown) waiting.
+            // timeout must not keep this connection (and so the shutdown) waiting; nor may a
+            // spool that stays unwritable (disk full) that long.
             let durable = !unlogged
                 && tokio::select! {
                     biased;
                     r = shared.log.wait_durable(ticket) => r.is_ok(),
+                    () = shared.log_unavailable_for(write_timeout) => false,
                     () = async {
                         stopped(&mut shutdown).await;
                         tokio::time::sleep(write_timeout).await;
@@ -800,7 +831,10 @@ async fn connection<N: Net, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 };
             if !durable {
                 // Never promise what may be lost: the miner resubmits or counts it stale.
-                tracing::error!(serial, "share log is gone: closing without acknowledging");
+                tracing::error!(
+                    serial,
+                    "share log cannot keep the records: closing without acknowledging"
+                );
                 out.clear();
                 closing = true;
             }

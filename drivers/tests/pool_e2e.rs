@@ -418,3 +418,82 @@ async fn shutdown_waits_for_a_slow_nodes_verdict_on_a_found_block() {
     assert_eq!(node.submitted_blocks().len(), 1);
     assert_eq!(node.tip().hash, found.hash);
 }
+
+/// With the store unreachable the spool takes every record until it is full; from then on no
+/// `true` is given: a connection waiting for an fsync that cannot come is closed unanswered
+/// after the write timeout, later shares get error 20, and `/health` fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_stops_acknowledgements_with_error_20_and_fails_health() {
+    let mut nc = NodeConfig::test(31);
+    nc.chain.bits = 0x1d00ffff; // no share is a block
+    let node = Node::new(nc).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node_addr = listener.local_addr().unwrap();
+    let (_node_stop, mut rx) = watch::channel(false);
+    tokio::spawn(powerpool_devnode::serve(
+        node.clone(),
+        listener,
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        },
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&[node_addr], dir.path(), None);
+    // Redis is configured but nothing listens there: every batch stays in the spool.
+    c.store.backend = StoreBackend::Redis;
+    c.store.redis.url = "redis://127.0.0.1:1/0".into();
+    c.store.spool_max_bytes = 8 * 1024;
+    c.limits.write_timeout_secs = 1;
+    c.monitor.enabled = true;
+    c.monitor.bind = "127.0.0.1:0".parse().unwrap();
+    let (tx, rx) = watch::channel(false);
+    let l = launch(c, rx).await.unwrap();
+    let addr = l.stratum_addrs[0];
+    let health = format!("http://{}/health", l.monitor_addr.unwrap());
+
+    let (mut acked, mut closed, mut refused_20) = (0, 0, 0);
+    let mut m = miner(addr).await;
+    for en2 in 1..2_000u64 {
+        while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(1), m.read_message()).await
+        {
+        }
+        let found = m
+            .search(Algorithm::Sha256d, en2, 10_000_000)
+            .expect("a share within ten million hashes");
+        match m.submit(USER, &found).await {
+            Ok(r) if r["result"] == serde_json::json!(true) => acked += 1,
+            Ok(r) => {
+                assert_eq!(r["error"][0], 20, "{r}");
+                assert!(
+                    r["error"][1]
+                        .as_str()
+                        .unwrap()
+                        .contains("Share log unavailable")
+                );
+                refused_20 += 1;
+                if refused_20 == 3 {
+                    break;
+                }
+            }
+            Err(_) => {
+                closed += 1;
+                m = miner(addr).await;
+            }
+        }
+    }
+    assert!(
+        acked > 0,
+        "shares were acknowledged while the spool had room"
+    );
+    assert_eq!(
+        refused_20, 3,
+        "error 20 once the spool was full (acked {acked}, closed {closed})"
+    );
+    let st = l.handle.store_status.borrow().clone();
+    assert!(st.spool_full || !st.spool_ok, "{st:?}");
+    let r = reqwest::get(&health).await.unwrap();
+    assert_eq!(r.status(), 503, "health fails while nothing can be kept");
+    println!("acknowledged {acked}, connections closed unanswered {closed}, then error 20");
+    // Not waited for: with nothing writable the share log spends its whole shutdown grace.
+    tx.send_replace(true);
+}
