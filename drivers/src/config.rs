@@ -254,8 +254,8 @@ impl Default for StratumPortConfig {
 pub type TlsFiles = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
 /// `stratum[].tls`: the port speaks stratum over TLS with this certificate chain and key
-/// (PEM files), or plain TCP when both are null. Read at start: a renewed certificate takes a
-/// restart.
+/// (PEM files), or plain TCP when both are null. Read at start and again on SIGHUP
+/// (`StratumShared::reload_tls`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {

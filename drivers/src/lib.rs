@@ -66,8 +66,9 @@
 //!   bitcoind's ZMQ `hashblock`.
 //! - [`aux`]: merged mining's aux chains — work polled from each chain's best live node, aux
 //!   blocks submitted to every node of their chain.
-//! - [`store`]: the share/block log — Redis (SimpleCoin layout + stream), embedded redb, and the
-//!   local spool, the write-ahead log every record passes through.
+//! - [`store`]: the share/block log — Redis (SimpleCoin layout + stream), embedded redb (share
+//!   records packed per batch, `store::compact`), and the local spool, the write-ahead log
+//!   every record passes through; `store::export` reads records back for payouts.
 //! - [`monitor`]: the HTTP monitor; [`status`]: what it shows of a running pool;
 //!   [`metrics`]: lock-free counters, Prometheus text and statsd.
 //! - [`demo`]: the `powerpool demo` setup — the pool on embedded defaults pointed at the demo

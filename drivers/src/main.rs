@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -12,6 +13,7 @@ use powerpool_drivers::app::{Launched, launch};
 use powerpool_drivers::client::StratumClient;
 use powerpool_drivers::config::{Config, LogFormat};
 use powerpool_drivers::demo::{DEMO_ADDRESS, DemoOptions, start_chain};
+use powerpool_drivers::stratum::StratumShared;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::reload;
@@ -48,6 +50,11 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         mine: usize,
     },
+    /// The store's files: check them, and repair what can be repaired.
+    Store {
+        #[command(subcommand)]
+        what: StoreCommand,
+    },
     /// Share records from the store, for payouts.
     Shares {
         #[command(subcommand)]
@@ -66,6 +73,21 @@ enum Command {
         warn_ms: u64,
         #[arg(long, default_value_t = 2000)]
         crit_ms: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCommand {
+    /// Reads the spool (store.spool_path) and, on the embedded store, every record of the redb
+    /// file back, and reports what cannot be read. Run it with the pool stopped. Exit 0 when
+    /// nothing is damaged (or all was repaired), 1 otherwise.
+    Check {
+        /// The pool's config file.
+        config: PathBuf,
+        /// Rewrite a damaged spool keeping every intact batch (the damaged bytes are saved
+        /// beside it), and let redb repair its file.
+        #[arg(long)]
+        repair: bool,
     },
 }
 
@@ -149,6 +171,7 @@ fn main() -> ExitCode {
                 return check(&url, &user, &password, warn_ms, crit_ms).await;
             }
             (Some(Command::Shares { what }), _, _) => shares(what).await,
+            (Some(Command::Store { what }), _, _) => return store(what),
             (None, Some(path), _) => match Config::load(&path) {
                 Ok(_) => {
                     println!("{}: ok", path.display());
@@ -170,6 +193,68 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn store(what: StoreCommand) -> anyhow::Result<ExitCode> {
+    use powerpool_drivers::store::{EmbeddedStore, Spool};
+    let StoreCommand::Check { config, repair } = what;
+    let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!(e))?;
+    let mut damaged = false;
+    let dir = &cfg.store.spool_path;
+    let c = Spool::check(dir).map_err(|e| anyhow::anyhow!(e))?;
+    println!(
+        "spool {}: {} batches waiting, {} damaged ranges, torn tail {} bytes",
+        dir.display(),
+        c.waiting,
+        c.damaged.len(),
+        c.torn_bytes
+    );
+    for (at, n) in &c.damaged {
+        println!("  damaged: {n} bytes at {at}");
+    }
+    if !c.damaged.is_empty() {
+        if repair {
+            let r = Spool::repair(dir).map_err(|e| anyhow::anyhow!(e))?;
+            println!("  repaired: kept {} batches", r.kept_batches);
+            for (at, n, saved) in &r.damaged {
+                println!("  {n} damaged bytes at {at} saved to {}", saved.display());
+            }
+        } else {
+            damaged = true;
+        }
+    }
+    if cfg.store.backend == powerpool_drivers::config::StoreBackend::Embedded {
+        let path = &cfg.store.embedded_path;
+        let c = EmbeddedStore::check_file(path, repair).map_err(|e| anyhow::anyhow!(e))?;
+        println!(
+            "store {}: {} share blocks, {} shares, {} block records{}",
+            path.display(),
+            c.share_blocks,
+            c.shares,
+            c.block_records,
+            if c.repaired {
+                "; redb repaired its file"
+            } else {
+                ""
+            }
+        );
+        for d in &c.damaged {
+            println!("  cannot read {d}");
+        }
+        damaged |= !c.damaged.is_empty();
+    }
+    if damaged {
+        eprintln!(
+            "powerpool: damage found{}",
+            if repair {
+                " that could not be repaired"
+            } else {
+                ": run again with --repair"
+            }
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn shares(what: SharesCommand) -> anyhow::Result<()> {
@@ -236,6 +321,7 @@ async fn signals(
     config_path: Option<PathBuf>,
     running: Option<Config>,
     logs: ReloadHandle,
+    stratum: Arc<OnceLock<Arc<StratumShared>>>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -253,7 +339,13 @@ async fn signals(
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(config_path.as_deref(), running.as_ref(), &mut level, &logs),
+            _ = hup.recv() => reload(
+                config_path.as_deref(),
+                running.as_ref(),
+                &mut level,
+                &logs,
+                stratum.get(),
+            ),
         }
     }
     tracing::info!("shutting down: finishing in-flight work and flushing the share log");
@@ -265,6 +357,7 @@ fn reload(
     running: Option<&Config>,
     level: &mut Option<String>,
     logs: &ReloadHandle,
+    stratum: Option<&Arc<StratumShared>>,
 ) {
     let (Some(path), Some(running)) = (path, running) else {
         tracing::info!("SIGHUP: no config file to reload");
@@ -291,9 +384,28 @@ fn reload(
             Err(e) => tracing::error!(error = %e, "SIGHUP: bad logging.level"),
         }
     }
+    // TLS certificates are read again on every reload: a renewal keeps the file names.
+    let mut tls_reloaded = Vec::new();
+    for (port, r) in stratum.map(|s| s.reload_tls(&new)).unwrap_or_default() {
+        match r {
+            Ok(()) => {
+                tracing::info!(%port, "SIGHUP: TLS certificate and key read again");
+                tls_reloaded.push(port);
+                applied = true;
+            }
+            Err(e) => tracing::error!(%port, error = %e, "SIGHUP: TLS certificate kept"),
+        }
+    }
     // Compared with what the pool started with: a change made in an earlier reload is still
-    // waiting for the restart.
-    let pending = running.changes_needing_restart(&new);
+    // waiting for the restart. New certificate files of a TLS port were just applied.
+    let mut pending = running.changes_needing_restart(&new);
+    pending.retain(|k| {
+        !running.stratum.iter().enumerate().any(|(i, p)| {
+            tls_reloaded.contains(&p.name)
+                && (*k == format!("stratum[{i}].tls.cert_file")
+                    || *k == format!("stratum[{i}].tls.key_file"))
+        })
+    });
     if !pending.is_empty() {
         tracing::warn!(
             keys = %pending.join(", "),
@@ -308,8 +420,16 @@ async fn run(path: &Path) -> anyhow::Result<()> {
     let cfg = Config::load(path)?;
     let logs = init_logging(cfg.logging.format, &cfg.logging.level);
     let (tx, rx) = watch::channel(false);
-    tokio::spawn(signals(tx, Some(path.to_owned()), Some(cfg.clone()), logs));
+    let stratum = Arc::new(OnceLock::new());
+    tokio::spawn(signals(
+        tx,
+        Some(path.to_owned()),
+        Some(cfg.clone()),
+        logs,
+        stratum.clone(),
+    ));
     let launched = launch(cfg, rx).await?;
+    let _ = stratum.set(launched.handle.stratum.clone());
     announce(&launched, None);
     finish(launched).await
 }
@@ -330,7 +450,7 @@ async fn demo(
         ..DemoOptions::default()
     };
     let (tx, rx) = watch::channel(false);
-    tokio::spawn(signals(tx, None, None, logs));
+    tokio::spawn(signals(tx, None, None, logs, Arc::new(OnceLock::new())));
     // The chain stops after the pool, so found blocks still reach it during shutdown.
     let (chain_tx, chain_rx) = watch::channel(false);
     let (cfg, _node) = start_chain(&opts, chain_rx).await?;

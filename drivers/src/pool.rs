@@ -225,10 +225,10 @@ pub fn start_merged<N: Net, T: RpcTransport>(
             };
             let tls = match p.tls.load("tls") {
                 Ok(None) => None,
-                Ok(Some((certs, key))) => Some(Arc::new(
+                Ok(Some((certs, key))) => Some(Arc::new(crate::tls::TlsPort::new(
                     crate::tls::server_config(certs, key)
                         .map_err(|e| anyhow::anyhow!("stratum {}: tls: {e}", p.name))?,
-                )),
+                ))),
                 Err((k, m)) => anyhow::bail!("stratum {}: {k}: {m}", p.name),
             };
             Ok(Port {

@@ -202,7 +202,7 @@ pub struct Port {
     /// Set when connections arrive through a load balancer speaking the PROXY protocol.
     pub proxy: Option<Arc<ProxyPort>>,
     /// Set when the port speaks stratum over TLS.
-    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    pub tls: Option<Arc<crate::tls::TlsPort>>,
 }
 
 /// A port's PROXY protocol settings (`stratum[].proxy_protocol`, enabled).
@@ -373,6 +373,32 @@ impl StratumShared {
                 return;
             }
         }
+    }
+
+    /// SIGHUP: reads the certificate and key of every TLS port again from the files `cfg`
+    /// names for it (by port name), so renewed certificates apply to new handshakes. A port
+    /// that gains or loses TLS needs a restart and is left alone. One result per TLS port.
+    pub fn reload_tls(&self, cfg: &crate::config::Config) -> Vec<(String, Result<(), String>)> {
+        let mut out = Vec::new();
+        for port in &self.ports {
+            let Some(slot) = &port.tls else { continue };
+            let Some((i, p)) = cfg
+                .stratum
+                .iter()
+                .enumerate()
+                .find(|(_, p)| p.name == port.name)
+            else {
+                continue;
+            };
+            let loaded = match p.tls.load(&format!("stratum[{i}].tls")) {
+                Ok(Some((certs, key))) => crate::tls::server_config(certs, key)
+                    .map_err(|e| format!("stratum[{i}].tls: {e}")),
+                Ok(None) => Err(format!("stratum[{i}].tls: turned off: takes a restart")),
+                Err((k, m)) => Err(format!("{k}: {m}")),
+            };
+            out.push((port.name.clone(), loaded.map(|c| slot.replace(c))));
+        }
+        out
     }
 
     pub fn connection_count(&self) -> usize {
@@ -623,8 +649,9 @@ async fn start<N: Net>(
     };
     // The handshake holds an admitted slot: it gets no longer than the authorization would.
     let limit = Duration::from_secs(shared.limits.auth_timeout_secs);
-    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+    let accept = tokio_rustls::TlsAcceptor::from(tls.current()).accept(stream);
     let handshake = tokio::select! {
+        biased;
         r = tokio::time::timeout(limit, accept) => r,
         // No session yet: nothing to finish.
         _ = stopped(&mut shutdown) => return,

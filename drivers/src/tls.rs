@@ -1,9 +1,10 @@
 //! Stratum over TLS (`stratum[].tls`): the server configuration built from the port's PEM
 //! certificate chain and key. rustls with the `ring` provider, chosen explicitly rather than as
 //! the process default, so nothing else in the binary (or a test) can change which one a port
-//! uses. The certificate is read at start; a renewed one takes a restart.
+//! uses. The certificate is read at start and again on SIGHUP ([`TlsPort::replace`]): new
+//! handshakes use the new one, connections already up keep theirs.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -24,4 +25,26 @@ pub fn server_config(
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)
+}
+
+/// A port's TLS configuration, replaceable while the port serves.
+#[derive(Debug)]
+pub struct TlsPort(RwLock<Arc<ServerConfig>>);
+
+impl TlsPort {
+    pub fn new(cfg: ServerConfig) -> Self {
+        TlsPort(RwLock::new(Arc::new(cfg)))
+    }
+
+    /// The configuration a handshake starting now uses.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn replace(&self, cfg: ServerConfig) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(cfg);
+    }
 }

@@ -267,17 +267,36 @@ fn sighup_names_changes_that_need_a_restart() {
             "  enabled: true\n  # JSON endpoints",
             "  enabled: false\n  # JSON endpoints",
         );
+    // The port speaks TLS: its certificate files are read again on SIGHUP.
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let text = text.replace(
+        "      cert_file: null\n      key_file: null",
+        &format!(
+            "      cert_file: {}\n      key_file: {}",
+            cert.display(),
+            key.display()
+        ),
+    );
     let path = dir.path().join("pool.yml");
     std::fs::write(&path, &text).unwrap();
     let mut pool = Running::start(Command::new(BIN).arg(&path));
     pool.wait_line("the stratum address", |l| l.starts_with("stratum: "));
 
+    let renewed = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(&cert, renewed.cert.pem()).unwrap();
+    std::fs::write(&key, renewed.signing_key.serialize_pem()).unwrap();
     let changed = text
         .replace("  format: text", "  format: json")
         .replace("  idle_timeout_secs: 900", "  idle_timeout_secs: 600")
         .replace("  level: info", "  level: debug");
     std::fs::write(&path, changed).unwrap();
     pool.signal("HUP");
+    pool.wait_line("the TLS reload", |l| {
+        l.contains("TLS certificate and key read again")
+    });
     let line = pool.wait_line("the restart warning", |l| l.contains("after a restart"));
     assert!(
         line.contains("logging.format") && line.contains("limits.idle_timeout_secs"),
@@ -408,4 +427,81 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
         .ok_or(())
+}
+
+#[test]
+fn store_check_finds_a_damaged_spool_and_repair_keeps_the_intact_batches() {
+    use powerpool_core::sharelog::{Batch, BatchId};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("pool.yml");
+    std::fs::write(&cfg, example_config(dir.path(), "http://127.0.0.1:1")).unwrap();
+    let spool = dir.path().join("spool");
+    let mut first_end = 0;
+    {
+        let mut s = powerpool_drivers::store::Spool::open(&spool, 1 << 20).unwrap();
+        for seq in 1..=3 {
+            s.append(&Batch {
+                id: BatchId {
+                    server: 1,
+                    boot: 2,
+                    seq,
+                },
+                records: vec![],
+            })
+            .unwrap();
+            if seq == 1 {
+                first_end = s.len_bytes();
+            }
+        }
+    }
+    let log = spool.join("spool.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes[first_end as usize + 13] ^= 0x01;
+    std::fs::write(&log, &bytes).unwrap();
+
+    let check = |repair: bool| {
+        let mut c = Command::new(BIN);
+        c.args(["store", "check"]).arg(&cfg);
+        if repair {
+            c.arg("--repair");
+        }
+        c.output().unwrap()
+    };
+    // The pool refuses to start on it, naming the file and the command.
+    let mut pool = Running::start(Command::new(BIN).arg(&cfg));
+    let line = pool.wait_line("the refusal", |l| l.contains("is damaged at byte"));
+    assert!(
+        line.contains("spool.log") && line.contains("powerpool store check --repair"),
+        "{line}"
+    );
+    assert!(!pool.wait_exit().success());
+
+    let out = check(false);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("2 batches waiting, 1 damaged ranges"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--repair"));
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        bytes,
+        "a check changes nothing"
+    );
+
+    let out = check(true);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("repaired: kept 2 batches"), "{text}");
+    let out = check(false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

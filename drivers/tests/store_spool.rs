@@ -184,3 +184,52 @@ fn a_corrupt_cursor_replays_from_the_start() {
     // Replaying batch 1 again is safe: stores skip batch ids they already applied.
     assert_eq!(s.pending_batches(), 3);
 }
+
+/// Damage in a frame that intact frames follow is not a torn write: the spool is refused as
+/// it is (nothing truncated), naming the file and the repair command; the repair keeps every
+/// intact batch in order and saves the damaged bytes.
+#[test]
+fn damage_before_intact_frames_is_refused_then_repaired_keeping_every_intact_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first_end, second_end);
+    {
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        s.append(&batch(1, 2)).unwrap();
+        first_end = s.len_bytes();
+        s.append(&batch(2, 2)).unwrap();
+        second_end = s.len_bytes();
+        s.append(&batch(3, 2)).unwrap();
+    }
+    let path = dir.path().join("spool.log");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let before = bytes.clone();
+    // A flipped byte inside the second frame's payload.
+    let at = (first_end + (second_end - first_end) / 2) as usize;
+    bytes[at] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let e = Spool::open(dir.path(), 1 << 20).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, SpoolError::Damaged { offset, .. } if offset == first_end),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("spool.log") && msg.contains("powerpool store check --repair"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was changed");
+    let c = Spool::check(dir.path()).unwrap();
+    assert_eq!((c.waiting, c.torn_bytes), (2, 0));
+    assert_eq!(c.damaged, [(first_end, second_end - first_end)]);
+
+    let r = Spool::repair(dir.path()).unwrap();
+    assert_eq!(r.kept_batches, 2);
+    assert_eq!(r.damaged.len(), 1);
+    let saved = std::fs::read(&r.damaged[0].2).unwrap();
+    assert_eq!(saved, bytes[first_end as usize..second_end as usize]);
+    assert_ne!(saved, before[first_end as usize..second_end as usize]);
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    let ids: Vec<u64> = drain(&mut s).iter().map(|b| b.id.seq).collect();
+    assert_eq!(ids, [1, 3]);
+}

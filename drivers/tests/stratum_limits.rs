@@ -850,3 +850,118 @@ async fn tls_port_serves_subscribe_authorize_and_shares() {
     assert!(peers(&pool).contains(&miner_addr.to_string()));
     pool.stop();
 }
+
+/// A farm's proxy or a rental service puts thousands of miners behind one address: with the
+/// default limits, 2,000 connections from 127.0.0.1 that authorize as they come are all
+/// served, and one more is too (the accept rate and the cap on unauthorized connections pace
+/// them, they do not refuse them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_miners_behind_one_address_are_served_by_default() {
+    let pool = start(Limits::default(), vec![port("a", fixed(1.0))]).await;
+    let addr = pool.addr(0);
+    let mut miners: Vec<BufReader<TcpStream>> = Vec::new();
+    // In waves of 400 (under the 500 unauthorized connections one IP may hold), each wave
+    // authorized before the next; a refused connect is retried, as a proxy's would be.
+    let mut refused = 0;
+    while miners.len() < 2_000 {
+        let mut wave = JoinSet::new();
+        for _ in 0..400.min(2_000 - miners.len()) {
+            wave.spawn(async move {
+                let s = connect_from(loopback(1), addr).await;
+                let mut s = probe(s).await?;
+                let auth = format!(
+                    "{{\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"{USER}\",\"x\"]}}\n"
+                );
+                s.get_mut().write_all(auth.as_bytes()).await.ok()?;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    let n = tokio::time::timeout(LIMIT, s.read_line(&mut line))
+                        .await
+                        .ok()?
+                        .ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    if line.contains("\"id\":2") {
+                        assert!(line.contains("\"result\":true"), "{line}");
+                        return Some(s);
+                    }
+                }
+            });
+        }
+        while let Some(m) = wave.join_next().await {
+            match m.unwrap() {
+                Some(s) => miners.push(s),
+                None => refused += 1,
+            }
+        }
+        assert!(refused < 4_000, "refused again and again: {refused}");
+        if miners.len() < 2_000 {
+            // The accept rate refills at 200 a second.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    assert_eq!(pool.open(), 2_000);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let one_more = probe(connect_from(loopback(1), addr).await).await;
+    assert!(one_more.is_some(), "the 2,001st is served too");
+    println!("2,000 miners from one address served; {refused} connects paced by the accept rate");
+    pool.stop();
+}
+
+/// SIGHUP reads a TLS port's certificate files again: new handshakes get the renewed
+/// certificate; a broken file keeps the one in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_certificates_are_read_again_on_reload() {
+    let certs = tempfile::tempdir().unwrap();
+    let (old_ca, cert_file, key_file) = test_certs(certs.path());
+    let mut tls = port("tls", fixed(1e-6));
+    tls.tls = TlsConfig {
+        cert_file: Some(cert_file.clone()),
+        key_file: Some(key_file.clone()),
+    };
+    let cfg = Config {
+        stratum: vec![tls.clone()],
+        ..Config::default()
+    };
+    let pool = start(Limits::default(), vec![tls]).await;
+    let addr = pool.addr(0);
+    let subscribe = |ca: CertificateDer<'static>| async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let s = tls_connect(&ca, tcp).await?;
+        let mut m = StratumClient::from_io(s);
+        m.subscribe("tls/1.0")
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    };
+    subscribe(old_ca.clone())
+        .await
+        .expect("the first certificate");
+
+    // Renewed in place, under the same file names.
+    let renewed = tempfile::tempdir().unwrap();
+    let (new_ca, new_cert, new_key) = test_certs(renewed.path());
+    std::fs::copy(&new_cert, &cert_file).unwrap();
+    std::fs::copy(&new_key, &key_file).unwrap();
+    let r = pool.launched.handle.stratum.reload_tls(&cfg);
+    assert_eq!(r, [("tls".to_string(), Ok(()))]);
+    subscribe(new_ca.clone())
+        .await
+        .expect("the renewed certificate");
+    assert!(
+        subscribe(old_ca.clone()).await.is_err(),
+        "the old certificate is no longer served"
+    );
+
+    // A broken file is refused and the certificate in use stays.
+    std::fs::write(&cert_file, "not a certificate").unwrap();
+    let r = pool.launched.handle.stratum.reload_tls(&cfg);
+    assert_eq!(r.len(), 1);
+    let e = r[0].1.as_ref().unwrap_err();
+    assert!(e.contains("stratum[0].tls.cert_file"), "{e}");
+    subscribe(new_ca)
+        .await
+        .expect("still the renewed certificate");
+    pool.stop();
+}

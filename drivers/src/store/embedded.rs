@@ -89,6 +89,19 @@ fn time_key(unix_ms: u64, batch: &[u8; 14]) -> [u8; 22] {
     k
 }
 
+/// What [`EmbeddedStore::check_file`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreCheck {
+    pub share_blocks: u64,
+    /// Share records in the blocks and in the legacy rows.
+    pub shares: u64,
+    pub block_records: u64,
+    /// What could not be read, one line each (table and key).
+    pub damaged: Vec<String>,
+    /// redb's integrity check found damage and repaired it (`--repair` only).
+    pub repaired: bool,
+}
+
 /// What one [`EmbeddedStore::prune`] call removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
@@ -134,6 +147,75 @@ impl EmbeddedStore {
             name: format!("embedded {}", path.display()),
             names: Arc::new(Mutex::new(names)),
         })
+    }
+
+    /// Reads every record of the store file at `path` back and reports what cannot be read.
+    /// With `repair`, redb's own integrity check runs first and repairs what it can (its page
+    /// structure); records that still cannot be decoded are reported, never dropped.
+    pub fn check_file(path: &Path, repair: bool) -> Result<StoreCheck, StoreError> {
+        let mut check = StoreCheck::default();
+        if repair {
+            let mut db = Database::open(path).map_err(|e| {
+                StoreError::Refused(format!("embedded store {}: {e}", path.display()))
+            })?;
+            check.repaired = !db.check_integrity().map_err(|e| {
+                StoreError::Refused(format!(
+                    "embedded store {}: cannot be repaired: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+        let store = EmbeddedStore::open(path)?;
+        let names = store
+            .names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let txn = store.db.begin_read().map_err(refused)?;
+        let t = txn.open_table(SHARE_BLOCKS).map_err(refused)?;
+        for row in t.iter().map_err(refused)? {
+            match row {
+                Ok((k, v)) => match compact::decode(v.value(), &names) {
+                    Ok(recs) => {
+                        check.share_blocks += 1;
+                        check.shares += recs.len() as u64;
+                    }
+                    Err(e) => check
+                        .damaged
+                        .push(format!("share_blocks {}: {e}", hex::encode(k.value()))),
+                },
+                Err(e) => check.damaged.push(format!("share_blocks: {e}")),
+            }
+        }
+        let t = txn.open_table(SHARES).map_err(refused)?;
+        for row in t.iter().map_err(refused)? {
+            match row.map(|(k, v)| {
+                (
+                    k.value().to_vec(),
+                    serde_json::from_slice::<ShareRecord>(v.value()),
+                )
+            }) {
+                Ok((_, Ok(_))) => check.shares += 1,
+                Ok((k, Err(e))) => check
+                    .damaged
+                    .push(format!("shares {}: {e}", hex::encode(k))),
+                Err(e) => check.damaged.push(format!("shares: {e}")),
+            }
+        }
+        let t = txn.open_table(BLOCKS).map_err(refused)?;
+        for row in t.iter().map_err(refused)? {
+            match row.map(|(k, v)| {
+                (
+                    k.value().to_owned(),
+                    serde_json::from_slice::<BlockRecord>(v.value()),
+                )
+            }) {
+                Ok((_, Ok(_))) => check.block_records += 1,
+                Ok((k, Err(e))) => check.damaged.push(format!("blocks {k}: {e}")),
+                Err(e) => check.damaged.push(format!("blocks: {e}")),
+            }
+        }
+        Ok(check)
     }
 
     /// Applies a batch (blocking; `write_batch` runs this off the async threads).

@@ -63,7 +63,7 @@ pub mod spool;
 pub use channel::{LogClosed, LogReceiver, LogSender, log_channel};
 pub use embedded::EmbeddedStore;
 pub use redis::{RedisStore, RedisStoreConfig};
-pub use spool::{Spool, SpoolError};
+pub use spool::{Spool, SpoolCheck, SpoolError};
 
 /// What a store did with a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

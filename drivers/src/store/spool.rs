@@ -14,7 +14,10 @@
 //!   crash or power loss.
 //! - A crash mid-append leaves a torn tail (short frame or bad checksum). [`Spool::open`]
 //!   detects it, truncates it away and reports the byte count; the batch it held was never
-//!   acknowledged as spooled, so nothing promised is lost.
+//!   acknowledged as spooled, so nothing promised is lost. Bytes that are not a frame *before*
+//!   an intact frame are damage, not a torn write: [`Spool::open`] refuses the spool
+//!   ([`SpoolError::Damaged`], naming the file and `powerpool store check --repair`) and
+//!   changes nothing; [`Spool::repair`] keeps every intact batch and saves the damaged bytes.
 //! - Replay yields batches in append order from the persisted cursor. The cursor is moved past
 //!   a batch only after the primary accepted it ([`Spool::advance`]); a crash in between
 //!   replays that batch again, which the stores' batch-id idempotency absorbs (as it does the
@@ -55,6 +58,21 @@ pub enum SpoolError {
     /// another version). Nothing is skipped: an operator must replay it with a matching version.
     #[error("spool frame at byte {offset} cannot be decoded: {reason}")]
     Undecodable { offset: u64, reason: String },
+    /// Bytes that are not a frame lie between frames: damage, not a torn last write (a crash
+    /// tears only the frame being appended, the last one). The frames after it hold
+    /// acknowledged records, so the spool is not opened; `powerpool store check --repair`
+    /// keeps every intact frame and saves the damaged bytes beside the file.
+    #[error(
+        "spool {} is damaged at byte {offset} ({bytes} bytes that are not a batch, with intact \
+         batches after them); nothing was changed: run `powerpool store check --repair <config>` \
+         to keep every intact batch (the damaged bytes are saved beside the file)",
+        path.display()
+    )]
+    Damaged {
+        path: PathBuf,
+        offset: u64,
+        bytes: u64,
+    },
 }
 
 impl SpoolError {
@@ -104,6 +122,15 @@ impl Spool {
             ends.push_back(end);
         }
         let torn_bytes = len - pos;
+        if torn_bytes > 0
+            && let Some(next) = next_frame(&mut file, pos, len).map_err(io_at(&log_path))?
+        {
+            return Err(SpoolError::Damaged {
+                path: log_path,
+                offset: pos,
+                bytes: next - pos,
+            });
+        }
         if torn_bytes > 0 {
             tracing::warn!(
                 path = %log_path.display(),
@@ -243,6 +270,148 @@ fn io_at(path: &Path) -> impl Fn(io::Error) -> SpoolError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// The start of the first whole, checksummed frame after `pos` (`None`: only a torn tail
+/// follows). A frame is at most the file's length, so a remainder larger than
+/// [`MAX_TAIL_SCAN`] is scanned in full only up to that many bytes, past which it cannot be a
+/// single torn frame anyway and is reported as damage.
+fn next_frame(file: &mut File, pos: u64, len: u64) -> io::Result<Option<u64>> {
+    let rest = len - pos;
+    let scan = rest.min(MAX_TAIL_SCAN);
+    let mut buf = vec![0u8; scan as usize];
+    file.seek(SeekFrom::Start(pos))?;
+    file.read_exact(&mut buf)?;
+    let magic = MAGIC.to_le_bytes();
+    for i in 1..buf.len().saturating_sub(3) {
+        if buf[i..i + 4] == magic && frame_end(file, pos + i as u64, len)?.is_some() {
+            return Ok(Some(pos + i as u64));
+        }
+    }
+    Ok((rest > MAX_TAIL_SCAN).then_some(pos + MAX_TAIL_SCAN))
+}
+
+/// The most bytes a torn tail is searched for a frame after it.
+const MAX_TAIL_SCAN: u64 = 256 << 20;
+
+/// What [`Spool::repair`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Batches kept (not yet replayed).
+    pub kept_batches: u64,
+    /// Damaged byte ranges dropped, and the file each was saved to.
+    pub damaged: Vec<(u64, u64, PathBuf)>,
+    /// A torn last frame dropped, in bytes.
+    pub torn_bytes: u64,
+}
+
+/// What [`Spool::check`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpoolCheck {
+    /// Intact batches not yet replayed.
+    pub waiting: u64,
+    /// Damaged ranges (start, length) a repair would drop.
+    pub damaged: Vec<(u64, u64)>,
+    /// A torn last frame, in bytes (dropped at the next start, as a crash mid-append leaves).
+    pub torn_bytes: u64,
+}
+
+/// The spool log walked from its cursor.
+struct Scan {
+    log_path: PathBuf,
+    /// Intact frames (start, end).
+    frames: Vec<(u64, u64)>,
+    damaged: Vec<(u64, u64)>,
+    torn_bytes: u64,
+}
+
+impl Spool {
+    /// Checks the spool in `dir` without changing it.
+    pub fn check(dir: &Path) -> Result<SpoolCheck, SpoolError> {
+        let s = scan(dir)?;
+        Ok(SpoolCheck {
+            waiting: s.frames.len() as u64,
+            damaged: s.damaged,
+            torn_bytes: s.torn_bytes,
+        })
+    }
+
+    /// Rewrites the spool in `dir` keeping every intact batch not yet replayed, in order; each
+    /// damaged range is saved to `spool.log.damaged-<offset>` beside it first. The old log is
+    /// replaced atomically (write, fsync, rename).
+    pub fn repair(dir: &Path) -> Result<RepairReport, SpoolError> {
+        let Scan {
+            log_path,
+            frames,
+            damaged,
+            torn_bytes,
+        } = scan(dir)?;
+        let mut file = File::open(&log_path).map_err(io_at(&log_path))?;
+        let mut report = RepairReport {
+            torn_bytes,
+            ..RepairReport::default()
+        };
+        for (start, n) in damaged {
+            let mut bytes = vec![0u8; n as usize];
+            file.seek(SeekFrom::Start(start))
+                .map_err(io_at(&log_path))?;
+            file.read_exact(&mut bytes).map_err(io_at(&log_path))?;
+            let saved = dir.join(format!("{LOG}.damaged-{start}"));
+            fs::write(&saved, &bytes).map_err(io_at(&saved))?;
+            report.damaged.push((start, n, saved));
+        }
+        let tmp = dir.join("spool.log.repair");
+        let mut out = File::create(&tmp).map_err(io_at(&tmp))?;
+        for (start, end) in &frames {
+            let mut bytes = vec![0u8; (end - start) as usize];
+            file.seek(SeekFrom::Start(*start))
+                .map_err(io_at(&log_path))?;
+            file.read_exact(&mut bytes).map_err(io_at(&log_path))?;
+            out.write_all(&bytes).map_err(io_at(&tmp))?;
+            report.kept_batches += 1;
+        }
+        out.sync_all().map_err(io_at(&tmp))?;
+        fs::rename(&tmp, &log_path).map_err(io_at(&log_path))?;
+        write_cursor(dir, 0, true)?;
+        Ok(report)
+    }
+}
+
+/// Walks the log from the cursor.
+fn scan(dir: &Path) -> Result<Scan, SpoolError> {
+    let log_path = dir.join(LOG);
+    let mut out = Scan {
+        log_path: log_path.clone(),
+        frames: Vec::new(),
+        damaged: Vec::new(),
+        torn_bytes: 0,
+    };
+    let mut file = match File::open(&log_path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_at(&log_path)(e)),
+    };
+    let len = file.metadata().map_err(io_at(&log_path))?.len();
+    let cursor = read_cursor(&dir.join(CURSOR))?;
+    let mut pos = if cursor > len { 0 } else { cursor };
+    while pos < len {
+        if let Some(end) = frame_end(&mut file, pos, len).map_err(io_at(&log_path))? {
+            out.frames.push((pos, end));
+            pos = end;
+            continue;
+        }
+        match next_frame(&mut file, pos, len).map_err(io_at(&log_path))? {
+            Some(next) => {
+                out.damaged.push((pos, next - pos));
+                pos = next;
+            }
+            None => {
+                out.torn_bytes = len - pos;
+                break;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The end offset of the whole, checksummed frame at `pos`, or `None` if there is none (end
