@@ -14,6 +14,8 @@
 //! | `/health` | `200 ok` when [`MonitorSource::healthy`], else `503 unhealthy` |
 //! | `/bans` | `{"bans": <MonitorSource::bans>}` (the bans in force, oldest first) |
 //! | `/shares` | a page of share records from the store: `{"records": [...], "next": cursor or null}`; query `since`, `until` (Unix s or ms), `round` (block hash), `all_kinds`, `after` (cursor), `limit` (see [`crate::store::export`]) |
+//! | `/store/blocks` | block records from the embedded store, newest first: `{"blocks": [...], "next": cursor or null}`; query `before` (cursor), `limit` |
+//! | `/store/addresses/{address}` | `{"address": a, "workers": {worker: {kind: summed difficulty}}}` from the embedded store's minute sums; query `since`, `until` (Unix s or ms) |
 //! | `DELETE /bans/{key}` | lifts the ban on `ip:<IP>` or `address:<payout address>`: `{"lifted": key}`, 404 when none, 400 for a malformed key |
 //!
 //! Any other path answers a JSON 404. A trailing slash is accepted on the list paths, as the
@@ -152,6 +154,8 @@ pub fn router(source: Arc<dyn MonitorSource>, metrics: Arc<Metrics>) -> Router {
         .route("/bans/", get(bans))
         .route("/bans/{key}", axum::routing::delete(lift_ban))
         .route("/shares", get(shares))
+        .route("/store/blocks", get(store_blocks))
+        .route("/store/addresses/{address}", get(store_address))
         .fallback(not_found)
         .with_state(AppState { source, metrics })
         .layer(middleware::from_fn_with_state(permits, limit))
@@ -271,6 +275,46 @@ async fn shares(
     {
         Ok(page) => Json(page).into_response(),
         Err(m) => error(StatusCode::SERVICE_UNAVAILABLE, &m),
+    }
+}
+
+async fn store_blocks(
+    State(s): State<AppState>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let Some(store) = s.source.store() else {
+        return error(StatusCode::NOT_FOUND, "this pool has no store to read");
+    };
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => 100,
+        Some(Ok(l)) => l,
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "limit: a number of blocks"),
+    };
+    match store
+        .blocks_page(q.get("before").map(String::as_str), limit)
+        .await
+    {
+        Ok((blocks, next)) => Json(json!({ "blocks": blocks, "next": next })).into_response(),
+        Err(m) => error(StatusCode::BAD_REQUEST, &m),
+    }
+}
+
+async fn store_address(
+    State(s): State<AppState>,
+    Path(address): Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let Some(store) = s.source.store() else {
+        return error(StatusCode::NOT_FOUND, "this pool has no store to read");
+    };
+    let time = |k: &str| q.get(k).map(|v| parse_time_ms(v)).transpose();
+    let (since, until) = match (time("since"), time("until")) {
+        (Ok(a), Ok(b)) => (a.unwrap_or(0), b.unwrap_or(u64::MAX)),
+        (Err(m), _) | (_, Err(m)) => return error(StatusCode::BAD_REQUEST, &m),
+    };
+    match store.address_totals(&address, since, until).await {
+        Ok(workers) => Json(json!({ "address": address, "workers": workers })).into_response(),
+        Err(m) => error(StatusCode::BAD_REQUEST, &m),
     }
 }
 

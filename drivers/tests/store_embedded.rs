@@ -375,6 +375,32 @@ async fn shares_are_exported_by_window_and_round_directly_and_through_the_monito
         .await
         .unwrap_err();
     assert!(e.contains("400") && e.contains("no block nope"), "{e}");
+    // Blocks, newest first, paged; per-address sums by worker and kind.
+    let get = |path: String| async move {
+        let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        let status = r.status();
+        (status, r.json::<serde_json::Value>().await.unwrap())
+    };
+    let (_, page) = get("/store/blocks?limit=2".into()).await;
+    let hashes: Vec<&str> = page["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["hash"].as_str().unwrap())
+        .collect();
+    assert_eq!(hashes, ["b30", "b20"]);
+    assert_eq!(page["blocks"][1]["status"], "rejected");
+    let next = page["next"].as_str().unwrap().to_owned();
+    let (_, page) = get(format!("/store/blocks?limit=2&before={next}")).await;
+    assert_eq!(page["blocks"][0]["hash"], "b10");
+    assert!(page["next"].is_null());
+    let (status, _) = get("/store/blocks?before=nonsense".into()).await;
+    assert_eq!(status, 400);
+    let (_, totals) = get("/store/addresses/addr".into()).await;
+    assert_eq!(totals["workers"]["w"]["acc"], 360.0);
+    assert_eq!(totals["workers"]["w"]["stale"], 105.0);
+    let (_, none) = get("/store/addresses/addr?until=1700000000".into()).await;
+    assert_eq!(none["workers"], serde_json::json!({}));
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }

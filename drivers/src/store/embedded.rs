@@ -497,6 +497,83 @@ impl EmbeddedStore {
         Ok(by_age.max(by_rounds))
     }
 
+    /// Block records newest first, `limit` of them after the cursor `before` (from a previous
+    /// page: `<unix_ms>:<hash>`); `next` continues. Block records are few (one per found
+    /// block), so each page reads them all.
+    pub fn blocks_page(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<BlockRecord>, Option<String>), StoreError> {
+        let cursor = match before {
+            None => None,
+            Some(c) => {
+                let bad = || {
+                    StoreError::Refused(format!("block cursor {c:?} is not one this store gave"))
+                };
+                let (ms, hash) = c.split_once(':').ok_or_else(bad)?;
+                Some((ms.parse::<u64>().map_err(|_| bad())?, hash.to_owned()))
+            }
+        };
+        let mut all = self.blocks()?;
+        all.sort_by(|a, b| (b.unix_ms, &b.hash).cmp(&(a.unix_ms, &a.hash)));
+        let page: Vec<BlockRecord> = all
+            .into_iter()
+            .filter(|b| {
+                cursor
+                    .as_ref()
+                    .is_none_or(|(ms, h)| (b.unix_ms, &b.hash) < (*ms, h))
+            })
+            .take(limit.saturating_add(1))
+            .collect();
+        let more = page.len() > limit;
+        let page: Vec<BlockRecord> = page.into_iter().take(limit).collect();
+        let next = more
+            .then(|| page.last().map(|b| format!("{}:{}", b.unix_ms, b.hash)))
+            .flatten();
+        Ok((page, next))
+    }
+
+    /// The summed difficulty of one payout address's shares per worker and kind (`acc`, `dup`,
+    /// `low`, `stale`, `invalid`) over the minutes that start in `[since_ms, until_ms)`, from
+    /// the per-minute sums (which retention does not prune). A scan of the minute table.
+    pub fn address_totals(
+        &self,
+        address: &str,
+        since_ms: u64,
+        until_ms: u64,
+    ) -> Result<BTreeMap<String, BTreeMap<String, f64>>, StoreError> {
+        let txn = self.db.begin_read().map_err(refused)?;
+        let t = txn.open_table(MINUTES).map_err(refused)?;
+        let prefix = format!("{address}.");
+        let mut out: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+        for row in t.iter().map_err(refused)? {
+            let (k, v) = row.map_err(refused)?;
+            let Some((head, field)) = k.value().split_once('\n') else {
+                continue;
+            };
+            let Some(worker) = field.strip_prefix(&prefix) else {
+                continue;
+            };
+            // `{kind}_{ALGO}_{STAMP}`: the kind has no `_`, the stamp is last.
+            let (Some(kind), Some(stamp)) = (
+                head.split('_').next(),
+                head.rsplit('_').next().and_then(|s| s.parse::<u64>().ok()),
+            ) else {
+                continue;
+            };
+            let ms = stamp.saturating_mul(1000);
+            if ms < since_ms || ms >= until_ms {
+                continue;
+            }
+            *out.entry(worker.to_owned())
+                .or_default()
+                .entry(kind.to_owned())
+                .or_default() += f64::from_bits(v.value());
+        }
+        Ok(out)
+    }
+
     /// The time window of the round block `hash` closed ([`super::export::round_window`]).
     pub fn round(&self, hash: &str) -> Result<Option<(u64, u64)>, StoreError> {
         Ok(round_window(&self.blocks()?, hash))

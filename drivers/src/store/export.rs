@@ -26,6 +26,11 @@ use powerpool_core::record::{BlockRecord, BlockStatus, ShareKind, ShareRecord};
 
 use super::{EmbeddedStore, RedisStore, StoreError};
 
+/// On Redis, blocks and per-address sums are SimpleCoin's (its `*_block_*` hashes and `min_*`
+/// keys, which it consumes): read them there.
+const REDIS_OWNS: &str = "on the redis store, blocks and share sums are SimpleCoin's: read them there (the share \
+     stream is paged by /shares)";
+
 /// Records one page may carry.
 pub const MAX_PAGE: usize = 100_000;
 
@@ -66,6 +71,47 @@ impl StoreReader {
                  --since and --until"
                     .into(),
             ),
+        }
+    }
+
+    /// Block records newest first ([`EmbeddedStore::blocks_page`]); embedded store only.
+    pub async fn blocks_page(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<BlockRecord>, Option<String>), String> {
+        match self {
+            StoreReader::Embedded(e) => {
+                let (e, before) = (e.clone(), before.map(str::to_owned));
+                tokio::task::spawn_blocking(move || {
+                    e.blocks_page(before.as_deref(), limit.clamp(1, MAX_PAGE))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+            }
+            StoreReader::Redis(_) => Err(REDIS_OWNS.into()),
+        }
+    }
+
+    /// Per worker and kind, the summed difficulty of an address's shares
+    /// ([`EmbeddedStore::address_totals`]); embedded store only.
+    pub async fn address_totals(
+        &self,
+        address: &str,
+        since_ms: u64,
+        until_ms: u64,
+    ) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>, String>
+    {
+        match self {
+            StoreReader::Embedded(e) => {
+                let (e, a) = (e.clone(), address.to_owned());
+                tokio::task::spawn_blocking(move || e.address_totals(&a, since_ms, until_ms))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            }
+            StoreReader::Redis(_) => Err(REDIS_OWNS.into()),
         }
     }
 

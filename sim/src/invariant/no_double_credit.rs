@@ -3,9 +3,10 @@
 //! - the store holds each accepted share record once (record ids are unique), and no more
 //!   accepted records per instance, and per miner, than the pool could have acknowledged;
 //! - every accepted record carries the username of a miner that submitted to that instance;
-//! - the store's per-minute difficulty totals equal the sums over the distinct share records
-//!   it holds ([`check_totals`]). The shares table is keyed by record id, so a batch applied
-//!   twice leaves it unchanged and only the totals, which add, show the double credit.
+//! - the store's per-minute difficulty totals equal the sums over the share records it holds
+//!   ([`check_totals`]). The embedded store packs each batch's records into one block, so a
+//!   batch applied twice under a new sequence shows as each of its records stored twice
+//!   ([`duplicate_ids`]); the totals, which add, then agree with what is stored.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -40,12 +41,7 @@ pub fn check(obs: &Observations, stored: &[ShareRecord]) -> Violations {
             ));
         }
     }
-    let mut ids = BTreeSet::new();
-    for r in stored {
-        if !ids.insert(r.id) {
-            v.push(format!("record {} stored twice", r.id));
-        }
-    }
+    v.extend(duplicate_ids(stored));
     for (server, recs) in accepted_by_server(stored) {
         let possible = obs
             .submits
@@ -91,6 +87,16 @@ pub fn check(obs: &Observations, stored: &[ShareRecord]) -> Violations {
 
 /// The store's minute totals (`{kind}_{algo}_{minute}`, `{address}.{worker}` → summed
 /// difficulty) against the same sums recomputed from the distinct share records it holds.
+/// Every record id stored more than once.
+pub fn duplicate_ids(stored: &[ShareRecord]) -> Violations {
+    let mut ids = BTreeSet::new();
+    stored
+        .iter()
+        .filter(|r| !ids.insert(r.id))
+        .map(|r| format!("record {} stored twice", r.id))
+        .collect()
+}
+
 pub fn check_totals(
     stored: &[ShareRecord],
     totals: &BTreeMap<(String, String), f64>,
