@@ -108,6 +108,9 @@ fn pool_config(node: SocketAddr, dir: &Path, redis: Option<&RedisServer>) -> Con
             start_difficulty: SHARE_DIFF,
             min_difficulty: SHARE_DIFF,
             vardiff: None,
+            // Thousands of shares a second per connection on one job (no vardiff, no new
+            // blocks): the default budget of 2,048 remembered shares would refuse the rest.
+            max_shares_per_connection: 1 << 20,
             ..PortPolicy::default()
         },
         proxy_protocol: Default::default(),
