@@ -70,7 +70,7 @@
 //! [`Coinservers::handle_timeout`] when that instant is reached. Requests and events are
 //! independent queues, so the order only keeps drivers uniform. `now` must never go backward.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -478,12 +478,20 @@ impl NodeSub {
 struct Submission {
     hex: Arc<str>,
     hash: Hash256,
+    /// The previous block's hash, from the header (bytes 4..36 of the block).
+    prev: Option<Hash256>,
     height: u64,
     /// Where each node stands.
     nodes: BTreeMap<NodeId, NodeSub>,
     /// While no node was live: give up at this instant.
     wait_until: Timestamp,
     decided: bool,
+}
+
+impl Submission {
+    fn waits_for_parent(&self, node: NodeId, on_the_way: &BTreeSet<(Hash256, NodeId)>) -> bool {
+        self.prev.is_some_and(|p| on_the_way.contains(&(p, node)))
+    }
 }
 
 #[derive(Debug)]
@@ -676,6 +684,7 @@ impl Coinservers {
             tracing::warn!(%block_id, "block handed in twice; submitting it once");
         } else {
             let mut s = Submission {
+                prev: prev_of(&hex),
                 hex,
                 hash,
                 height,
@@ -773,12 +782,16 @@ impl Coinservers {
         for f in self.in_flight.values() {
             consider(f.deadline);
         }
+        // A block waiting for its parent at a node is woken by the parent's reply, not a timer.
+        let on_the_way = self.on_the_way();
         for s in self.submissions.values() {
             if s.nodes.is_empty() {
                 consider(s.wait_until);
             }
-            for ns in s.nodes.values() {
-                if let NodeSubmit::RetryAt(at) = ns.st {
+            for (&node, ns) in &s.nodes {
+                if let NodeSubmit::RetryAt(at) = ns.st
+                    && !s.waits_for_parent(node, &on_the_way)
+                {
                     consider(at);
                 }
             }
@@ -1239,10 +1252,26 @@ impl Coinservers {
         }
     }
 
+    /// Our blocks still on their way to each node (not answered for good there). A block whose
+    /// parent is one of them waits for it at that node: sent side by side, the child can
+    /// arrive first and be refused (prev-blk-not-found).
+    fn on_the_way(&self) -> BTreeSet<(Hash256, NodeId)> {
+        self.submissions
+            .values()
+            .flat_map(|s| {
+                s.nodes
+                    .iter()
+                    .filter(|(_, ns)| !matches!(ns.st, NodeSubmit::Done(_)))
+                    .map(|(&node, _)| (s.hash, node))
+            })
+            .collect()
+    }
+
     fn drive_submissions(&mut self) {
         let now = self.now;
         let mut sends = Vec::new();
         let mut decided = Vec::new();
+        let on_the_way = self.on_the_way();
         for (&block_id, s) in &mut self.submissions {
             if s.nodes.is_empty() {
                 // No node was live when the block arrived: the first to come up takes it.
@@ -1259,8 +1288,10 @@ impl Coinservers {
                     s.nodes.insert(node, NodeSub::start(now));
                 }
             }
+            let prev = s.prev;
             for (&node, ns) in &mut s.nodes {
-                if matches!(ns.st, NodeSubmit::RetryAt(at) if at <= now) {
+                let parent_first = prev.is_some_and(|p| on_the_way.contains(&(p, node)));
+                if !parent_first && matches!(ns.st, NodeSubmit::RetryAt(at) if at <= now) {
                     ns.st = NodeSubmit::InFlight;
                     sends.push((node, block_id, s.hex.clone()));
                 }
@@ -1605,6 +1636,12 @@ impl Coinservers {
 /// Confirmations of a block at `height` under a tip at `tip` (1 when it is the tip).
 fn depth(tip: u64, height: u64) -> u64 {
     if tip >= height { tip - height + 1 } else { 0 }
+}
+
+/// The previous block's hash in a serialized block's hex (header bytes 4..36, as stored).
+fn prev_of(hex: &str) -> Option<Hash256> {
+    let bytes = hex::decode(hex.get(8..72)?).ok()?;
+    Some(Hash256(bytes.try_into().ok()?))
 }
 
 #[cfg(test)]
@@ -2262,6 +2299,66 @@ mod tests {
         let t0 = h.now.mono;
         h.run(31_000);
         assert_eq!(h.templates_since(t0), vec![(0, 11, false), (0, 11, false)]);
+    }
+
+    #[test]
+    fn a_block_on_our_own_block_waits_for_its_parent_at_each_node() {
+        let mut h = Harness::new(cfg(2), vec![FakeNode::new(10), FakeNode::new(10)]);
+        h.run(100);
+        // Node 1 answers slowly (busy first): the parent is still on its way there when the
+        // child is found.
+        h.nodes[1].submit_busy = 1;
+        let parent = chain_hash(11);
+        let child_hex = format!("00000020{}{}", hex::encode(parent.0), "00".repeat(40));
+        let t0 = h.now.mono;
+        h.cs.handle_found_block(h.now, id(1), "beef".into(), parent, 11);
+        h.cs.handle_found_block(h.now, id(2), child_hex.clone().into(), chain_hash(12), 12);
+        h.drain();
+        let submits_at = |h: &Harness, t| -> Vec<(NodeId, bool)> {
+            h.sent
+                .iter()
+                .filter(|(at, _)| *at == t)
+                .filter_map(|(_, r)| match &r.call {
+                    Call::SubmitBlock { hex } => Some((r.node, **hex == *child_hex)),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(
+            submits_at(&h, t0),
+            vec![(0, false), (1, false)],
+            "only the parent goes out first"
+        );
+        h.settle();
+        h.run(5_000);
+        let children: Vec<(Timestamp, NodeId)> = h
+            .sent
+            .iter()
+            .filter(|(_, r)| matches!(&r.call, Call::SubmitBlock { hex } if **hex == *child_hex))
+            .map(|(at, r)| (*at, r.node))
+            .collect();
+        let parents: Vec<(Timestamp, NodeId)> = h
+            .sent
+            .iter()
+            .filter(|(_, r)| matches!(&r.call, Call::SubmitBlock { hex } if &**hex == "beef"))
+            .map(|(at, r)| (*at, r.node))
+            .collect();
+        for node in [0, 1] {
+            let last_parent = parents
+                .iter()
+                .filter(|(_, n)| *n == node)
+                .map(|(t, _)| *t)
+                .max();
+            let child = children.iter().find(|(_, n)| *n == node).map(|(t, _)| *t);
+            assert!(
+                child.is_some() && child >= last_parent,
+                "node {node}: the child ({child:?}) went after the parent's last attempt ({last_parent:?})"
+            );
+        }
+        assert!(
+            parents.iter().filter(|(_, n)| *n == 1).count() == 2,
+            "node 1 answered busy once: the parent was sent again, the child after it"
+        );
     }
 
     #[test]
