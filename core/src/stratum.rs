@@ -47,7 +47,10 @@ use thiserror::Error;
 pub enum Id {
     /// `null`, or no id at all.
     Null,
-    /// A numeric id: its JSON text as sent (e.g. `7`, `1.50`, `1e400`).
+    /// An unsigned integer written plainly (digits only, no leading zero): what miners send,
+    /// kept without an allocation. Its text is exactly what it was sent as.
+    Int(u64),
+    /// Any other number: its JSON text as sent (e.g. `1.50`, `-3`, `1e400`).
     Number(Box<str>),
     /// A string id: its JSON text as sent, quotes and escapes included (e.g. `"a\u0041"`).
     String(Box<str>),
@@ -56,7 +59,7 @@ pub enum Id {
 impl Id {
     /// A numeric id (for callers that make requests).
     pub fn number(n: u64) -> Id {
-        Id::Number(n.to_string().into())
+        Id::Int(n)
     }
 
     /// A string id, escaped as this codec writes strings.
@@ -67,10 +70,11 @@ impl Id {
     }
 
     /// The id's JSON text.
-    pub fn as_json(&self) -> &str {
+    pub fn as_json(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Id::Null => "null",
-            Id::Number(t) | Id::String(t) => t,
+            Id::Null => "null".into(),
+            Id::Int(n) => n.to_string().into(),
+            Id::Number(t) | Id::String(t) => (&**t).into(),
         }
     }
 
@@ -83,6 +87,13 @@ impl Id {
         match t.as_bytes().first() {
             Some(b'n') => Some(Id::Null),
             Some(b'"') => Some(Id::String(t.into())),
+            Some(b'0'..=b'9')
+                if (t.len() == 1 || !t.starts_with('0'))
+                    && t.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                // Plain digits beyond u64 keep their text.
+                Some(t.parse().map_or_else(|_| Id::Number(t.into()), Id::Int))
+            }
             Some(b'-' | b'0'..=b'9') => Some(Id::Number(t.into())),
             _ => None,
         }
@@ -566,6 +577,10 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
 fn push_id(out: &mut Vec<u8>, id: &Id) {
     match id {
         Id::Null => out.extend_from_slice(b"null"),
+        Id::Int(n) => {
+            use std::io::Write;
+            let _ = write!(out, "{n}");
+        }
         Id::Number(t) | Id::String(t) => out.extend_from_slice(t.as_bytes()),
     }
 }

@@ -13,7 +13,14 @@ fn text(out: &[u8]) -> &str {
 }
 
 fn num(n: i64) -> Id {
-    Id::Number(n.to_string().into())
+    u64::try_from(n).map_or_else(|_| Id::Number(n.to_string().into()), Id::Int)
+}
+
+/// The id a request line carrying `text` as its id parses to.
+fn id_of(text: &str) -> Id {
+    parse(&format!(r#"{{"id":{text},"method":"x"}}"#))
+        .unwrap()
+        .id
 }
 
 fn parse(line: &str) -> Result<Request, ParseError> {
@@ -614,13 +621,13 @@ fn json_value() -> impl Strategy<Value = Value> {
 fn id_strategy() -> impl Strategy<Value = Id> {
     prop_oneof![
         Just(Id::Null),
-        exact_number().prop_map(|n| Id::Number(n.to_string().into())),
+        exact_number().prop_map(|n| id_of(&n.to_string())),
         any::<String>().prop_map(|s| Id::string(&s)),
     ]
 }
 
 fn id_to_value(id: &Id) -> Value {
-    serde_json::from_str(id.as_json()).expect("an id is JSON text")
+    serde_json::from_str(&id.as_json()).expect("an id is JSON text")
 }
 
 const KNOWN: [&str; 8] = [

@@ -35,8 +35,15 @@ const NODE_BITS: u32 = 0x1f00ffff;
 const SHARE_DIFF: f64 = 1e-6;
 
 async fn start_node(seed: u64) -> (Arc<Node>, SocketAddr, watch::Sender<bool>) {
+    start_node_with_bits(seed, NODE_BITS).await
+}
+
+async fn start_node_with_bits(
+    seed: u64,
+    bits: u32,
+) -> (Arc<Node>, SocketAddr, watch::Sender<bool>) {
     let mut nc = NodeConfig::test(seed);
-    nc.chain.bits = NODE_BITS;
+    nc.chain.bits = bits;
     let node = Node::new(nc).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -424,19 +431,8 @@ async fn shutdown_waits_for_a_slow_nodes_verdict_on_a_found_block() {
 /// after the write timeout, later shares get error 20, and `/health` fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_stops_acknowledgements_with_error_20_and_fails_health() {
-    let mut nc = NodeConfig::test(31);
-    nc.chain.bits = 0x1d00ffff; // no share is a block
-    let node = Node::new(nc).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let node_addr = listener.local_addr().unwrap();
-    let (_node_stop, mut rx) = watch::channel(false);
-    tokio::spawn(powerpool_devnode::serve(
-        node.clone(),
-        listener,
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        },
-    ));
+    // Mainnet's target: no share is a block.
+    let (_node, node_addr, _node_stop) = start_node_with_bits(31, 0x1d00ffff).await;
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(&[node_addr], dir.path(), None);
     // Redis is configured but nothing listens there: every batch stays in the spool.

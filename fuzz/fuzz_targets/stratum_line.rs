@@ -16,7 +16,7 @@ const MAX_LINE: usize = 1024;
 
 /// An id is kept as the JSON text sent, which the parser validated.
 fn id_value(id: &Id) -> Value {
-    serde_json::from_str(id.as_json()).expect("an id is valid JSON text")
+    serde_json::from_str(&id.as_json()).expect("an id is valid JSON text")
 }
 
 fn reply(line: &[u8], out: &mut Vec<u8>) -> Value {
