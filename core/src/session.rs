@@ -2,11 +2,20 @@
 //!
 //! Inputs: [`Session::handle_input`] (bytes read from the socket), [`Session::handle_job`]
 //! (every job update of the pool), [`Session::handle_timeout`] (when [`Session::poll_timeout`]
-//! is reached), [`Session::set_extranonce1`].
+//! is reached: the refused-share minute ends, the keepalive notify, vardiff),
+//! [`Session::set_extranonce1`], [`Session::set_log_available`], and [`Session::finish`] once,
+//! when the connection ends.
 //! Outputs, drained after every input in this order: [`Session::poll_transmit`] until `None`
-//! (lines to write, in order), then [`Session::poll_event`] until `None` (share records, found
-//! blocks, the close request). A found block must be submitted; a close request means the
-//! driver should flush what it has and drop the connection.
+//! (lines to write, in order), then [`Session::poll_event`] until `None`: a record per accepted
+//! share; a notice per refused share (for counters), whose record comes later, counted with the
+//! worker's other refusals of that kind and minute; found blocks; the close request (a line too
+//! long, or refusals past the [`RefusalLimit`]). A found block must be submitted; a close
+//! request means the driver should flush what it has and drop the connection.
+//!
+//! Memory is bounded whatever the miner sends: lines by `max_line_bytes`, jobs by
+//! `jobs_per_connection`, the duplicate filter by `max_shares_per_connection` fingerprints over
+//! all jobs (the oldest job is forgotten whole when it is full), refused shares by one tally
+//! per worker and kind.
 //!
 //! ## Share checks, in order (first failure wins)
 //! 1. subscribed (25) and an authorized worker (24);
