@@ -350,23 +350,15 @@ impl StratumShared {
         })
     }
 
-    /// Connections admitted and not yet ended.
-    /// Whether the share log can keep what is acknowledged now: its spool takes appends.
-    fn log_available(&self) -> bool {
-        let st = self.log_status.borrow();
-        st.spool_ok && !st.spool_full
-    }
-
     /// Resolves once the share log has been unavailable for `d` without a break.
     async fn log_unavailable_for(&self, d: Duration) {
-        let available = |s: &ShareLogStatus| s.spool_ok && !s.spool_full;
         let mut rx = self.log_status.clone();
         loop {
-            if rx.wait_for(|s| !available(s)).await.is_err() {
+            if rx.wait_for(|s| !log_available(s)).await.is_err() {
                 // The share log is gone: the durability wait beside this one ends instead.
                 std::future::pending::<()>().await;
             }
-            if tokio::time::timeout(d, rx.wait_for(available))
+            if tokio::time::timeout(d, rx.wait_for(log_available))
                 .await
                 .is_err()
             {
@@ -401,6 +393,7 @@ impl StratumShared {
         out
     }
 
+    /// Connections admitted and not yet ended.
     pub fn connection_count(&self) -> usize {
         self.hub.view(|p| p.connection_count())
     }
@@ -477,6 +470,11 @@ impl Drop for Admission {
         s.hub.with(|p, now| p.handle_disconnect(now, serial));
         s.metrics.connection_closed(s.port_number(self.port));
     }
+}
+
+/// Whether the share log can keep what is acknowledged now: its spool takes appends.
+fn log_available(s: &ShareLogStatus) -> bool {
+    s.spool_ok && !s.spool_full
 }
 
 /// Resolves once `rx` reads true (or its sender is gone). The guard `wait_for` returns is not
@@ -571,6 +569,7 @@ async fn proxied<N: Net>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let header = tokio::select! {
+        biased;
         r = tokio::time::timeout(pp.header_timeout, read_proxy_header(&mut stream)) => match r {
             Ok(r) => r,
             Err(_) => Err("no complete header within header_timeout_ms".to_owned()),
@@ -715,6 +714,8 @@ async fn connection<N: Net, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let mut closing = false;
     let mut stopping = false;
     let mut ban = false;
+    let mut log_rx = shared.log_status.clone();
+    session.set_log_available(log_available(&log_rx.borrow_and_update()));
 
     while !closing {
         let mut deadline = last_rx + idle;
@@ -734,7 +735,11 @@ async fn connection<N: Net, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 Ok(0) | Err(_) => closing = true,
                 Ok(n) => {
                     last_rx = Instant::now();
-                    session.set_log_available(shared.log_available());
+                    // The status is read only when it changed (an atomic version check), so a
+                    // read does not take the watch's shared lock.
+                    if log_rx.has_changed().unwrap_or(false) {
+                        session.set_log_available(log_available(&log_rx.borrow_and_update()));
+                    }
                     session.handle_input(shared.now(&net), &buf[..n]);
                 }
             },
