@@ -226,8 +226,8 @@ struct Conn {
     authorized: bool,
 }
 
-/// Token buckets kept before idle (full) ones are dropped: bounds the table under a flood
-/// from many addresses.
+/// Token buckets kept: past it idle (full) ones are dropped, and if none is, a new address is
+/// not metered, so the table stays bounded under a flood from many addresses.
 const MAX_BUCKETS: usize = 4096;
 
 /// A found block on its way to the nodes: the obligation passes to whoever drains it.
@@ -441,6 +441,12 @@ impl Pool {
         };
         if self.buckets.len() >= MAX_BUCKETS && !self.buckets.contains_key(&ip) {
             self.buckets.retain(|_, b| refill(b) < burst);
+            if self.buckets.len() >= MAX_BUCKETS {
+                // Thousands of addresses all connecting at once: the table stays bounded and a
+                // new address goes unmetered, held back by the caps on unauthorized
+                // connections instead.
+                return Ok(());
+            }
         }
         let b = self.buckets.entry(ip).or_insert(Bucket {
             tokens: burst,
@@ -501,6 +507,8 @@ impl Pool {
     /// closes the one that earned the ban.
     pub fn handle_ban(&mut self, now: Now, key: BanKey, reason: &str) {
         let key = key.normalized();
+        // Expired bans go when a new one comes, so the table holds only bans in force.
+        self.bans.retain(|_, b| now.mono < b.until);
         let secs = self.cfg.admission.ban_secs;
         let d = std::time::Duration::from_secs(secs);
         self.bans.insert(
@@ -1062,6 +1070,21 @@ mod tests {
             p.handle_connect(now(100), 0, ip(1)),
             Err(Refusal::RateLimited)
         );
+    }
+
+    #[test]
+    fn the_rate_table_stays_bounded_under_a_flood_from_many_addresses() {
+        let mut p = Pool::new(open_cfg(AdmissionPolicy {
+            max_unauthorized: 1_000_000,
+            max_unauthorized_per_ip: 1_000_000,
+            ..AdmissionPolicy::default()
+        }))
+        .unwrap();
+        for n in 0..(MAX_BUCKETS as u32 + 500) {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n));
+            assert!(p.handle_connect(now(0), 0, ip).is_ok());
+        }
+        assert_eq!(p.buckets.len(), MAX_BUCKETS);
     }
 
     #[test]
