@@ -247,23 +247,15 @@ async fn shares(
     State(s): State<AppState>,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let Some(store) = s.source.store() else {
-        return error(StatusCode::NOT_FOUND, "this pool has no store to read");
+    let (store, since_ms, until_ms, limit) = match store_query(&s, &q, 10_000) {
+        Ok(x) => x,
+        Err((code, m)) => return error(code, &m),
     };
-    let time = |k: &str| q.get(k).map(|v| parse_time_ms(v)).transpose();
-    let query = match (time("since"), time("until")) {
-        (Ok(since_ms), Ok(until_ms)) => ExportQuery {
-            since_ms,
-            until_ms,
-            round: q.get("round").cloned(),
-            all_kinds: q.contains_key("all_kinds"),
-        },
-        (Err(m), _) | (_, Err(m)) => return error(StatusCode::BAD_REQUEST, &m),
-    };
-    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
-        None => 10_000,
-        Some(Ok(l)) => l,
-        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "limit: a number of records"),
+    let query = ExportQuery {
+        since_ms,
+        until_ms,
+        round: q.get("round").cloned(),
+        all_kinds: q.contains_key("all_kinds"),
     };
     let filter = match store.filter(&query).await {
         Ok(f) => f,
@@ -282,13 +274,9 @@ async fn store_blocks(
     State(s): State<AppState>,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let Some(store) = s.source.store() else {
-        return error(StatusCode::NOT_FOUND, "this pool has no store to read");
-    };
-    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
-        None => 100,
-        Some(Ok(l)) => l,
-        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "limit: a number of blocks"),
+    let (store, _, _, limit) = match store_query(&s, &q, 100) {
+        Ok(x) => x,
+        Err((code, m)) => return error(code, &m),
     };
     match store
         .blocks_page(q.get("before").map(String::as_str), limit)
@@ -304,18 +292,38 @@ async fn store_address(
     Path(address): Path<String>,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let Some(store) = s.source.store() else {
-        return error(StatusCode::NOT_FOUND, "this pool has no store to read");
+    let (store, since, until, _) = match store_query(&s, &q, 0) {
+        Ok(x) => x,
+        Err((code, m)) => return error(code, &m),
     };
-    let time = |k: &str| q.get(k).map(|v| parse_time_ms(v)).transpose();
-    let (since, until) = match (time("since"), time("until")) {
-        (Ok(a), Ok(b)) => (a.unwrap_or(0), b.unwrap_or(u64::MAX)),
-        (Err(m), _) | (_, Err(m)) => return error(StatusCode::BAD_REQUEST, &m),
-    };
+    let (since, until) = (since.unwrap_or(0), until.unwrap_or(u64::MAX));
     match store.address_totals(&address, since, until).await {
         Ok(workers) => Json(json!({ "address": address, "workers": workers })).into_response(),
         Err(m) => error(StatusCode::BAD_REQUEST, &m),
     }
+}
+
+/// What every store view reads from its request: the store, `since` and `until` (Unix s or
+/// ms), and `limit` (`default` when absent); otherwise the status and what is wrong.
+#[allow(clippy::type_complexity)]
+fn store_query(
+    s: &AppState,
+    q: &std::collections::HashMap<String, String>,
+    default_limit: usize,
+) -> Result<(StoreReader, Option<u64>, Option<u64>, usize), (StatusCode, String)> {
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    let store = s.source.store().ok_or((
+        StatusCode::NOT_FOUND,
+        "this pool has no store to read".to_owned(),
+    ))?;
+    let time = |k: &str| q.get(k).map(|v| parse_time_ms(v)).transpose().map_err(bad);
+    let (since, until) = (time("since")?, time("until")?);
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => default_limit,
+        Some(Ok(l)) => l,
+        Some(Err(_)) => return Err(bad("limit: a number".into())),
+    };
+    Ok((store, since, until, limit))
 }
 
 async fn prometheus(State(s): State<AppState>) -> Response {

@@ -132,8 +132,13 @@ fn kind_of(c: u8) -> Option<ShareKind> {
     })
 }
 
-fn worker_key(r: &ShareRecord) -> String {
-    format!("{}\n{}", r.address, r.worker)
+/// `address\nworker` into `buf` (reused across a block's records).
+fn worker_key<'b>(buf: &'b mut String, r: &ShareRecord) -> &'b str {
+    buf.clear();
+    buf.push_str(&r.address);
+    buf.push('\n');
+    buf.push_str(&r.worker);
+    buf
 }
 
 /// Encodes `records` (at least one) as one block, interning names through `interner`.
@@ -144,6 +149,7 @@ pub fn encode(records: &[&ShareRecord], interner: &mut Interner<'_>) -> Vec<u8> 
     let mut ctxs: Vec<(u32, u32, u64, Vec<u32>)> = Vec::new();
     let mut ctx_ix: HashMap<(u32, u32, u64, Vec<u32>), u64> = HashMap::new();
     let mut body = Vec::with_capacity(records.len() * 12);
+    let mut key = String::new();
     for r in records {
         let bits = r.difficulty.to_bits();
         let d = *diff_ix.entry(bits).or_insert_with(|| {
@@ -177,7 +183,7 @@ pub fn encode(records: &[&ShareRecord], interner: &mut Interner<'_>) -> Vec<u8> 
         put(&mut body, r.id.seq & 0xffff_ffff);
         let delta = r.unix_ms as i64 - first.unix_ms as i64;
         put(&mut body, ((delta << 1) ^ (delta >> 63)) as u64);
-        put(&mut body, u64::from(interner.id(&worker_key(r))));
+        put(&mut body, u64::from(interner.id(worker_key(&mut key, r))));
         put(&mut body, d);
         put(&mut body, c);
         if r.count != 1 {
