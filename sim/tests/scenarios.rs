@@ -106,7 +106,7 @@ fn merged() {
 
 #[test]
 #[ignore = "not yet reliable: blocks no longer reach a node before their parents, but some \
-            runs (e.g. SIM_SEED=131, 1 run in 2) report a miner that never got a clean job on a \
+            runs (SIM_SEED=131 in 2 runs of 3) report a miner that never got a clean job on a \
             tip its own block made; run with --ignored while it is fixed"]
 fn block_storm() {
     run("block_storm", scenario::block_storm, 11);
